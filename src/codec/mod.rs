@@ -1,0 +1,3 @@
+//! Encodings of attachment bytes on the wire.
+
+pub mod base64;

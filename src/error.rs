@@ -1,0 +1,350 @@
+//! The crate's one error type.
+//!
+//! Every kind knows the HTTP status an API server answers it with ([`Error::status`]) and
+//! the message the seed documents put on the wire ([`Error::wire_message`]). `Display` is
+//! meant for the developer reading a log: it names the numbers involved and says what to do.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while checking, encoding or decoding an attachment.
+///
+/// The enum is `#[non_exhaustive]`: later versions add kinds (image validation, upload
+/// sessions, ranges) without breaking `match`es that end in a wildcard arm.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::Error;
+///
+/// let err = Error::SizeMismatch { actual: 35, declared: 350 };
+/// assert_eq!(err.to_string(), "Content length is 35 but metadata size is 350");
+/// assert_eq!(err.status(), 400);
+/// assert_eq!(
+///     err.wire_message(),
+///     "Request failed with code: 400, message: Content length is 35 but metadata size is 350"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file (or a chunk) is larger than the limit that applies to it.
+    ///
+    /// `size` is the declared size, or the number of bytes seen so far when the content
+    /// itself ran past the limit (then the true size is at least `size`).
+    #[error("{}", too_large(*.size, *.limit, *.kind))]
+    TooLarge {
+        /// Bytes declared or counted.
+        size: u64,
+        /// The limit in force, in decoded bytes.
+        limit: u64,
+        /// Which limit it is.
+        kind: SizeLimit,
+    },
+
+    /// A chunked upload was declared with a total size that belongs to the single-request
+    /// endpoint.
+    #[error(
+        "file size {size} bytes is too small for a chunked upload, which takes files of \
+         {min} bytes and more; send it in one request instead"
+    )]
+    TooSmallForChunks {
+        /// The declared total size.
+        size: u64,
+        /// The smallest total a chunked upload accepts.
+        min: u64,
+    },
+
+    /// The decoded content length differs from the declared `file_size` / `chunk_size`.
+    ///
+    /// The text is the one seed 000 documents, decoded length first, declared size second.
+    #[error("Content length is {actual} but metadata size is {declared}")]
+    SizeMismatch {
+        /// Bytes actually received (decoded).
+        actual: u64,
+        /// Bytes declared in the metadata.
+        declared: u64,
+    },
+
+    /// The declared MIME type is not one the policy accepts.
+    #[error("file type {declared:?} is not supported here; use one of: {allowed}")]
+    UnsupportedType {
+        /// The type as declared.
+        declared: String,
+        /// The accepted types, comma separated.
+        allowed: String,
+    },
+
+    /// The declared type is not a well-formed MIME type (`type/subtype`).
+    #[error(
+        "file type {declared:?} is not a valid MIME type; expected the form type/subtype, e.g. image/png"
+    )]
+    InvalidType {
+        /// The type as declared.
+        declared: String,
+    },
+
+    /// The content's leading bytes say it is another type than the one declared.
+    #[error(
+        "the content is {detected} but the declared file type is {declared}; \
+         declare the real type or send the intended file"
+    )]
+    TypeMismatch {
+        /// The type as declared (normalised).
+        declared: String,
+        /// The type recognised from the content.
+        detected: String,
+    },
+
+    /// The content's leading bytes match no known type, and the policy requires one.
+    #[error(
+        "the content is not recognisable as {declared}: its first {sniffed} bytes match no \
+         known file type"
+    )]
+    UnrecognizedContent {
+        /// The type as declared (normalised).
+        declared: String,
+        /// How many leading bytes were examined.
+        sniffed: usize,
+    },
+
+    /// A base64 text is not canonical standard base64.
+    #[error("invalid base64 at byte offset {offset}: {problem}")]
+    Base64 {
+        /// Offset of the first offending character in the whole text.
+        offset: u64,
+        /// What is wrong there.
+        problem: Base64Problem,
+    },
+
+    /// A file name is unusable.
+    #[error("file name rejected: {0}")]
+    InvalidFileName(FileNameProblem),
+
+    /// A JSON body could not be parsed into the expected request or response.
+    #[error("invalid JSON body: {message}")]
+    InvalidJson {
+        /// serde_json's description, naming the missing or malformed field and its position.
+        message: String,
+    },
+
+    /// A stateful checker (such as the `Inspector`) was used again after it had failed.
+    #[error("already failed earlier ({first}); start over with a new instance")]
+    AlreadyFailed {
+        /// The error that ended it.
+        first: Box<Error>,
+    },
+}
+
+/// Which size limit a [`Error::TooLarge`] refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// The largest file one request may carry (1 MB on the Booking.com APIs).
+    Single,
+    /// The largest file a chunked upload may carry (10 MB on Connectivity).
+    Chunked,
+    /// The largest single chunk (1 MB on Connectivity).
+    Chunk,
+}
+
+/// What is wrong in a base64 text; see [`Error::Base64`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Base64Problem {
+    /// A byte outside the standard alphabet `A-Z a-z 0-9 + /` (and `=` for padding).
+    InvalidByte(u8),
+    /// A `=` where padding may not stand (inside a group, or a group with a single `=`
+    /// followed by data).
+    MisplacedPadding,
+    /// Text continues after a padded final group.
+    DataAfterPadding,
+    /// The final group's unused low bits are not zero (a non-canonical encoding).
+    NonZeroTrailingBits,
+    /// The text ends with a lone character, which cannot encode a byte.
+    Truncated,
+}
+
+impl fmt::Display for Base64Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Base64Problem::InvalidByte(b @ (b'-' | b'_')) => write!(
+                f,
+                "{:?} is from the URL-safe alphabet; encode with the standard alphabet (+ and /)",
+                b as char
+            ),
+            Base64Problem::InvalidByte(b @ (b' ' | b'\t' | b'\r' | b'\n')) => write!(
+                f,
+                "whitespace ({:?}) is not allowed; send the base64 text without line breaks or spaces",
+                b as char
+            ),
+            Base64Problem::InvalidByte(b) if b.is_ascii_graphic() => write!(
+                f,
+                "{:?} is not in the standard base64 alphabet",
+                b as char
+            ),
+            Base64Problem::InvalidByte(b) => {
+                write!(f, "byte 0x{b:02x} is not in the standard base64 alphabet")
+            }
+            Base64Problem::MisplacedPadding => {
+                f.write_str("padding '=' may only end the final group of four characters")
+            }
+            Base64Problem::DataAfterPadding => {
+                f.write_str("text continues after the padding that ended it")
+            }
+            Base64Problem::NonZeroTrailingBits => f.write_str(
+                "the last character has non-zero unused bits (not a canonical encoding); re-encode the file",
+            ),
+            Base64Problem::Truncated => f.write_str(
+                "the text ends with a single character of a group, which cannot encode a byte; \
+                 the text is truncated",
+            ),
+        }
+    }
+}
+
+/// Why a file name was rejected; see [`Error::InvalidFileName`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FileNameProblem {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than the limit, in bytes of UTF-8.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The name holds a `/` or `\` at this byte offset; names are never paths.
+    PathSeparator {
+        /// Byte offset in the name.
+        at: usize,
+    },
+    /// The name holds a control character at this byte offset.
+    ControlCharacter {
+        /// Byte offset in the name.
+        at: usize,
+    },
+    /// The name is `.` or `..`.
+    DotName,
+}
+
+impl fmt::Display for FileNameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FileNameProblem::Empty => f.write_str("it is empty; give the file a name"),
+            FileNameProblem::TooLong { len, max } => {
+                write!(
+                    f,
+                    "it is {len} bytes long, over the limit of {max} bytes; shorten it"
+                )
+            }
+            FileNameProblem::PathSeparator { at } => write!(
+                f,
+                "it holds a path separator at byte {at}; send a bare file name, not a path"
+            ),
+            FileNameProblem::ControlCharacter { at } => {
+                write!(f, "it holds a control character at byte {at}; remove it")
+            }
+            FileNameProblem::DotName => f.write_str("\".\" and \"..\" are not file names"),
+        }
+    }
+}
+
+/// Formats a limit the way the Booking.com documents do: `1MB` for 1,048,576 bytes.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const KIB: u64 = 1 << 10;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{}MB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{}KB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+fn too_large(size: u64, limit: u64, kind: SizeLimit) -> String {
+    let human = human_size(limit);
+    match kind {
+        SizeLimit::Single => format!(
+            "file size {size} bytes exceeds the {human} limit ({limit} bytes) of a single upload; \
+             use a chunked upload where the API offers one, or send a smaller file"
+        ),
+        SizeLimit::Chunked => format!(
+            "file size {size} bytes exceeds the {human} limit ({limit} bytes) of a chunked upload; \
+             send a smaller file"
+        ),
+        SizeLimit::Chunk => format!(
+            "chunk size {size} bytes exceeds the {human} limit ({limit} bytes) per chunk; \
+             split the file into smaller chunks"
+        ),
+    }
+}
+
+impl Error {
+    /// The HTTP status an API server answers this error with.
+    ///
+    /// 400 for malformed or oversized requests (as seed 000 documents for the size errors),
+    /// 415 for a type the policy does not accept or content of no recognisable type.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::UnsupportedType { .. } | Error::UnrecognizedContent { .. } => 415,
+            Error::AlreadyFailed { first } => first.status(),
+            _ => 400,
+        }
+    }
+
+    /// The message an API server puts on the wire for this error.
+    ///
+    /// For the two errors seed 000 documents, this is their exact text:
+    /// `File size exceeds the 1MB limit` and
+    /// `Request failed with code: 400, message: Content length is 35 but metadata size is 350`.
+    /// Every other kind uses its `Display` text, which holds only facts the client sent.
+    pub fn wire_message(&self) -> Cow<'_, str> {
+        match self {
+            Error::TooLarge { limit, kind, .. } => {
+                let what = if *kind == SizeLimit::Chunk {
+                    "Chunk"
+                } else {
+                    "File"
+                };
+                Cow::Owned(format!(
+                    "{what} size exceeds the {} limit",
+                    human_size(*limit)
+                ))
+            }
+            Error::SizeMismatch { .. } => Cow::Owned(format!(
+                "Request failed with code: {}, message: {self}",
+                self.status()
+            )),
+            Error::AlreadyFailed { first } => first.wire_message(),
+            other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::InvalidJson {
+            message: err.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes_follow_the_documents() {
+        assert_eq!(human_size(1_048_576), "1MB");
+        assert_eq!(human_size(10_485_760), "10MB");
+        assert_eq!(human_size(2048), "2KB");
+        assert_eq!(human_size(1_000_000), "1000000 bytes");
+    }
+}

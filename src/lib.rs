@@ -1,0 +1,59 @@
+//! Streaming processing of file attachments for messaging APIs.
+//!
+//! `attachments` checks a file before it is sent, moves it as base64 inside JSON (in one
+//! request or in chunks), and checks it again on the receiving side, for the Booking.com
+//! Connectivity and Demand messaging APIs and for a chat platform's attachments resource.
+//!
+//! # Design
+//!
+//! The core does no IO and reads no clock. Every piece takes bytes as slices split
+//! anywhere and gives the same answer however they were split:
+//!
+//! - [`sniff`]: the type from the first bytes ([`sniff::SNIFF_LEN`]) with `infer`.
+//! - [`codec::base64`]: strict streaming base64 that writes straight into the caller's
+//!   `Vec<u8>` / `BytesMut` (the request body being built), on `base64-simd`.
+//! - [`digest`]: SHA-256 (`sha2`, SHA-NI where present).
+//! - [`Inspector`]: sniffing, size accounting, hashing and a [`Validator`] in one pass.
+//! - [`Policy`] / [`Limits`]: what a deployment accepts, with one preset per API flavour.
+//! - [`wire`]: serde types for each flavour's requests and responses.
+//!
+//! Memory is bounded by what the caller feeds: nothing holds a whole file.
+//! Errors are one [`Error`] type whose kinds know their HTTP status and wire message.
+//!
+//! # Example: checking and encoding a file in one pass
+//!
+//! ```
+//! use attachments::{codec::base64::Encoder, Inspector, Policy};
+//!
+//! let file: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01";
+//! let policy = Policy::demand();
+//! let mut inspector = Inspector::new(&policy, "image/png", Some(file.len() as u64))?;
+//! let mut body = Vec::from(&b"{\"file_content\":\""[..]);
+//! let mut encoder = Encoder::new();
+//! for slice in file.chunks(7) {
+//!     inspector.update(slice)?;
+//!     encoder.encode(slice, &mut body);
+//! }
+//! encoder.finish(&mut body);
+//! body.extend_from_slice(b"\"}");
+//! let verdict = inspector.finish()?;
+//! assert_eq!(verdict.size, 20);
+//! println!("{} {}", verdict.media_type, verdict.sha256);
+//! # Ok::<(), attachments::Error>(())
+//! ```
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod digest;
+pub mod error;
+mod inspect;
+pub mod policy;
+pub mod sniff;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use inspect::{AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, Validator};
+pub use policy::{AllowedTypes, Flavour, Limits, Policy, UploadMode};
+pub use sniff::MediaType;

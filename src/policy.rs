@@ -1,0 +1,384 @@
+//! What a deployment accepts: [`Policy`] (allowed types, checks) and [`Limits`] (sizes).
+//!
+//! One preset per API flavour the crate speaks:
+//!
+//! | preset | single request | chunked upload | chunk | types |
+//! | --- | --- | --- | --- | --- |
+//! | [`Policy::connectivity`] | <= 1,048,576 | 1,048,577 ..= 10,485,760 | <= 1,048,576 | `image/jpeg`, `image/png` |
+//! | [`Policy::demand`] | <= 1,048,576 | none | n/a | `image/png`, `image/jpeg` (`image/jpg` read as `image/jpeg`) |
+//! | [`Policy::chat`] | <= [`DEFAULT_CHAT_MAX_SIZE`] (configurable) | none | n/a | any |
+//!
+//! All sizes count decoded bytes, never base64 text.
+
+use crate::error::{Error, FileNameProblem, Result, SizeLimit};
+use crate::sniff::MediaType;
+
+/// One mebibyte, the "1MB" of the Booking.com documents.
+pub const MIB: u64 = 1 << 20;
+
+/// The largest file one request may carry on the Booking.com APIs: 1,048,576 bytes.
+pub const BOOKING_SINGLE_MAX: u64 = MIB;
+
+/// The largest file a Connectivity chunked upload may carry: 10,485,760 bytes.
+pub const CONNECTIVITY_CHUNKED_MAX: u64 = 10 * MIB;
+
+/// The largest Connectivity chunk: 1,048,576 decoded bytes.
+pub const CONNECTIVITY_CHUNK_MAX: u64 = MIB;
+
+/// Default maximum file size of the chat-platform preset: 25 MiB (26,214,400 bytes).
+pub const DEFAULT_CHAT_MAX_SIZE: u64 = 25 * MIB;
+
+/// Default longest file name, in bytes of UTF-8: 255 (the common file-system limit).
+pub const DEFAULT_MAX_FILE_NAME_LEN: usize = 255;
+
+/// Which API's rules a [`Policy`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Flavour {
+    /// Booking.com Connectivity (supply-xml) messaging: single and chunked uploads.
+    Connectivity,
+    /// Booking.com Demand API v3 messaging: single uploads.
+    Demand,
+    /// A chat platform's attachments resource: multipart uploads of any type.
+    Chat,
+}
+
+/// Size limits, all in decoded bytes.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::Limits;
+///
+/// let limits = Limits::connectivity();
+/// assert_eq!(limits.max_single_size, 1_048_576);
+/// assert_eq!(limits.max_chunked_size, Some(10_485_760));
+/// assert_eq!(limits.min_chunked_size(), Some(1_048_577));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest file a single request may carry.
+    pub max_single_size: u64,
+    /// The largest file a chunked upload may carry; `None` when the flavour has no chunked
+    /// upload. A chunked upload takes files larger than `max_single_size`.
+    pub max_chunked_size: Option<u64>,
+    /// The largest chunk of a chunked upload.
+    pub max_chunk_size: u64,
+    /// The longest file name, in bytes of UTF-8.
+    pub max_file_name_len: usize,
+}
+
+impl Limits {
+    /// Connectivity: single <= 1 MiB, chunked 1 MiB + 1 ..= 10 MiB, chunks <= 1 MiB.
+    pub const fn connectivity() -> Self {
+        Limits {
+            max_single_size: BOOKING_SINGLE_MAX,
+            max_chunked_size: Some(CONNECTIVITY_CHUNKED_MAX),
+            max_chunk_size: CONNECTIVITY_CHUNK_MAX,
+            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+        }
+    }
+
+    /// Demand: single <= 1 MiB, no chunked upload.
+    pub const fn demand() -> Self {
+        Limits {
+            max_single_size: BOOKING_SINGLE_MAX,
+            max_chunked_size: None,
+            max_chunk_size: BOOKING_SINGLE_MAX,
+            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+        }
+    }
+
+    /// Chat platform: one upload of at most `max_size` bytes.
+    pub const fn chat(max_size: u64) -> Self {
+        Limits {
+            max_single_size: max_size,
+            max_chunked_size: None,
+            max_chunk_size: max_size,
+            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+        }
+    }
+
+    /// The smallest file a chunked upload takes (`max_single_size + 1`), if there is one.
+    pub const fn min_chunked_size(&self) -> Option<u64> {
+        match self.max_chunked_size {
+            Some(_) => Some(self.max_single_size + 1),
+            None => None,
+        }
+    }
+
+    /// The largest file accepted by any route: the chunked maximum if there is one.
+    pub fn max_file_size(&self) -> u64 {
+        self.max_chunked_size.unwrap_or(0).max(self.max_single_size)
+    }
+}
+
+/// How a file of a given size travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UploadMode {
+    /// One request carries the whole file.
+    Single,
+    /// `start` / `resume` / `finish` requests carry it in chunks.
+    Chunked,
+}
+
+/// Which types a policy accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AllowedTypes {
+    /// Any well-formed MIME type.
+    Any,
+    /// Only these (normalised) types.
+    Only(Vec<MediaType>),
+}
+
+/// What a deployment accepts: types, sizes, and how strictly content is checked.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::{Policy, MediaType, UploadMode};
+///
+/// let demand = Policy::demand();
+/// assert_eq!(demand.check_type("image/jpg").unwrap(), MediaType::JPEG);
+/// assert_eq!(demand.check_type("image/gif").unwrap_err().status(), 415);
+///
+/// let connectivity = Policy::connectivity();
+/// assert_eq!(connectivity.upload_mode(2_602_519).unwrap(), UploadMode::Chunked);
+/// assert!(connectivity.upload_mode(10_485_761).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// The API whose rules this follows.
+    pub flavour: Flavour,
+    /// Size limits.
+    pub limits: Limits,
+    /// Accepted declared types.
+    pub allowed_types: AllowedTypes,
+    /// Read a declared `image/jpg` as `image/jpeg`.
+    pub jpg_alias: bool,
+    /// Reject content whose type cannot be recognised from its leading bytes. The image
+    /// presets set it; the chat preset accepts unrecognised content under its declared type.
+    pub require_recognized: bool,
+}
+
+impl Policy {
+    /// Booking.com Connectivity messaging: `image/jpeg` and `image/png`; single uploads up to
+    /// 1 MiB, chunked uploads above that up to 10 MiB in chunks of at most 1 MiB.
+    pub fn connectivity() -> Self {
+        Policy {
+            flavour: Flavour::Connectivity,
+            limits: Limits::connectivity(),
+            allowed_types: AllowedTypes::Only(vec![MediaType::JPEG, MediaType::PNG]),
+            jpg_alias: false,
+            require_recognized: true,
+        }
+    }
+
+    /// Booking.com Demand API messaging: `image/png` and `image/jpeg` (with `image/jpg` read
+    /// as `image/jpeg`), single uploads up to 1 MiB.
+    pub fn demand() -> Self {
+        Policy {
+            flavour: Flavour::Demand,
+            limits: Limits::demand(),
+            allowed_types: AllowedTypes::Only(vec![MediaType::PNG, MediaType::JPEG]),
+            jpg_alias: true,
+            require_recognized: true,
+        }
+    }
+
+    /// A chat platform's attachments resource: any type, up to [`DEFAULT_CHAT_MAX_SIZE`];
+    /// change it with [`Policy::with_max_size`].
+    pub fn chat() -> Self {
+        Policy {
+            flavour: Flavour::Chat,
+            limits: Limits::chat(DEFAULT_CHAT_MAX_SIZE),
+            allowed_types: AllowedTypes::Any,
+            jpg_alias: true,
+            require_recognized: false,
+        }
+    }
+
+    /// Sets the largest file a single upload may carry (and so the chunk limit of flavours
+    /// without chunks).
+    pub fn with_max_size(mut self, max: u64) -> Self {
+        self.limits.max_single_size = max;
+        if self.limits.max_chunked_size.is_none() {
+            self.limits.max_chunk_size = max;
+        }
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Normalises a declared type and checks that the policy accepts it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidType`] (400) for text that is not a MIME type,
+    /// [`Error::UnsupportedType`] (415) for a type the policy does not accept.
+    pub fn check_type(&self, declared: &str) -> Result<MediaType> {
+        let mut ty = MediaType::parse(declared)?;
+        if self.jpg_alias && ty.as_str() == "image/jpg" {
+            ty = MediaType::JPEG;
+        }
+        match &self.allowed_types {
+            AllowedTypes::Any => Ok(ty),
+            AllowedTypes::Only(list) if list.contains(&ty) => Ok(ty),
+            AllowedTypes::Only(list) => Err(Error::UnsupportedType {
+                declared: declared.to_owned(),
+                allowed: list
+                    .iter()
+                    .map(MediaType::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Checks the type recognised from the content against the declared (normalised) one.
+    ///
+    /// `detected` is `None` when the content matched no known type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] when both are known and differ;
+    /// [`Error::UnrecognizedContent`] when nothing was recognised and the policy requires it.
+    pub fn check_detected(
+        &self,
+        declared: &MediaType,
+        detected: Option<&MediaType>,
+        sniffed: usize,
+    ) -> Result<()> {
+        match detected {
+            Some(found) if found == declared => Ok(()),
+            // Declaring "no particular type" lets the content decide, where any type goes.
+            Some(_) if *declared == MediaType::OCTET_STREAM && !self.require_recognized => Ok(()),
+            Some(found) => Err(Error::TypeMismatch {
+                declared: declared.to_string(),
+                detected: found.to_string(),
+            }),
+            None if self.require_recognized => Err(Error::UnrecognizedContent {
+                declared: declared.to_string(),
+                sniffed,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides how a file of `size` bytes travels, or refuses it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when no route takes a file that large.
+    pub fn upload_mode(&self, size: u64) -> Result<UploadMode> {
+        let limits = &self.limits;
+        if size <= limits.max_single_size {
+            return Ok(UploadMode::Single);
+        }
+        match limits.max_chunked_size {
+            Some(max) if size <= max => Ok(UploadMode::Chunked),
+            Some(max) => Err(Error::TooLarge {
+                size,
+                limit: max,
+                kind: SizeLimit::Chunked,
+            }),
+            None => Err(Error::TooLarge {
+                size,
+                limit: limits.max_single_size,
+                kind: SizeLimit::Single,
+            }),
+        }
+    }
+
+    /// Checks a declared total size for the given route.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] over the route's maximum; [`Error::TooSmallForChunks`] for a
+    /// chunked upload of a file a single request could carry.
+    pub fn check_size(&self, size: u64, mode: UploadMode) -> Result<()> {
+        let limits = &self.limits;
+        match (mode, limits.max_chunked_size) {
+            (UploadMode::Single, _) | (UploadMode::Chunked, None) => {
+                if size > limits.max_single_size {
+                    return Err(Error::TooLarge {
+                        size,
+                        limit: limits.max_single_size,
+                        kind: SizeLimit::Single,
+                    });
+                }
+                Ok(())
+            }
+            (UploadMode::Chunked, Some(max)) => {
+                if size > max {
+                    Err(Error::TooLarge {
+                        size,
+                        limit: max,
+                        kind: SizeLimit::Chunked,
+                    })
+                } else if size <= limits.max_single_size {
+                    Err(Error::TooSmallForChunks {
+                        size,
+                        min: limits.max_single_size + 1,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Checks one chunk's decoded size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] with [`SizeLimit::Chunk`] over `max_chunk_size`.
+    pub fn check_chunk_size(&self, size: u64) -> Result<()> {
+        if size > self.limits.max_chunk_size {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.limits.max_chunk_size,
+                kind: SizeLimit::Chunk,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a file name: stored for display, never used as a path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFileName`] for an empty name, `.` or `..`, a name over
+    /// `max_file_name_len` bytes, or one holding `/`, `\` or a control character.
+    pub fn check_file_name(&self, name: &str) -> Result<()> {
+        let bad = |p| Err(Error::InvalidFileName(p));
+        if name.is_empty() {
+            return bad(FileNameProblem::Empty);
+        }
+        if name.len() > self.limits.max_file_name_len {
+            return bad(FileNameProblem::TooLong {
+                len: name.len(),
+                max: self.limits.max_file_name_len,
+            });
+        }
+        if name == "." || name == ".." {
+            return bad(FileNameProblem::DotName);
+        }
+        for (at, c) in name.char_indices() {
+            if c == '/' || c == '\\' {
+                return bad(FileNameProblem::PathSeparator { at });
+            }
+            if c.is_control() {
+                return bad(FileNameProblem::ControlCharacter { at });
+            }
+        }
+        Ok(())
+    }
+}
