@@ -111,6 +111,19 @@ pub enum Error {
         sniffed: usize,
     },
 
+    /// The content is not a well-formed file of its type, as a [`Validator`] found it.
+    ///
+    /// [`Validator`]: crate::Validator
+    #[error("the content is not a valid {media_type} file: {reason} (at byte {offset})")]
+    InvalidContent {
+        /// The type the content was checked as.
+        media_type: String,
+        /// Offset in the file where the problem was found.
+        offset: u64,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
     /// A base64 text is not canonical standard base64.
     #[error("invalid base64 at byte offset {offset}: {problem}")]
     Base64 {

@@ -1,0 +1,348 @@
+//! The Inspector: one pass that sniffs, counts, hashes and validates, whatever the split.
+
+mod common;
+
+use attachments::codec::base64::{Encoder, decode_to, encode_to};
+use attachments::digest::sha256;
+use attachments::error::SizeLimit;
+use attachments::{ContentInfo, Error, Inspector, MediaType, Policy, Validator};
+use common::{
+    JPEG_START, PNG_SIGNATURE, SEED_000_CONTENT, cuts, file_with_header, split_at_points,
+};
+use proptest::prelude::*;
+
+fn inspect(
+    policy: &Policy,
+    ty: &str,
+    size: Option<u64>,
+    data: &[u8],
+) -> Result<attachments::Inspection, Error> {
+    let mut insp = Inspector::new(policy, ty, size)?;
+    insp.update(data)?;
+    insp.finish()
+}
+
+proptest! {
+    #[test]
+    fn digest_count_and_type_do_not_depend_on_the_split(
+        len in 0usize..20_000,
+        png in any::<bool>(),
+        cuts in cuts(),
+    ) {
+        let (ty, header) = if png { ("image/png", PNG_SIGNATURE) } else { ("image/jpeg", JPEG_START) };
+        let data = file_with_header(header, len);
+        let policy = Policy::chat();
+        let whole = inspect(&policy, ty, Some(len as u64), &data);
+        let mut insp = Inspector::new(&policy, ty, Some(len as u64)).unwrap();
+        let mut split = Ok(());
+        for piece in split_at_points(&data, &cuts) {
+            split = split.and_then(|()| insp.update(piece));
+        }
+        let split = split.and_then(|()| insp.finish());
+        prop_assert_eq!(&split, &whole);
+        let seen = whole.unwrap();
+        prop_assert_eq!(seen.size, len as u64);
+        prop_assert_eq!(seen.sha256, sha256(&data));
+        prop_assert_eq!(seen.media_type.as_str(), ty);
+    }
+
+    #[test]
+    fn update_encode_writes_the_one_shot_encoding_whatever_the_split(
+        len in 0usize..5_000,
+        cuts in cuts(),
+    ) {
+        let data = file_with_header(PNG_SIGNATURE, len);
+        let mut insp = Inspector::new(&Policy::chat(), "image/png", None).unwrap();
+        let mut enc = Encoder::new();
+        let mut body = bytes::BytesMut::new();
+        for piece in split_at_points(&data, &cuts) {
+            insp.update_encode(piece, &mut enc, &mut body).unwrap();
+        }
+        enc.finish(&mut body);
+        let seen = insp.finish().unwrap();
+        let mut expected = Vec::new();
+        encode_to(&data, &mut expected);
+        prop_assert_eq!(&body[..], &expected[..]);
+        prop_assert_eq!(seen.sha256, sha256(&data));
+        prop_assert_eq!(seen.size, len as u64);
+    }
+}
+
+#[test]
+fn seed_000_size_mismatch_reads_exactly_as_documented() {
+    let mut content = Vec::new();
+    decode_to(SEED_000_CONTENT.as_bytes(), &mut content).unwrap();
+    let err = inspect(&Policy::demand(), "image/png", Some(350), &content).unwrap_err();
+    assert_eq!(
+        err,
+        Error::SizeMismatch {
+            actual: 35,
+            declared: 350
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "Content length is 35 but metadata size is 350"
+    );
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        err.wire_message(),
+        "Request failed with code: 400, message: Content length is 35 but metadata size is 350"
+    );
+}
+
+#[test]
+fn seed_000_upload_with_the_right_size_passes() {
+    let mut content = Vec::new();
+    decode_to(SEED_000_CONTENT.as_bytes(), &mut content).unwrap();
+    let seen = inspect(&Policy::demand(), "image/png", Some(35), &content).unwrap();
+    assert_eq!(seen.size, 35);
+    assert_eq!(seen.media_type, MediaType::PNG);
+    assert_eq!(seen.detected, Some(MediaType::PNG));
+}
+
+#[test]
+fn more_content_than_declared_reports_the_full_length() {
+    let data = file_with_header(PNG_SIGNATURE, 500);
+    let err = inspect(&Policy::demand(), "image/png", Some(350), &data).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Content length is 500 but metadata size is 350"
+    );
+}
+
+#[test]
+fn a_declared_size_over_the_limit_is_refused_before_any_byte() {
+    let err = Inspector::new(&Policy::demand(), "image/png", Some(1_048_577)).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            size: 1_048_577,
+            limit: 1_048_576,
+            kind: SizeLimit::Single
+        }
+    );
+    assert_eq!(err.status(), 400);
+    assert_eq!(err.wire_message(), "File size exceeds the 1MB limit");
+    assert!(err.to_string().contains("1048577") && err.to_string().contains("1048576"));
+}
+
+#[test]
+fn content_running_past_the_limit_fails_as_it_arrives() {
+    let mut insp = Inspector::new(&Policy::demand(), "image/png", None).unwrap();
+    let data = file_with_header(PNG_SIGNATURE, 1 << 20);
+    insp.update(&data).unwrap();
+    let err = insp.update(&[0]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            size: 1_048_577,
+            limit: 1_048_576,
+            kind: SizeLimit::Single
+        }
+    );
+    assert_eq!(err.wire_message(), "File size exceeds the 1MB limit");
+}
+
+#[test]
+fn connectivity_takes_ten_megabytes_and_not_a_byte_more() {
+    let policy = Policy::connectivity();
+    assert!(Inspector::new(&policy, "image/jpeg", Some(10_485_760)).is_ok());
+    let err = Inspector::new(&policy, "image/jpeg", Some(10_485_761)).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            size: 10_485_761,
+            limit: 10_485_760,
+            kind: SizeLimit::Chunked
+        }
+    );
+    assert_eq!(err.wire_message(), "File size exceeds the 10MB limit");
+}
+
+#[test]
+fn demand_refuses_other_image_types_with_415() {
+    let err = Inspector::new(&Policy::demand(), "image/gif", Some(10)).unwrap_err();
+    assert_eq!(err.status(), 415);
+    let text = err.to_string();
+    assert!(
+        text.contains("image/gif") && text.contains("image/png, image/jpeg"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demand_reads_image_jpg_as_image_jpeg() {
+    let data = file_with_header(JPEG_START, 100);
+    let seen = inspect(&Policy::demand(), "image/jpg", Some(100), &data).unwrap();
+    assert_eq!(seen.media_type, MediaType::JPEG);
+}
+
+#[test]
+fn connectivity_permits_only_the_documented_spellings() {
+    let err = Inspector::new(&Policy::connectivity(), "image/jpg", None).unwrap_err();
+    assert_eq!(err.status(), 415);
+    assert!(Inspector::new(&Policy::connectivity(), "IMAGE/JPEG", None).is_ok());
+}
+
+#[test]
+fn a_malformed_type_is_a_400() {
+    let err = Inspector::new(&Policy::chat(), "png", None).unwrap_err();
+    assert_eq!(
+        err,
+        Error::InvalidType {
+            declared: "png".into()
+        }
+    );
+    assert_eq!(err.status(), 400);
+}
+
+#[test]
+fn content_of_another_type_than_declared_names_both() {
+    let data = file_with_header(JPEG_START, 10_000);
+    let err = inspect(&Policy::connectivity(), "image/png", None, &data).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TypeMismatch {
+            declared: "image/png".into(),
+            detected: "image/jpeg".into()
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("image/jpeg") && text.contains("image/png"),
+        "{text}"
+    );
+    assert_eq!(err.status(), 400);
+}
+
+#[test]
+fn a_short_file_of_another_type_is_caught_at_finish() {
+    let err = inspect(&Policy::demand(), "image/png", None, b"GIF89a\x01\x00").unwrap_err();
+    assert_eq!(
+        err,
+        Error::TypeMismatch {
+            declared: "image/png".into(),
+            detected: "image/gif".into()
+        }
+    );
+}
+
+#[test]
+fn the_image_presets_refuse_unrecognisable_content() {
+    let err = inspect(&Policy::demand(), "image/png", None, b"just some text").unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnrecognizedContent {
+            declared: "image/png".into(),
+            sniffed: 14
+        }
+    );
+    assert_eq!(err.status(), 415);
+    let big = vec![b'x'; 20_000];
+    let err = inspect(&Policy::connectivity(), "image/jpeg", None, &big).unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnrecognizedContent {
+            declared: "image/jpeg".into(),
+            sniffed: 8192
+        }
+    );
+}
+
+#[test]
+fn the_chat_preset_takes_unrecognised_content_under_its_declared_type() {
+    let seen = inspect(&Policy::chat(), "text/plain", None, b"hello").unwrap();
+    assert_eq!(seen.media_type.as_str(), "text/plain");
+    assert_eq!(seen.detected, None);
+}
+
+#[test]
+fn octet_stream_on_the_chat_preset_takes_the_recognised_type() {
+    let data = file_with_header(b"%PDF-1.7\n", 300);
+    let seen = inspect(&Policy::chat(), "application/octet-stream", None, &data).unwrap();
+    assert_eq!(seen.media_type.as_str(), "application/pdf");
+}
+
+#[test]
+fn the_chat_preset_limit_is_configurable() {
+    let policy = Policy::chat().with_max_size(100);
+    let err = inspect(&policy, "text/plain", None, &[b'a'; 101]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            size: 101,
+            limit: 100,
+            kind: SizeLimit::Single
+        }
+    );
+}
+
+#[test]
+fn a_failed_inspector_answers_already_failed() {
+    let mut insp = Inspector::new(&Policy::demand(), "image/png", None).unwrap();
+    let data = file_with_header(JPEG_START, 9000);
+    let first = insp.update(&data).unwrap_err();
+    let again = insp.update(b"more").unwrap_err();
+    assert_eq!(
+        again,
+        Error::AlreadyFailed {
+            first: Box::new(first.clone())
+        }
+    );
+    assert_eq!(again.status(), first.status());
+    assert!(matches!(insp.finish(), Err(Error::AlreadyFailed { .. })));
+}
+
+/// A validator that rejects any byte 0x00 after the header, to see the Inspector drive it.
+struct NoZeros {
+    seen: u64,
+}
+
+impl Validator for NoZeros {
+    fn update(&mut self, data: &[u8]) -> attachments::Result<()> {
+        for &b in data {
+            if self.seen >= 8 && b == 0 {
+                return Err(Error::InvalidContent {
+                    media_type: "image/png".into(),
+                    offset: self.seen,
+                    reason: "a zero byte".into(),
+                });
+            }
+            self.seen += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> attachments::Result<ContentInfo> {
+        let mut info = ContentInfo::default();
+        info.dimensions = Some((self.seen as u32, 1));
+        Ok(info)
+    }
+}
+
+#[test]
+fn the_inspector_drives_its_validator_and_reports_its_info() {
+    let policy = Policy::demand();
+    let mut insp =
+        Inspector::with_validator(&policy, "image/png", None, Box::new(NoZeros { seen: 0 }))
+            .unwrap();
+    insp.update(PNG_SIGNATURE).unwrap();
+    insp.update(b"abc").unwrap();
+    assert_eq!(insp.finish().unwrap().info.dimensions, Some((11, 1)));
+
+    let mut insp =
+        Inspector::with_validator(&policy, "image/png", None, Box::new(NoZeros { seen: 0 }))
+            .unwrap();
+    insp.update(PNG_SIGNATURE).unwrap();
+    let mut body = Vec::new();
+    let err = insp
+        .update_encode(b"ab\0c", &mut Encoder::new(), &mut body)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the content is not a valid image/png file: a zero byte (at byte 10)"
+    );
+    assert_eq!(err.status(), 400);
+    assert!(body.is_empty(), "a rejected slice adds nothing to the body");
+}
