@@ -57,3 +57,8 @@ pub use error::{Error, Result};
 pub use inspect::{AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, Validator};
 pub use policy::{AllowedTypes, Flavour, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,30 @@
+//! Wire parsing never panics, and whatever parses serialises to JSON that parses back to
+//! an equal value.
+#![no_main]
+
+use attachments::wire::{self, connectivity as conn, demand};
+use libfuzzer_sys::fuzz_target;
+
+macro_rules! check {
+    ($data:expr, $ty:ty) => {
+        if let Ok(value) = wire::from_slice::<$ty>($data) {
+            let text = serde_json::to_vec(&value).expect("wire types always serialise");
+            let again: $ty = wire::from_slice(&text).expect("our own output parses");
+            assert_eq!(again, value, "{} does not round-trip", stringify!($ty));
+        }
+    };
+}
+
+fuzz_target!(|data: &[u8]| {
+    check!(data, conn::UploadRequest<'_>);
+    check!(data, conn::ChunkRequest<'_>);
+    check!(data, conn::UploadResponse);
+    check!(data, conn::ChunkResponse);
+    check!(data, conn::DownloadResponse<'_>);
+    check!(data, conn::FileInfoResponse);
+    check!(data, demand::UploadRequest<'_>);
+    check!(data, demand::AttachmentRef);
+    check!(data, demand::Response<demand::UploadData>);
+    check!(data, demand::Response<demand::MetadataData>);
+    check!(data, demand::ErrorResponse);
+});
