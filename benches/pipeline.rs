@@ -6,41 +6,37 @@
 //!   path that hashes.
 //! - `naive`: what a user writes by hand: `infer` on the whole buffer, SHA-256, and the
 //!   `base64` crate's `encode` into a new `String`.
-//! - `inspect_encode`: the crate's one pass: the `Inspector` (sniff, count, SHA-256,
-//!   validator) and the streaming base64 `Encoder` writing into a reused body buffer, fed
-//!   64 KiB slices as a file reader would deliver them.
+//! - `inspect_encode`: the crate's one pass: the `Inspector` (sniff, count, SHA-256, PNG
+//!   structure with every chunk's CRC) and the streaming base64 `Encoder` writing into a
+//!   reused body buffer, fed 64 KiB slices as a file reader would deliver them.
+//! - `inspect_encode_novalidate`: the same with a pass-through validator, to show what the
+//!   structural check costs.
+//! - `validate_png` / `validate_jpeg`: the structural validators alone, fed 64 KiB slices.
+//!
+//! Inputs are structurally valid images (IDAT chunks / entropy-coded data of pseudo-random
+//! bytes, built by `tests/common`), so every byte goes through the real checks.
 
 use std::hint::black_box;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use attachments::codec::base64::Encoder;
-use attachments::{Inspector, Policy};
+use attachments::image::{jpeg::JpegValidator, png::PngValidator};
+use attachments::{AcceptAll, Inspector, Policy, Validator};
 use base64::Engine as _;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SLICE: usize = 64 * 1024;
-
-/// A PNG signature followed by pseudo-random bytes (xorshift), so sniffing succeeds and the
-/// data does not compress into a special case.
-fn input(len: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len);
-    data.extend_from_slice(b"\x89PNG\r\n\x1a\n");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    data
-}
 
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     // Connectivity's chunked limit: 10 MiB files must be allowed through.
     let policy = Policy::connectivity();
     for (label, len) in [("1MiB", 1usize << 20), ("10MiB", 10 << 20)] {
-        let data = input(len);
+        // Exactly `len` bytes: a complete PNG whose IDAT data fills the rest.
+        let data = common::structural_png(len);
+        assert_eq!(data.len(), len);
         group.throughput(Throughput::Bytes(len as u64));
 
         let mut copy = vec![0u8; len];
@@ -85,6 +81,60 @@ fn pipeline(c: &mut Criterion) {
                     body.extend_from_slice(b"\"}");
                     black_box(inspector.finish().expect("valid input"));
                     black_box(&body);
+                })
+            },
+        );
+
+        group.bench_with_input(
+            BenchmarkId::new("inspect_encode_novalidate", label),
+            &data,
+            |b, data| {
+                b.iter(|| {
+                    body.clear();
+                    body.extend_from_slice(b"{\"file_content\":\"");
+                    let mut inspector = Inspector::with_validator(
+                        &policy,
+                        "image/png",
+                        Some(len as u64),
+                        Box::new(AcceptAll),
+                    )
+                    .expect("declared type and size are allowed");
+                    let mut encoder = Encoder::new();
+                    for slice in black_box(data).chunks(SLICE) {
+                        inspector
+                            .update_encode(slice, &mut encoder, &mut body)
+                            .expect("valid input");
+                    }
+                    encoder.finish(&mut body);
+                    body.extend_from_slice(b"\"}");
+                    black_box(inspector.finish().expect("valid input"));
+                    black_box(&body);
+                })
+            },
+        );
+
+        group.bench_with_input(BenchmarkId::new("validate_png", label), &data, |b, data| {
+            b.iter(|| {
+                let mut v = PngValidator::new(&policy.limits, false);
+                for slice in black_box(data).chunks(SLICE) {
+                    v.update(slice).expect("valid input");
+                }
+                black_box(v.finish().expect("valid input"))
+            })
+        });
+
+        let jpeg = common::structural_jpeg(len);
+        group.throughput(Throughput::Bytes(jpeg.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new("validate_jpeg", label),
+            &jpeg,
+            |b, data| {
+                b.iter(|| {
+                    let mut v = JpegValidator::new(&policy.limits, false);
+                    for slice in black_box(data).chunks(SLICE) {
+                        v.update(slice).expect("valid input");
+                    }
+                    black_box(v.finish().expect("valid input"))
                 })
             },
         );

@@ -124,6 +124,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// An image's header declares more than the limits allow. Raised from the header,
+    /// before anything is decoded.
+    #[error("{}", image_limit(*.what, *.value, *.limit))]
+    ImageLimit {
+        /// Which limit.
+        what: ImageLimit,
+        /// The value the file declares (or has reached).
+        value: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+
+    /// Bytes follow the end of the image (after PNG's IEND or JPEG's EOI): the way polyglot
+    /// files hide a second payload.
+    #[error(
+        "the {media_type} image ends at byte {offset} but more data follows; send the image \
+         without appended data (or allow trailing bytes in the policy)"
+    )]
+    TrailingData {
+        /// The image's type.
+        media_type: String,
+        /// Offset of the first byte after the image.
+        offset: u64,
+    },
+
     /// A base64 text is not canonical standard base64.
     #[error("invalid base64 at byte offset {offset}: {problem}")]
     Base64 {
@@ -162,6 +187,45 @@ pub enum SizeLimit {
     Chunked,
     /// The largest single chunk (1 MB on Connectivity).
     Chunk,
+}
+
+/// Which image limit an [`Error::ImageLimit`] refers to; see [`crate::Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ImageLimit {
+    /// Width in pixels.
+    Width,
+    /// Height in pixels.
+    Height,
+    /// Width x height.
+    Pixels,
+    /// Number of PNG chunks or JPEG marker segments.
+    Segments,
+    /// Bytes of metadata (text, EXIF, XMP, IPTC, ICC profiles, comments).
+    MetadataBytes,
+    /// Memory a full decode would need, in bytes.
+    DecodeMemory,
+}
+
+fn image_limit(what: ImageLimit, value: u64, limit: u64) -> String {
+    let (name, unit, hint) = match what {
+        ImageLimit::Width => ("image width", "pixels", "scale the image down"),
+        ImageLimit::Height => ("image height", "pixels", "scale the image down"),
+        ImageLimit::Pixels => ("image area", "pixels", "scale the image down"),
+        ImageLimit::Segments => ("number of chunks/segments", "", "re-save the image"),
+        ImageLimit::MetadataBytes => ("metadata", "bytes", "strip the metadata"),
+        ImageLimit::DecodeMemory => (
+            "memory to decode the image",
+            "bytes",
+            "scale the image down",
+        ),
+    };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    format!("{name} of {value}{unit} exceeds the limit of {limit}{unit}; {hint}")
 }
 
 /// What is wrong in a base64 text; see [`Error::Base64`].

@@ -25,7 +25,8 @@
 //! ```
 //! use attachments::{codec::base64::Encoder, Inspector, Policy};
 //!
-//! let file: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01";
+//! // A complete 1 x 1 greyscale PNG.
+//! let file: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\0\0\0\0\x3a\x7e\x9b\x55\0\0\0\nIDAT\x78\xda\x63\x68\0\0\0\x82\0\x81\xda\x45\x08\x3b\0\0\0\0IEND\xaeB`\x82";
 //! let policy = Policy::demand();
 //! let mut inspector = Inspector::new(&policy, "image/png", Some(file.len() as u64))?;
 //! let mut body = Vec::from(&b"{\"file_content\":\""[..]);
@@ -37,7 +38,7 @@
 //! encoder.finish(&mut body);
 //! body.extend_from_slice(b"\"}");
 //! let verdict = inspector.finish()?;
-//! assert_eq!(verdict.size, 20);
+//! assert_eq!(verdict.size, 67);
 //! println!("{} {}", verdict.media_type, verdict.sha256);
 //! # Ok::<(), attachments::Error>(())
 //! ```
@@ -48,6 +49,7 @@
 pub mod codec;
 pub mod digest;
 pub mod error;
+pub mod image;
 mod inspect;
 pub mod policy;
 pub mod sniff;
@@ -55,7 +57,7 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use inspect::{AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, Validator};
-pub use policy::{AllowedTypes, Flavour, Limits, Policy, UploadMode};
+pub use policy::{AllowedTypes, Depth, Flavour, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -31,6 +31,25 @@ pub const DEFAULT_CHAT_MAX_SIZE: u64 = 25 * MIB;
 /// Default longest file name, in bytes of UTF-8: 255 (the common file-system limit).
 pub const DEFAULT_MAX_FILE_NAME_LEN: usize = 255;
 
+/// Default largest image width and height: 65,535 pixels (JPEG's own maximum).
+pub const DEFAULT_MAX_DIMENSION: u32 = 65_535;
+
+/// Default largest image area: 100,000,000 pixels (100 megapixels; a full decode of that
+/// as RGBA needs 400 MB).
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// Default most PNG chunks or JPEG segments in one file: 100,000. Real files have tens to a
+/// few thousands (an APNG has two per frame); the cap bounds the work spent on files made of
+/// empty chunks.
+pub const DEFAULT_MAX_SEGMENTS: u32 = 100_000;
+
+/// Default most metadata bytes in one image: 4 MiB (text, EXIF, XMP including extended
+/// XMP, IPTC, ICC profiles, comments).
+pub const DEFAULT_MAX_METADATA_BYTES: u64 = 4 * MIB;
+
+/// Default most memory a full decode (feature `decode`) may allocate: 512 MiB.
+pub const DEFAULT_MAX_DECODE_ALLOC: u64 = 512 * MIB;
+
 /// Which API's rules a [`Policy`] follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -67,7 +86,33 @@ pub struct Limits {
     pub max_chunk_size: u64,
     /// The longest file name, in bytes of UTF-8.
     pub max_file_name_len: usize,
+    /// The widest image, in pixels.
+    pub max_width: u32,
+    /// The tallest image, in pixels.
+    pub max_height: u32,
+    /// The largest image area (width x height).
+    pub max_pixels: u64,
+    /// The most PNG chunks or JPEG marker segments in one file.
+    pub max_segments: u32,
+    /// The most metadata bytes in one image.
+    pub max_metadata_bytes: u64,
+    /// The most memory a full decode may allocate (feature `decode`).
+    pub max_decode_alloc: u64,
 }
+
+/// Image limits shared by every preset.
+const IMAGE_DEFAULTS: Limits = Limits {
+    max_single_size: 0,
+    max_chunked_size: None,
+    max_chunk_size: 0,
+    max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+    max_width: DEFAULT_MAX_DIMENSION,
+    max_height: DEFAULT_MAX_DIMENSION,
+    max_pixels: DEFAULT_MAX_PIXELS,
+    max_segments: DEFAULT_MAX_SEGMENTS,
+    max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+    max_decode_alloc: DEFAULT_MAX_DECODE_ALLOC,
+};
 
 impl Limits {
     /// Connectivity: single <= 1 MiB, chunked 1 MiB + 1 ..= 10 MiB, chunks <= 1 MiB.
@@ -76,7 +121,7 @@ impl Limits {
             max_single_size: BOOKING_SINGLE_MAX,
             max_chunked_size: Some(CONNECTIVITY_CHUNKED_MAX),
             max_chunk_size: CONNECTIVITY_CHUNK_MAX,
-            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+            ..IMAGE_DEFAULTS
         }
     }
 
@@ -86,7 +131,7 @@ impl Limits {
             max_single_size: BOOKING_SINGLE_MAX,
             max_chunked_size: None,
             max_chunk_size: BOOKING_SINGLE_MAX,
-            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+            ..IMAGE_DEFAULTS
         }
     }
 
@@ -96,7 +141,7 @@ impl Limits {
             max_single_size: max_size,
             max_chunked_size: None,
             max_chunk_size: max_size,
-            max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
+            ..IMAGE_DEFAULTS
         }
     }
 
@@ -162,6 +207,26 @@ pub struct Policy {
     /// Reject content whose type cannot be recognised from its leading bytes. The image
     /// presets set it; the chat preset accepts unrecognised content under its declared type.
     pub require_recognized: bool,
+    /// Accept bytes after the end of an image (after PNG's IEND or JPEG's EOI). Off by
+    /// default: appended data is how polyglot files hide a second payload.
+    pub allow_trailing: bool,
+    /// How deeply images are checked.
+    pub depth: Depth,
+}
+
+/// How deeply an image is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Depth {
+    /// The file's structure: every PNG chunk and CRC, every JPEG segment and the
+    /// entropy-coded data's markers. Needs no pixel decoding; runs at memory speed with
+    /// memory bounded by a few small buffers.
+    #[default]
+    Structure,
+    /// The structure, then a full decode with the `image` crate under `image::Limits`
+    /// (feature `decode`), which catches corrupt compressed data. Holds the whole file in
+    /// memory (at most the policy's largest file) until the end.
+    Decode,
 }
 
 impl Policy {
@@ -174,6 +239,8 @@ impl Policy {
             allowed_types: AllowedTypes::Only(vec![MediaType::JPEG, MediaType::PNG]),
             jpg_alias: false,
             require_recognized: true,
+            allow_trailing: false,
+            depth: Depth::Structure,
         }
     }
 
@@ -186,6 +253,8 @@ impl Policy {
             allowed_types: AllowedTypes::Only(vec![MediaType::PNG, MediaType::JPEG]),
             jpg_alias: true,
             require_recognized: true,
+            allow_trailing: false,
+            depth: Depth::Structure,
         }
     }
 
@@ -198,6 +267,8 @@ impl Policy {
             allowed_types: AllowedTypes::Any,
             jpg_alias: true,
             require_recognized: false,
+            allow_trailing: false,
+            depth: Depth::Structure,
         }
     }
 
@@ -208,6 +279,18 @@ impl Policy {
         if self.limits.max_chunked_size.is_none() {
             self.limits.max_chunk_size = max;
         }
+        self
+    }
+
+    /// Accepts (or not) bytes after the end of an image.
+    pub fn with_allow_trailing(mut self, allow: bool) -> Self {
+        self.allow_trailing = allow;
+        self
+    }
+
+    /// Sets how deeply images are checked.
+    pub fn with_depth(mut self, depth: Depth) -> Self {
+        self.depth = depth;
         self
     }
 

@@ -177,8 +177,18 @@ impl Sniffer {
         self.verdict.as_ref().and_then(Option::as_ref)
     }
 
+    /// Bytes held in the window while undecided (at most [`SNIFF_LEN`]).
+    pub fn buffered(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Takes the bytes held in the window, leaving it empty. A caller that defers other
+    /// work until the type is known replays them from here.
+    pub fn take_window(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.window)
+    }
+
     fn decide(&mut self) {
         self.verdict = Some(detect(&self.window));
-        self.window = Vec::new();
     }
 }

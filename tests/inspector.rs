@@ -8,6 +8,7 @@ use attachments::error::SizeLimit;
 use attachments::{ContentInfo, Error, Inspector, MediaType, Policy, Validator};
 use common::{
     JPEG_START, PNG_SIGNATURE, SEED_000_CONTENT, cuts, file_with_header, split_at_points,
+    structural_jpeg, structural_png,
 };
 use proptest::prelude::*;
 
@@ -29,8 +30,8 @@ proptest! {
         png in any::<bool>(),
         cuts in cuts(),
     ) {
-        let (ty, header) = if png { ("image/png", PNG_SIGNATURE) } else { ("image/jpeg", JPEG_START) };
-        let data = file_with_header(header, len);
+        let (ty, data) = if png { ("image/png", structural_png(len)) } else { ("image/jpeg", structural_jpeg(len)) };
+        let len = data.len();
         let policy = Policy::chat();
         let whole = inspect(&policy, ty, Some(len as u64), &data);
         let mut insp = Inspector::new(&policy, ty, Some(len as u64)).unwrap();
@@ -51,7 +52,8 @@ proptest! {
         len in 0usize..5_000,
         cuts in cuts(),
     ) {
-        let data = file_with_header(PNG_SIGNATURE, len);
+        let data = structural_png(len);
+        let len = data.len();
         let mut insp = Inspector::new(&Policy::chat(), "image/png", None).unwrap();
         let mut enc = Encoder::new();
         let mut body = bytes::BytesMut::new();
@@ -92,13 +94,17 @@ fn seed_000_size_mismatch_reads_exactly_as_documented() {
 }
 
 #[test]
-fn seed_000_upload_with_the_right_size_passes() {
+fn seed_000_example_content_is_a_truncated_png_and_is_refused() {
+    // The seed's 35 bytes are a PNG signature and the start of an IHDR chunk: the size
+    // matches, the type matches, but the image is not complete.
     let mut content = Vec::new();
     decode_to(SEED_000_CONTENT.as_bytes(), &mut content).unwrap();
-    let seen = inspect(&Policy::demand(), "image/png", Some(35), &content).unwrap();
-    assert_eq!(seen.size, 35);
-    assert_eq!(seen.media_type, MediaType::PNG);
-    assert_eq!(seen.detected, Some(MediaType::PNG));
+    let err = inspect(&Policy::demand(), "image/png", Some(35), &content).unwrap_err();
+    match &err {
+        Error::InvalidContent { media_type, .. } => assert_eq!(media_type, "image/png"),
+        other => panic!("expected InvalidContent, got {other:?}"),
+    }
+    assert_eq!(err.status(), 400);
 }
 
 #[test]
@@ -130,8 +136,8 @@ fn a_declared_size_over_the_limit_is_refused_before_any_byte() {
 #[test]
 fn content_running_past_the_limit_fails_as_it_arrives() {
     let mut insp = Inspector::new(&Policy::demand(), "image/png", None).unwrap();
-    let data = file_with_header(PNG_SIGNATURE, 1 << 20);
-    insp.update(&data).unwrap();
+    let data = structural_png(1 << 20);
+    insp.update(&data[..1 << 20]).unwrap();
     let err = insp.update(&[0]).unwrap_err();
     assert_eq!(
         err,
@@ -173,8 +179,14 @@ fn demand_refuses_other_image_types_with_415() {
 
 #[test]
 fn demand_reads_image_jpg_as_image_jpeg() {
-    let data = file_with_header(JPEG_START, 100);
-    let seen = inspect(&Policy::demand(), "image/jpg", Some(100), &data).unwrap();
+    let data = structural_jpeg(100);
+    let seen = inspect(
+        &Policy::demand(),
+        "image/jpg",
+        Some(data.len() as u64),
+        &data,
+    )
+    .unwrap();
     assert_eq!(seen.media_type, MediaType::JPEG);
 }
 
@@ -334,14 +346,17 @@ fn the_inspector_drives_its_validator_and_reports_its_info() {
     let mut insp =
         Inspector::with_validator(&policy, "image/png", None, Box::new(NoZeros { seen: 0 }))
             .unwrap();
-    insp.update(PNG_SIGNATURE).unwrap();
+    // A whole sniff window first, so the type is decided and the validator runs.
+    let mut start = PNG_SIGNATURE.to_vec();
+    start.resize(attachments::sniff::SNIFF_LEN, b'x');
+    insp.update(&start).unwrap();
     let mut body = Vec::new();
     let err = insp
         .update_encode(b"ab\0c", &mut Encoder::new(), &mut body)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the content is not a valid image/png file: a zero byte (at byte 10)"
+        "the content is not a valid image/png file: a zero byte (at byte 8194)"
     );
     assert_eq!(err.status(), 400);
     assert!(body.is_empty(), "a rejected slice adds nothing to the body");

@@ -1,0 +1,623 @@
+//! Incremental structural JPEG validator.
+//!
+//! Walks the marker segments and the entropy-coded data as slices arrive, with a few bytes
+//! of state and one small segment body (SOF, SOS or DRI; under 1 KiB). Checks:
+//!
+//! - SOI first, with nothing before it;
+//! - every marker: a defined code (0xFF fill bytes allowed before it), and for marker
+//!   segments a length of at least 2, counted against [`Limits::max_segments`] and, for
+//!   APPn and COM, against [`Limits::max_metadata_bytes`];
+//! - one frame header (SOF0-SOF15 except DHT, JPG and DAC) with non-zero width and height
+//!   within [`Limits`], 1-4 components, and a length that matches them;
+//! - at least one SOS after the frame header, 1-4 components that the frame defines;
+//! - entropy-coded data scanned for markers: 0xFF00 is stuffing, RST0-RST7 must come in
+//!   sequence, any other marker ends the scan (progressive files have many scans);
+//! - EOI last; anything after it is rejected unless trailing bytes are allowed.
+//!
+//! No pixel is decoded. The entropy-coded data, most of the file, is scanned for 0xFF in
+//! 64-byte blocks of eight 64-bit words, which runs at memory speed whatever the density of
+//! 0xFF bytes.
+
+use crate::error::{Error, ImageLimit, Result};
+use crate::inspect::{ContentInfo, Validator};
+use crate::policy::Limits;
+
+const MEDIA_TYPE: &str = "image/jpeg";
+
+/// Longest segment body the validator keeps to parse (SOF with 255 components).
+const MAX_KEPT_BODY: usize = 6 + 3 * 255;
+
+/// Where the walk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading SOI (`FF D8`); `have` bytes so far.
+    Soi,
+    /// Expecting the 0xFF that starts a marker.
+    Marker,
+    /// After 0xFF: expecting a marker code (more 0xFF are fill).
+    MarkerCode,
+    /// Reading a segment's 2-byte length.
+    Length,
+    /// Reading a segment's data.
+    Segment,
+    /// Inside entropy-coded data; `ff` when the last byte was 0xFF.
+    Entropy { ff: bool },
+    /// After EOI.
+    End,
+}
+
+/// The frame header's facts the other rules need.
+#[derive(Debug, Clone)]
+struct Frame {
+    width: u16,
+    height: u16,
+    component_ids: Vec<u8>,
+}
+
+/// Incremental JPEG structure checker; see the [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use attachments::image::jpeg::JpegValidator;
+/// use attachments::{Limits, Validator};
+///
+/// let mut v = JpegValidator::new(&Limits::demand(), false);
+/// v.update(b"\xff\xd8").unwrap();
+/// let err = v.update(b"\xff\xd9").unwrap_err(); // EOI with no image in between
+/// assert!(err.to_string().contains("no scan"), "{err}");
+/// ```
+#[derive(Debug, Clone)]
+pub struct JpegValidator {
+    max_width: u32,
+    max_height: u32,
+    max_pixels: u64,
+    max_segments: u32,
+    max_metadata_bytes: u64,
+    allow_trailing: bool,
+
+    state: State,
+    offset: u64,
+    buf: [u8; 2],
+    have: usize,
+
+    marker: u8,
+    marker_at: u64,
+    remaining: u16,
+    body: Vec<u8>,
+    keep_body: bool,
+
+    segments: u32,
+    metadata: u64,
+    frame: Option<Frame>,
+    scans: u32,
+    next_rst: u8,
+    failed: Option<Box<Error>>,
+}
+
+impl JpegValidator {
+    /// A validator for a file starting now, with the image limits of `limits`.
+    /// `allow_trailing` accepts bytes after EOI.
+    pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
+        JpegValidator {
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+            max_pixels: limits.max_pixels,
+            max_segments: limits.max_segments,
+            max_metadata_bytes: limits.max_metadata_bytes,
+            allow_trailing,
+            state: State::Soi,
+            offset: 0,
+            buf: [0; 2],
+            have: 0,
+            marker: 0,
+            marker_at: 0,
+            remaining: 0,
+            body: Vec::new(),
+            keep_body: false,
+            segments: 0,
+            metadata: 0,
+            frame: None,
+            scans: 0,
+            next_rst: 0,
+            failed: None,
+        }
+    }
+
+    /// Width and height, once the frame header has been read.
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        self.frame
+            .as_ref()
+            .map(|f| (u32::from(f.width), u32::from(f.height)))
+    }
+
+    fn invalid(&self, offset: u64, reason: impl Into<String>) -> Error {
+        Error::InvalidContent {
+            media_type: MEDIA_TYPE.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    fn step(&mut self, data: &[u8]) -> Result<usize> {
+        match self.state {
+            State::Soi => {
+                let want = [0xFF, 0xD8][self.have];
+                if data[0] != want {
+                    return Err(self.invalid(
+                        self.offset,
+                        "the file does not start with a JPEG SOI marker (FF D8); it is not a \
+                         JPEG, or something precedes the image",
+                    ));
+                }
+                self.have += 1;
+                if self.have == 2 {
+                    self.have = 0;
+                    self.state = State::Marker;
+                }
+                Ok(1)
+            }
+            State::Marker => {
+                if data[0] != 0xFF {
+                    return Err(self.invalid(
+                        self.offset,
+                        format!("expected a marker (0xFF) but found 0x{:02x}; the segment before it has a wrong length", data[0]),
+                    ));
+                }
+                self.marker_at = self.offset;
+                self.state = State::MarkerCode;
+                Ok(1)
+            }
+            State::MarkerCode => {
+                let code = data[0];
+                if code != 0xFF {
+                    self.begin_marker(code)?;
+                }
+                Ok(1)
+            }
+            State::Length => {
+                let take = (2 - self.have).min(data.len());
+                self.buf[self.have..self.have + take].copy_from_slice(&data[..take]);
+                self.have += take;
+                if self.have == 2 {
+                    self.have = 0;
+                    self.begin_segment(u16::from_be_bytes(self.buf))?;
+                }
+                Ok(take)
+            }
+            State::Segment => {
+                let take = usize::from(self.remaining).min(data.len());
+                if self.keep_body {
+                    self.body.extend_from_slice(&data[..take]);
+                }
+                self.remaining -= take as u16;
+                if self.remaining == 0 {
+                    self.end_segment()?;
+                }
+                Ok(take)
+            }
+            State::Entropy { ff: false } => self.scan_entropy(data),
+            State::Entropy { ff: true } => {
+                self.after_ff(data[0])?;
+                Ok(1)
+            }
+            State::End => {
+                if self.allow_trailing {
+                    Ok(data.len())
+                } else {
+                    Err(Error::TrailingData {
+                        media_type: MEDIA_TYPE.into(),
+                        offset: self.offset,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Scans entropy-coded data for the marker that ends it, passing over stuffed 0xFF00
+    /// and in-sequence restart markers without leaving the loop. Returns the bytes consumed.
+    fn scan_entropy(&mut self, data: &[u8]) -> Result<usize> {
+        let mut pos = 0;
+        while let Some(i) = find_ff(&data[pos..]) {
+            let at = pos + i;
+            self.marker_at = self.offset + at as u64;
+            self.state = State::Entropy { ff: true };
+            let Some(&next) = data.get(at + 1) else {
+                // The slice ends on 0xFF: the next byte decides.
+                return Ok(data.len());
+            };
+            if next == 0xFF {
+                // Fill byte: the marker starts at the last 0xFF.
+                self.marker_at += 1;
+                return Ok(at + 2);
+            }
+            self.after_ff(next)?;
+            pos = at + 2;
+            if self.state != (State::Entropy { ff: false }) {
+                return Ok(pos);
+            }
+        }
+        Ok(data.len())
+    }
+
+    /// The byte after a 0xFF inside entropy-coded data.
+    fn after_ff(&mut self, code: u8) -> Result<()> {
+        match code {
+            0x00 => self.state = State::Entropy { ff: false },
+            0xFF => self.marker_at = self.offset,
+            0xD0..=0xD7 => {
+                let n = code - 0xD0;
+                if n != self.next_rst {
+                    return Err(self.invalid(
+                        self.marker_at,
+                        format!(
+                            "restart marker RST{n} where RST{} was due; the scan data is corrupt",
+                            self.next_rst
+                        ),
+                    ));
+                }
+                self.next_rst = (n + 1) % 8;
+                self.state = State::Entropy { ff: false };
+            }
+            _ => self.begin_marker(code)?,
+        }
+        Ok(())
+    }
+
+    /// A marker code follows 0xFF (at `marker_at`).
+    fn begin_marker(&mut self, code: u8) -> Result<()> {
+        let at = self.marker_at;
+        self.marker = code;
+        match code {
+            0xD8 => Err(self.invalid(at, "a second SOI marker inside the image")),
+            0xD9 => {
+                if self.scans == 0 {
+                    return Err(
+                        self.invalid(at, "EOI before any scan (SOS): the image has no scan data")
+                    );
+                }
+                self.state = State::End;
+                Ok(())
+            }
+            0xD0..=0xD7 => Err(self.invalid(
+                at,
+                format!("restart marker RST{} outside scan data", code - 0xD0),
+            )),
+            0x01 => {
+                self.state = State::Marker;
+                Ok(())
+            }
+            0x00 | 0x02..=0xBF => Err(self.invalid(
+                at,
+                format!("0xFF 0x{code:02x} is not a JPEG marker; the file is corrupt"),
+            )),
+            _ => {
+                if is_sof(code) && self.frame.is_some() {
+                    return Err(self.invalid(
+                        at,
+                        format!(
+                            "a second frame header (SOF{}); only one frame is supported",
+                            code - 0xC0
+                        ),
+                    ));
+                }
+                if code == 0xDA && self.frame.is_none() {
+                    return Err(self.invalid(at, "a scan (SOS) before the frame header (SOF)"));
+                }
+                self.segments += 1;
+                if self.segments > self.max_segments {
+                    return Err(Error::ImageLimit {
+                        what: ImageLimit::Segments,
+                        value: u64::from(self.segments),
+                        limit: u64::from(self.max_segments),
+                    });
+                }
+                self.state = State::Length;
+                Ok(())
+            }
+        }
+    }
+
+    /// A marker segment's length is known: check it before reading the data.
+    fn begin_segment(&mut self, len: u16) -> Result<()> {
+        let at = self.marker_at;
+        let code = self.marker;
+        if len < 2 {
+            return Err(self.invalid(
+                at,
+                format!("marker 0x{code:02x} declares a segment length of {len}; the minimum is 2"),
+            ));
+        }
+        let data_len = len - 2;
+        if matches!(code, 0xE0..=0xEF | 0xFE) {
+            self.metadata += u64::from(data_len);
+            if self.metadata > self.max_metadata_bytes {
+                return Err(Error::ImageLimit {
+                    what: ImageLimit::MetadataBytes,
+                    value: self.metadata,
+                    limit: self.max_metadata_bytes,
+                });
+            }
+        }
+        self.keep_body = is_sof(code) || matches!(code, 0xDA | 0xDD);
+        if self.keep_body && usize::from(data_len) > MAX_KEPT_BODY {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "marker 0x{code:02x} declares {data_len} bytes, more than its fields can fill"
+                ),
+            ));
+        }
+        self.body.clear();
+        self.remaining = data_len;
+        if data_len == 0 {
+            self.end_segment()
+        } else {
+            self.state = State::Segment;
+            Ok(())
+        }
+    }
+
+    /// A segment's data is complete.
+    fn end_segment(&mut self) -> Result<()> {
+        let code = self.marker;
+        self.state = State::Marker;
+        if is_sof(code) {
+            self.parse_frame()
+        } else if code == 0xDA {
+            self.parse_scan()
+        } else if code == 0xDD && self.body.len() != 2 {
+            Err(self.invalid(
+                self.marker_at,
+                format!("DRI is {} bytes long; it must be 2", self.body.len()),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn parse_frame(&mut self) -> Result<()> {
+        let at = self.marker_at;
+        let b = &self.body;
+        if b.len() < 6 {
+            return Err(self.invalid(
+                at,
+                format!("frame header of {} bytes; it needs at least 6", b.len()),
+            ));
+        }
+        let precision = b[0];
+        let height = u16::from_be_bytes([b[1], b[2]]);
+        let width = u16::from_be_bytes([b[3], b[4]]);
+        let components = usize::from(b[5]);
+        if !(1..=4).contains(&components) {
+            return Err(self.invalid(
+                at,
+                format!("frame header declares {components} components; 1 to 4 are allowed"),
+            ));
+        }
+        if b.len() != 6 + 3 * components {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "frame header is {} bytes long but {components} components need {}",
+                    b.len(),
+                    6 + 3 * components
+                ),
+            ));
+        }
+        if !(1..=16).contains(&precision) {
+            return Err(self.invalid(
+                at,
+                format!("frame header sample precision {precision}; 2 to 16 bits exist"),
+            ));
+        }
+        if width == 0 || height == 0 {
+            return Err(self.invalid(
+                at,
+                format!("frame header declares {width} x {height} pixels; both must be non-zero"),
+            ));
+        }
+        let limit = |what, value: u64, limit: u64| {
+            if value > limit {
+                Err(Error::ImageLimit { what, value, limit })
+            } else {
+                Ok(())
+            }
+        };
+        limit(
+            ImageLimit::Width,
+            u64::from(width),
+            u64::from(self.max_width),
+        )?;
+        limit(
+            ImageLimit::Height,
+            u64::from(height),
+            u64::from(self.max_height),
+        )?;
+        limit(
+            ImageLimit::Pixels,
+            u64::from(width) * u64::from(height),
+            self.max_pixels,
+        )?;
+        let mut ids = Vec::with_capacity(components);
+        for c in b[6..].chunks_exact(3) {
+            let (h, v) = (c[1] >> 4, c[1] & 0x0F);
+            if !(1..=4).contains(&h) || !(1..=4).contains(&v) {
+                return Err(self.invalid(
+                    at,
+                    format!(
+                        "component {} has sampling factors {h}x{v}; 1 to 4 are allowed",
+                        c[0]
+                    ),
+                ));
+            }
+            if c[2] > 3 {
+                return Err(self.invalid(
+                    at,
+                    format!(
+                        "component {} uses quantisation table {}; 0 to 3 exist",
+                        c[0], c[2]
+                    ),
+                ));
+            }
+            ids.push(c[0]);
+        }
+        self.frame = Some(Frame {
+            width,
+            height,
+            component_ids: ids,
+        });
+        Ok(())
+    }
+
+    fn parse_scan(&mut self) -> Result<()> {
+        let at = self.marker_at;
+        let b = &self.body;
+        let count = usize::from(*b.first().unwrap_or(&0));
+        if !(1..=4).contains(&count) {
+            return Err(self.invalid(
+                at,
+                format!("scan header declares {count} components; 1 to 4 are allowed"),
+            ));
+        }
+        if b.len() != 4 + 2 * count {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "scan header is {} bytes long but {count} components need {}",
+                    b.len(),
+                    4 + 2 * count
+                ),
+            ));
+        }
+        let frame = self.frame.as_ref().expect("checked at the SOS marker");
+        if let Some(c) = b[1..1 + 2 * count]
+            .chunks_exact(2)
+            .find(|c| !frame.component_ids.contains(&c[0]))
+        {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "scan uses component {} which the frame does not define",
+                    c[0]
+                ),
+            ));
+        }
+        self.scans += 1;
+        self.next_rst = 0;
+        self.state = State::Entropy { ff: false };
+        Ok(())
+    }
+
+    fn describe_end(&self) -> String {
+        match self.state {
+            State::Soi => "the file ends inside the SOI marker".to_owned(),
+            State::Entropy { .. } => {
+                "the file ends inside scan data, without EOI; it is truncated".to_owned()
+            }
+            State::Marker if self.scans > 0 => {
+                "the file ends without an EOI marker; it is truncated".to_owned()
+            }
+            State::Marker => "the file ends before any image data; it is truncated".to_owned(),
+            _ => format!(
+                "the file ends inside the segment of marker 0x{:02x}; it is truncated",
+                self.marker
+            ),
+        }
+    }
+}
+
+/// SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+fn is_sof(code: u8) -> bool {
+    matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC)
+}
+
+/// Index of the first 0xFF byte.
+///
+/// Hand-written rather than `memchr`: entropy-coded data holds a 0xFF about every 256
+/// bytes, where a general search's per-call setup dominates. Each 64-byte block is tested
+/// as eight words with the "has zero byte" trick on the complement (a byte is 0xFF exactly
+/// when its complement is zero), which compiles to straight-line vector code; the lowest
+/// flag of the first flagged word is always a true hit (false flags only appear above a
+/// true one), so its position comes from `trailing_zeros`.
+#[inline]
+fn find_ff(data: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut blocks = data.chunks_exact(64);
+    let mut base = 0;
+    for block in &mut blocks {
+        let mut flags = [0u64; 8];
+        let mut any = 0;
+        for (flag, word) in flags.iter_mut().zip(block.chunks_exact(8)) {
+            let v = !u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
+            *flag = v.wrapping_sub(LO) & !v & HI;
+            any |= *flag;
+        }
+        if any != 0 {
+            let (i, flag) = flags.iter().enumerate().find(|(_, f)| **f != 0)?;
+            return Some(base + i * 8 + (flag.trailing_zeros() / 8) as usize);
+        }
+        base += 64;
+    }
+    blocks.remainder().iter().position(|&b| b == 0xFF).map(|i| base + i)
+}
+
+impl Validator for JpegValidator {
+    fn update(&mut self, mut data: &[u8]) -> Result<()> {
+        if let Some(first) = &self.failed {
+            return Err(Error::AlreadyFailed {
+                first: first.clone(),
+            });
+        }
+        while !data.is_empty() {
+            match self.step(data) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    data = &data[n..];
+                }
+                Err(e) => {
+                    self.failed = Some(Box::new(e.clone()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<ContentInfo> {
+        if let Some(first) = &self.failed {
+            return Err(Error::AlreadyFailed {
+                first: first.clone(),
+            });
+        }
+        if self.state != State::End {
+            let err = self.invalid(self.offset, self.describe_end());
+            self.failed = Some(Box::new(err.clone()));
+            return Err(err);
+        }
+        Ok(ContentInfo {
+            dimensions: self.dimensions(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_ff;
+
+    #[test]
+    fn find_ff_finds_the_first_in_any_position() {
+        for len in [0usize, 1, 7, 63, 64, 65, 200] {
+            for at in 0..len {
+                let mut data = vec![0xFEu8; len];
+                data[at] = 0xFF;
+                if at + 1 < len {
+                    data[len - 1] = 0xFF;
+                }
+                assert_eq!(find_ff(&data), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(find_ff(&vec![0x7F; len]), None);
+        }
+    }
+}
