@@ -560,7 +560,11 @@ fn find_ff(data: &[u8]) -> Option<usize> {
         }
         base += 64;
     }
-    blocks.remainder().iter().position(|&b| b == 0xFF).map(|i| base + i)
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| b == 0xFF)
+        .map(|i| base + i)
 }
 
 impl Validator for JpegValidator {

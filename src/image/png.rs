@@ -240,7 +240,10 @@ impl PngValidator {
         if !ty.iter().all(u8::is_ascii_alphabetic) {
             return Err(self.invalid(
                 at + 4,
-                format!("chunk type {ty:02x?} is not four ASCII letters; the file is corrupt"),
+                format!(
+                    "chunk type \"{}\" is not four ASCII letters; the file is corrupt",
+                    ty.escape_ascii()
+                ),
             ));
         }
         if len > MAX_CHUNK_LEN {

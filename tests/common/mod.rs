@@ -120,3 +120,204 @@ pub fn structural_jpeg(len: usize) -> Vec<u8> {
     out.extend_from_slice(&[0xFF, 0xD9]);
     out
 }
+
+/// Pixel data for a `width` x `height` image with `bytes_per_row` bytes per row: a smooth
+/// pattern, so encoders compress it like a photo rather than like noise.
+pub fn pattern(bytes_per_row: usize, height: usize) -> Vec<u8> {
+    (0..height)
+        .flat_map(|y| (0..bytes_per_row).map(move |x| ((x * 7 + y * 13) ^ (x * y)) as u8))
+        .collect()
+}
+
+/// A real PNG made by the `png` crate.
+pub fn real_png(width: u32, height: u32, colour: png::ColorType, depth: png::BitDepth) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(colour);
+    enc.set_depth(depth);
+    let bits = depth as usize * colour.samples();
+    if colour == png::ColorType::Indexed {
+        let entries = 1usize << (depth as usize).min(8);
+        enc.set_palette(
+            (0..entries * 3)
+                .map(|i| (i * 37) as u8)
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let mut writer = enc.write_header().expect("valid header");
+    let row = (width as usize * bits).div_ceil(8);
+    let mut data = pattern(row, height as usize);
+    if colour == png::ColorType::Indexed && (depth as usize) < 8 {
+        // Any packed value indexes an entry: the palette has 2^depth of them.
+    } else if colour == png::ColorType::Indexed {
+        data.iter_mut().for_each(|b| *b %= 255);
+    }
+    writer.write_image_data(&data).expect("valid data");
+    writer.finish().expect("valid image");
+    out
+}
+
+/// Every valid (colour type, bit depth) pair of PNG.
+pub fn png_formats() -> Vec<(png::ColorType, png::BitDepth)> {
+    use png::BitDepth::*;
+    use png::ColorType::*;
+    vec![
+        (Grayscale, One),
+        (Grayscale, Two),
+        (Grayscale, Four),
+        (Grayscale, Eight),
+        (Grayscale, Sixteen),
+        (Rgb, Eight),
+        (Rgb, Sixteen),
+        (Indexed, One),
+        (Indexed, Two),
+        (Indexed, Four),
+        (Indexed, Eight),
+        (GrayscaleAlpha, Eight),
+        (GrayscaleAlpha, Sixteen),
+        (Rgba, Eight),
+        (Rgba, Sixteen),
+    ]
+}
+
+/// An APNG of two frames made by the `png` crate.
+pub fn real_apng(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_animated(2, 0).expect("two frames");
+    let mut writer = enc.write_header().expect("valid header");
+    let row = width as usize * 3;
+    writer
+        .write_image_data(&pattern(row, height as usize))
+        .expect("frame 1");
+    let mut second = pattern(row, height as usize);
+    second.iter_mut().for_each(|b| *b = b.wrapping_add(99));
+    writer.write_image_data(&second).expect("frame 2");
+    writer.finish().expect("valid image");
+    out
+}
+
+/// zlib stream of `data` in stored (uncompressed) blocks.
+pub fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    let mut blocks = data.chunks(65_535).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xFF, 0xFF]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in data {
+        a = (a + u32::from(x)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    out
+}
+
+/// An Adam7-interlaced 8-bit RGB PNG, made by hand: each pass's rows with filter type 0,
+/// in one zlib stream of stored blocks. Returns the file and the pixels it encodes.
+pub fn interlaced_png(width: u32, height: u32) -> (Vec<u8>, Vec<u8>) {
+    const PASSES: [(usize, usize, usize, usize); 7] = [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ];
+    let (w, h) = (width as usize, height as usize);
+    let pixels = pattern(w * 3, h);
+    let mut raw = Vec::new();
+    for (x0, y0, dx, dy) in PASSES {
+        let cols: Vec<usize> = (x0..w).step_by(dx).collect();
+        if cols.is_empty() {
+            continue;
+        }
+        for y in (y0..h).step_by(dy) {
+            raw.push(0);
+            for &x in &cols {
+                raw.extend_from_slice(&pixels[(y * w + x) * 3..(y * w + x) * 3 + 3]);
+            }
+        }
+    }
+    let mut out = PNG_SIGNATURE.to_vec();
+    png_chunk(&mut out, b"IHDR", &ihdr(width, height, 8, 2, 1));
+    png_chunk(&mut out, b"IDAT", &zlib_stored(&raw));
+    png_chunk(&mut out, b"IEND", &[]);
+    (out, pixels)
+}
+
+/// The chunks of a PNG: (offset of the length field, type, data length).
+pub fn png_chunks(file: &[u8]) -> Vec<(usize, [u8; 4], usize)> {
+    let mut chunks = Vec::new();
+    let mut at = 8;
+    while at + 12 <= file.len() {
+        let len = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+        let ty: [u8; 4] = file[at + 4..at + 8].try_into().unwrap();
+        chunks.push((at, ty, len));
+        at += 12 + len;
+    }
+    chunks
+}
+
+/// A real JPEG made by `jpeg-encoder`.
+pub fn real_jpeg(
+    width: u16,
+    height: u16,
+    colour: jpeg_encoder::ColorType,
+    progressive: bool,
+    restart: u16,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, 85);
+    enc.set_progressive(progressive);
+    if restart > 0 {
+        enc.set_restart_interval(restart);
+    }
+    let channels = match colour {
+        jpeg_encoder::ColorType::Luma => 1,
+        jpeg_encoder::ColorType::Rgb => 3,
+        _ => 4,
+    };
+    let data = pattern(usize::from(width) * channels, usize::from(height));
+    enc.encode(&data, width, height, colour)
+        .expect("valid image");
+    out
+}
+
+/// A baseline RGB JPEG made by the `image` crate's own encoder.
+pub fn image_crate_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 5) as u8, (x ^ y) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encodes");
+    out.into_inner()
+}
+
+/// The marker segments of a JPEG up to the first SOS: (offset of 0xFF, marker code,
+/// segment length field).
+pub fn jpeg_segments(file: &[u8]) -> Vec<(usize, u8, usize)> {
+    let mut segs = Vec::new();
+    let mut at = 2;
+    while at + 4 <= file.len() && file[at] == 0xFF {
+        let code = file[at + 1];
+        let len = usize::from(u16::from_be_bytes([file[at + 2], file[at + 3]]));
+        segs.push((at, code, len));
+        if code == 0xDA {
+            break;
+        }
+        at += 2 + len;
+    }
+    segs
+}
