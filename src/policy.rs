@@ -225,7 +225,9 @@ pub enum Depth {
     Structure,
     /// The structure, then a full decode with the `image` crate under `image::Limits`
     /// (feature `decode`), which catches corrupt compressed data. Holds the whole file in
-    /// memory (at most the policy's largest file) until the end.
+    /// memory (at most the policy's largest file) until the end, and refuses an image whose
+    /// pixel buffer would exceed [`Limits::max_decode_alloc`] before allocating it.
+    #[cfg(feature = "decode")]
     Decode,
 }
 

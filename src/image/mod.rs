@@ -5,6 +5,8 @@
 //! `image/png` or `image/jpeg` is a complete, well-formed image within the policy's limits,
 //! with nothing before or after it.
 
+#[cfg(feature = "decode")]
+pub mod deep;
 pub mod jpeg;
 pub mod png;
 
@@ -13,14 +15,20 @@ use crate::policy::Policy;
 use crate::sniff::MediaType;
 
 /// The validator the policy applies to content of type `media_type`: structural PNG or JPEG
-/// checks for images, nothing for other types.
+/// checks for images (followed by a full decode at [`Depth::Decode`](crate::Depth)),
+/// nothing for other types.
 pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validator> {
     let limits = &policy.limits;
-    if *media_type == MediaType::PNG {
+    let structural: Box<dyn Validator> = if *media_type == MediaType::PNG {
         Box::new(png::PngValidator::new(limits, policy.allow_trailing))
     } else if *media_type == MediaType::JPEG {
         Box::new(jpeg::JpegValidator::new(limits, policy.allow_trailing))
     } else {
-        Box::new(AcceptAll)
+        return Box::new(AcceptAll);
+    };
+    #[cfg(feature = "decode")]
+    if policy.depth == crate::policy::Depth::Decode {
+        return Box::new(deep::DecodeValidator::new(structural, media_type, limits));
     }
+    structural
 }

@@ -1,0 +1,125 @@
+//! The deep level (feature `decode`): a full pixel decode with the `image` crate.
+//!
+//! The structural validators check every byte of the container but not the compressed
+//! data inside it; a full decode catches a corrupt zlib stream or entropy-coded data.
+//! Decoding needs the whole file, so [`DecodeValidator`] holds it (at most the policy's
+//! largest file, checked before each append). Before any pixel is decoded it reads the
+//! header, computes the size of the pixel buffer and refuses an image over
+//! [`Limits::max_decode_alloc`]: a decompression bomb is refused without allocating its
+//! buffer. The decode itself runs under `image::Limits` with the same numbers.
+
+use std::io::Cursor;
+
+use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+
+use crate::error::{Error, ImageLimit, Result, SizeLimit};
+use crate::inspect::{ContentInfo, Validator};
+use crate::policy::Limits;
+use crate::sniff::MediaType;
+
+/// Structural validation followed by a full decode; see the [module docs](self).
+pub struct DecodeValidator {
+    structural: Box<dyn Validator>,
+    format: ImageFormat,
+    media_type: String,
+    file: Vec<u8>,
+    max_file: u64,
+    max_width: u32,
+    max_height: u32,
+    max_alloc: u64,
+}
+
+impl std::fmt::Debug for DecodeValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeValidator")
+            .field("format", &self.format)
+            .field("held", &self.file.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecodeValidator {
+    /// Wraps a structural validator for `media_type` (PNG or JPEG; others decode as PNG
+    /// and fail).
+    pub fn new(structural: Box<dyn Validator>, media_type: &MediaType, limits: &Limits) -> Self {
+        let format = if *media_type == MediaType::JPEG {
+            ImageFormat::Jpeg
+        } else {
+            ImageFormat::Png
+        };
+        DecodeValidator {
+            structural,
+            format,
+            media_type: media_type.to_string(),
+            file: Vec::new(),
+            max_file: limits.max_file_size(),
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+            max_alloc: limits.max_decode_alloc,
+        }
+    }
+
+    fn decode(&self) -> Result<ContentInfo> {
+        let undecodable = |e: ImageError| Error::InvalidContent {
+            media_type: self.media_type.clone(),
+            offset: 0,
+            reason: format!("the full decode failed: {e}"),
+        };
+        let mut reader = ImageReader::with_format(Cursor::new(&self.file[..]), self.format);
+        let mut limits = ::image::Limits::default();
+        limits.max_image_width = Some(self.max_width);
+        limits.max_image_height = Some(self.max_height);
+        limits.max_alloc = Some(self.max_alloc);
+        reader.limits(limits);
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| self.map_error(e, undecodable))?;
+        let (width, height) = decoder.dimensions();
+        let needed = decoder.total_bytes();
+        if needed > self.max_alloc {
+            return Err(Error::ImageLimit {
+                what: ImageLimit::DecodeMemory,
+                value: needed,
+                limit: self.max_alloc,
+            });
+        }
+        DynamicImage::from_decoder(decoder).map_err(|e| self.map_error(e, undecodable))?;
+        Ok(ContentInfo {
+            dimensions: Some((width, height)),
+        })
+    }
+
+    fn map_error(&self, e: ImageError, otherwise: impl Fn(ImageError) -> Error) -> Error {
+        match e {
+            ImageError::Limits(_) => Error::ImageLimit {
+                what: ImageLimit::DecodeMemory,
+                value: self.max_alloc.saturating_add(1),
+                limit: self.max_alloc,
+            },
+            other => otherwise(other),
+        }
+    }
+}
+
+impl Validator for DecodeValidator {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.structural.update(data)?;
+        let held = (self.file.len() + data.len()) as u64;
+        if held > self.max_file {
+            return Err(Error::TooLarge {
+                size: held,
+                limit: self.max_file,
+                kind: SizeLimit::Single,
+            });
+        }
+        self.file.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<ContentInfo> {
+        self.structural.finish()?;
+        let info = self.decode();
+        self.file = Vec::new();
+        info
+    }
+}
