@@ -169,6 +169,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A checker (such as the `Inspector`) was used again after it had finished its file.
+    #[error("already finished its file; start a new one for the next file")]
+    AlreadyFinished,
+
     /// A stateful checker (such as the `Inspector`) was used again after it had failed.
     #[error("already failed earlier ({first}); start over with a new instance")]
     AlreadyFailed {
@@ -372,6 +376,8 @@ impl Error {
         match self {
             Error::UnsupportedType { .. } | Error::UnrecognizedContent { .. } => 415,
             Error::AlreadyFailed { first } => first.status(),
+            // Reusing a finished checker is the caller's own mistake, not the client's.
+            Error::AlreadyFinished => 500,
             _ => 400,
         }
     }

@@ -35,6 +35,11 @@ pub trait Validator: Send {
     ///
     /// A problem that only the end reveals (truncation, a missing trailer).
     fn finish(&mut self) -> Result<ContentInfo>;
+
+    /// Width and height as soon as the header gave them, even if the file fails later.
+    fn dimensions(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// Whether [`Inspector::admit`] left the slice for the validator.
@@ -208,6 +213,18 @@ impl Inspector {
         self.count
     }
 
+    /// The type recognised from the content, once the sniff window is full (or after
+    /// [`Inspector::finish`] for shorter files); `None` while undecided or unrecognised.
+    pub fn detected_type(&self) -> Option<&MediaType> {
+        self.sniffer.verdict().flatten()
+    }
+
+    /// Image width and height as soon as the validator has read them, even if the file
+    /// fails later (for reporting what a rejected file claimed to be).
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        self.validator.dimensions()
+    }
+
     /// Feeds the next slice of content.
     ///
     /// # Errors
@@ -216,11 +233,7 @@ impl Inspector {
     /// [`Error::TypeMismatch`] / [`Error::UnrecognizedContent`] once the sniff window is
     /// full; any error of the validator; [`Error::AlreadyFailed`] after an earlier error.
     pub fn update(&mut self, data: &[u8]) -> Result<()> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
+        self.check_alive()?;
         let result = self.update_inner(data);
         if let Err(e) = &result {
             self.failed = Some(Box::new(e.clone()));
@@ -275,11 +288,7 @@ impl Inspector {
         encoder: &mut Encoder,
         out: &mut B,
     ) -> Result<()> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
+        self.check_alive()?;
         let result = self.update_encode_inner(data, encoder, out);
         if let Err(e) = &result {
             self.failed = Some(Box::new(e.clone()));
@@ -348,6 +357,17 @@ impl Inspector {
         Ok(Validate::Done)
     }
 
+    /// After a failure or the end of the file, every call says so.
+    fn check_alive(&self) -> Result<()> {
+        match self.failed.as_deref() {
+            None => Ok(()),
+            Some(Error::AlreadyFinished) => Err(Error::AlreadyFinished),
+            Some(first) => Err(Error::AlreadyFailed {
+                first: Box::new(first.clone()),
+            }),
+        }
+    }
+
     fn check_sniffed(&self) -> Result<()> {
         let detected = self.sniffer.verdict().flatten();
         let sniffed = usize::try_from(self.count)
@@ -357,7 +377,10 @@ impl Inspector {
             .check_detected(&self.declared_type, detected, sniffed)
     }
 
-    /// Ends the content and gives the verdict.
+    /// Ends the content and gives the verdict. The inspector is then finished: later calls
+    /// answer [`Error::AlreadyFinished`] (or, after a rejection, [`Error::AlreadyFailed`]),
+    /// while [`Inspector::dimensions`] and [`Inspector::detected_type`] still tell what the
+    /// file claimed.
     ///
     /// Checks, in this order: the declared size against the bytes seen
     /// ([`Error::SizeMismatch`], decoded length first), the type of a file shorter than the
@@ -366,10 +389,18 @@ impl Inspector {
     /// # Errors
     ///
     /// The first of the problems above, or [`Error::AlreadyFailed`].
-    pub fn finish(mut self) -> Result<Inspection> {
-        if let Some(first) = self.failed {
-            return Err(Error::AlreadyFailed { first });
-        }
+    pub fn finish(&mut self) -> Result<Inspection> {
+        self.check_alive()?;
+        let result = self.finish_inner();
+        // Finished either way: a later call says so instead of mixing in another file.
+        self.failed = Some(Box::new(match &result {
+            Ok(_) => Error::AlreadyFinished,
+            Err(e) => e.clone(),
+        }));
+        result
+    }
+
+    fn finish_inner(&mut self) -> Result<Inspection> {
         if let Some(declared) = self.declared_size
             && declared != self.count
         {
@@ -389,13 +420,13 @@ impl Inspector {
         // "No particular type" takes the recognised type, where the policy lets it stand.
         let media_type = match &detected {
             Some(found) if self.declared_type == MediaType::OCTET_STREAM => found.clone(),
-            _ => self.declared_type,
+            _ => self.declared_type.clone(),
         };
         Ok(Inspection {
             media_type,
             detected,
             size: self.count,
-            sha256: self.hasher.finalize(),
+            sha256: std::mem::take(&mut self.hasher).finalize(),
             info,
         })
     }

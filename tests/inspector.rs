@@ -361,3 +361,16 @@ fn the_inspector_drives_its_validator_and_reports_its_info() {
     assert_eq!(err.status(), 400);
     assert!(body.is_empty(), "a rejected slice adds nothing to the body");
 }
+
+#[test]
+fn a_finished_inspector_refuses_more_and_still_tells_what_it_saw() {
+    let file = structural_png(500);
+    let mut insp = Inspector::new(&Policy::demand(), "image/png", None).unwrap();
+    insp.update(&file).unwrap();
+    assert!(insp.finish().is_ok());
+    assert_eq!(insp.update(b"x").unwrap_err(), Error::AlreadyFinished);
+    assert_eq!(insp.finish().unwrap_err(), Error::AlreadyFinished);
+    assert_eq!(insp.dimensions(), Some((1024, 768)));
+    assert_eq!(insp.detected_type(), Some(&MediaType::PNG));
+    assert_eq!(Error::AlreadyFinished.status(), 500);
+}

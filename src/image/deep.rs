@@ -116,6 +116,10 @@ impl Validator for DecodeValidator {
         Ok(())
     }
 
+    fn dimensions(&self) -> Option<(u32, u32)> {
+        self.structural.dimensions()
+    }
+
     fn finish(&mut self) -> Result<ContentInfo> {
         self.structural.finish()?;
         let info = self.decode();

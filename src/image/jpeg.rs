@@ -124,13 +124,6 @@ impl JpegValidator {
         }
     }
 
-    /// Width and height, once the frame header has been read.
-    pub fn dimensions(&self) -> Option<(u32, u32)> {
-        self.frame
-            .as_ref()
-            .map(|f| (u32::from(f.width), u32::from(f.height)))
-    }
-
     fn invalid(&self, offset: u64, reason: impl Into<String>) -> Error {
         Error::InvalidContent {
             media_type: MEDIA_TYPE.into(),
@@ -541,7 +534,7 @@ fn is_sof(code: u8) -> bool {
 /// flag of the first flagged word is always a true hit (false flags only appear above a
 /// true one), so its position comes from `trailing_zeros`.
 #[inline]
-fn find_ff(data: &[u8]) -> Option<usize> {
+pub(crate) fn find_ff(data: &[u8]) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let mut blocks = data.chunks_exact(64);
@@ -587,6 +580,12 @@ impl Validator for JpegValidator {
             }
         }
         Ok(())
+    }
+
+    fn dimensions(&self) -> Option<(u32, u32)> {
+        self.frame
+            .as_ref()
+            .map(|f| (u32::from(f.width), u32::from(f.height)))
     }
 
     fn finish(&mut self) -> Result<ContentInfo> {

@@ -9,6 +9,7 @@
 pub mod deep;
 pub mod jpeg;
 pub mod png;
+pub mod strip;
 
 use crate::inspect::{AcceptAll, Validator};
 use crate::policy::Policy;

@@ -141,11 +141,6 @@ impl PngValidator {
         }
     }
 
-    /// Width and height, once IHDR has been read.
-    pub fn dimensions(&self) -> Option<(u32, u32)> {
-        self.header.map(|h| (h.width, h.height))
-    }
-
     fn invalid(&self, offset: u64, reason: impl Into<String>) -> Error {
         Error::InvalidContent {
             media_type: MEDIA_TYPE.into(),
@@ -530,6 +525,10 @@ impl Validator for PngValidator {
             }
         }
         Ok(())
+    }
+
+    fn dimensions(&self) -> Option<(u32, u32)> {
+        self.header.map(|h| (h.width, h.height))
     }
 
     fn finish(&mut self) -> Result<ContentInfo> {

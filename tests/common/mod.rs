@@ -321,3 +321,76 @@ pub fn jpeg_segments(file: &[u8]) -> Vec<(usize, u8, usize)> {
     }
     segs
 }
+
+/// A big-endian TIFF/EXIF block with Make, Orientation and a GPS IFD (latitude and
+/// longitude), as a phone camera writes.
+pub fn exif_with_gps(orientation: u16) -> Vec<u8> {
+    fn entry(t: &mut Vec<u8>, tag: u16, ty: u16, count: u32, value: [u8; 4]) {
+        t.extend_from_slice(&tag.to_be_bytes());
+        t.extend_from_slice(&ty.to_be_bytes());
+        t.extend_from_slice(&count.to_be_bytes());
+        t.extend_from_slice(&value);
+    }
+    let ifd0 = 8u32;
+    let ifd0_len = 2 + 3 * 12 + 4;
+    let make_at = ifd0 + ifd0_len;
+    let gps = make_at + 6;
+    let gps_len = 2 + 4 * 12 + 4;
+    let lat_at = gps + gps_len;
+    let lon_at = lat_at + 24;
+    let mut t = b"MM\0*".to_vec();
+    t.extend_from_slice(&ifd0.to_be_bytes());
+    t.extend_from_slice(&3u16.to_be_bytes());
+    entry(&mut t, 0x010F, 2, 6, make_at.to_be_bytes());
+    let o = orientation.to_be_bytes();
+    entry(&mut t, 0x0112, 3, 1, [o[0], o[1], 0, 0]);
+    entry(&mut t, 0x8825, 4, 1, gps.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(b"Phone\0");
+    t.extend_from_slice(&4u16.to_be_bytes());
+    entry(&mut t, 0x0001, 2, 2, *b"N\0\0\0");
+    entry(&mut t, 0x0002, 5, 3, lat_at.to_be_bytes());
+    entry(&mut t, 0x0003, 2, 2, *b"E\0\0\0");
+    entry(&mut t, 0x0004, 5, 3, lon_at.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    for (deg, min, sec) in [(52u32, 22u32, 1234u32), (4, 53, 4321)] {
+        for (num, den) in [(deg, 1u32), (min, 1), (sec, 100)] {
+            t.extend_from_slice(&num.to_be_bytes());
+            t.extend_from_slice(&den.to_be_bytes());
+        }
+    }
+    t
+}
+
+/// A small stand-in ICC profile: a 128-byte header with the right size and signature and
+/// an empty tag table.
+pub fn icc_profile() -> Vec<u8> {
+    let mut p = vec![0u8; 132];
+    p[..4].copy_from_slice(&132u32.to_be_bytes());
+    p[12..16].copy_from_slice(b"mntr");
+    p[16..20].copy_from_slice(b"RGB ");
+    p[20..24].copy_from_slice(b"XYZ ");
+    p[36..40].copy_from_slice(b"acsp");
+    p
+}
+
+/// Runs `exiftool -j -a -G1 -n` on `file` and returns its JSON object.
+pub fn exiftool(file: &[u8], suffix: &str) -> serde_json::Map<String, serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("attachments-exiftool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}{suffix}", file.len()));
+    std::fs::write(&path, file).unwrap();
+    let output = std::process::Command::new("exiftool")
+        .args(["-j", "-a", "-G1", "-n"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run exiftool ({e}): install Debian's libimage-exiftool-perl (.ci/test does)"
+            )
+        });
+    let _ = std::fs::remove_file(&path);
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("exiftool prints JSON");
+    json[0].as_object().expect("one object per file").clone()
+}

@@ -1,0 +1,203 @@
+//! The `attachments inspect` command, run as a user runs it.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir =
+            std::env::temp_dir().join(format!("attachments-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn valid_files_are_accepted_with_their_facts() {
+    let dir = Dir::new("valid");
+    let png = real_png(30, 20, png::ColorType::Rgba, png::BitDepth::Eight);
+    let jpeg = real_jpeg(40, 24, jpeg_encoder::ColorType::Rgb, true, 0);
+    let a = dir.file("a.png", &png);
+    let b = dir.file("b.JPEG", &jpeg);
+    let (code, stdout, _) = run(&["inspect", &a, &b, "--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let lines = json_lines(&stdout);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[0],
+        serde_json::json!({
+            "path": a, "declared_type": "image/png", "detected_type": "image/png",
+            "size": png.len(), "sha256": attachments::digest::sha256(&png).to_string(),
+            "width": 30, "height": 20, "ok": true, "error": null
+        })
+    );
+    assert_eq!(lines[1]["declared_type"], "image/jpeg");
+    assert_eq!(
+        (lines[1]["width"].as_u64(), lines[1]["height"].as_u64()),
+        (Some(40), Some(24))
+    );
+}
+
+#[test]
+fn a_jpeg_named_png_is_a_mismatch() {
+    let dir = Dir::new("mismatch");
+    let path = dir.file(
+        "photo.png",
+        &real_jpeg(16, 16, jpeg_encoder::ColorType::Rgb, false, 0),
+    );
+    let (code, stdout, _) = run(&["inspect", "--json", &path]);
+    assert_eq!(code, 1);
+    let line = &json_lines(&stdout)[0];
+    assert_eq!(line["ok"], false);
+    assert_eq!(line["declared_type"], "image/png");
+    assert_eq!(line["detected_type"], "image/jpeg");
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.contains("image/jpeg") && error.contains("image/png"),
+        "{error}"
+    );
+    // The same file declared as what it is passes.
+    assert_eq!(run(&["inspect", "--type", "image/jpeg", &path]).0, 0);
+}
+
+#[test]
+fn a_truncated_file_is_rejected_with_what_its_header_claimed() {
+    let dir = Dir::new("truncated");
+    let png = real_png(64, 48, png::ColorType::Rgb, png::BitDepth::Eight);
+    let path = dir.file("cut.png", &png[..png.len() - 20]);
+    let (code, stdout, _) = run(&["inspect", "--json", &path]);
+    assert_eq!(code, 1);
+    let line = &json_lines(&stdout)[0];
+    assert_eq!(
+        (line["width"].as_u64(), line["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+    assert!(
+        line["error"].as_str().unwrap().contains("truncated"),
+        "{line}"
+    );
+    assert_eq!(line["size"].as_u64(), Some(png.len() as u64 - 20));
+}
+
+#[test]
+fn trailing_bytes_need_allow_trailing() {
+    let dir = Dir::new("trailing");
+    let mut jpeg = real_jpeg(16, 16, jpeg_encoder::ColorType::Luma, false, 0);
+    jpeg.extend_from_slice(b"appended");
+    let path = dir.file("t.jpg", &jpeg);
+    let (code, stdout, _) = run(&["inspect", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("REJECTED") && stdout.contains("more data follows"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["inspect", "--allow-trailing", &path]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.trim_end().ends_with(": ok"), "{stdout}");
+}
+
+#[test]
+fn deep_catches_corrupt_compressed_data() {
+    let dir = Dir::new("deep");
+    let path = dir.file("garbage-idat.png", &structural_png(3000));
+    assert_eq!(run(&["inspect", &path]).0, 0, "structurally fine");
+    let (code, stdout, _) = run(&["inspect", "--deep", "--json", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        json_lines(&stdout)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("full decode failed")
+    );
+}
+
+#[test]
+fn any_rejection_makes_exit_code_1() {
+    let dir = Dir::new("mixed");
+    let good = dir.file(
+        "g.png",
+        &real_png(4, 4, png::ColorType::Grayscale, png::BitDepth::Eight),
+    );
+    let html = dir.file("page.png", b"<!DOCTYPE html><html></html>");
+    let empty = dir.file("empty.jpg", b"");
+    let unknown = dir.file("notes.txt", b"hello");
+    let (code, stdout, _) = run(&["inspect", "--json", &good, &html, &empty, &unknown]);
+    assert_eq!(code, 1);
+    let lines = json_lines(&stdout);
+    let oks: Vec<bool> = lines.iter().map(|l| l["ok"].as_bool().unwrap()).collect();
+    assert_eq!(oks, [true, false, false, false]);
+    assert_eq!(lines[2]["size"], 0);
+    assert!(lines[3]["error"].as_str().unwrap().contains("--type"));
+    assert_eq!(lines[3]["declared_type"], Value::Null);
+    let missing = dir.0.join("missing.png").display().to_string();
+    let (code, stdout, _) = run(&["inspect", "--json", &missing]);
+    assert_eq!(code, 1);
+    assert!(
+        json_lines(&stdout)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot open")
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    assert_eq!(run(&["inspect"]).0, 2);
+    assert_eq!(run(&["inspect", "--no-such-flag", "a.png"]).0, 2);
+    assert_eq!(run(&[]).0, 2);
+    assert_eq!(run(&["inspect", "--policy", "nope", "a.png"]).0, 2);
+}
+
+#[test]
+fn the_demand_policy_applies_its_1mb_limit() {
+    let dir = Dir::new("demand");
+    let path = dir.file("big.png", &structural_png(1_100_000));
+    assert_eq!(run(&["inspect", &path]).0, 0);
+    let (code, stdout, _) = run(&["inspect", "--policy", "demand", "--json", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        json_lines(&stdout)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("1MB")
+    );
+}
