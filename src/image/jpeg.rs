@@ -14,9 +14,8 @@
 //!   sequence, any other marker ends the scan (progressive files have many scans);
 //! - EOI last; anything after it is rejected unless trailing bytes are allowed.
 //!
-//! No pixel is decoded. The entropy-coded data, most of the file, is scanned for 0xFF in
-//! 64-byte blocks of eight 64-bit words, which runs at memory speed whatever the density of
-//! 0xFF bytes.
+//! No pixel is decoded. The entropy-coded data, most of the file, is scanned for 0xFF with
+//! a 64-bit position mask per 64-byte block, visiting each 0xFF once.
 
 use crate::error::{Error, ImageLimit, Result};
 use crate::inspect::{ContentInfo, Validator};
@@ -210,27 +209,60 @@ impl JpegValidator {
     /// Scans entropy-coded data for the marker that ends it, passing over stuffed 0xFF00
     /// and in-sequence restart markers without leaving the loop. Returns the bytes consumed.
     fn scan_entropy(&mut self, data: &[u8]) -> Result<usize> {
+        // `pos`: the first byte not yet consumed. Whole 64-byte blocks are tested at once;
+        // each 0xFF in a block is handled in turn without scanning the block again.
         let mut pos = 0;
-        while let Some(i) = find_ff(&data[pos..]) {
-            let at = pos + i;
-            self.marker_at = self.offset + at as u64;
-            self.state = State::Entropy { ff: true };
-            let Some(&next) = data.get(at + 1) else {
-                // The slice ends on 0xFF: the next byte decides.
-                return Ok(data.len());
-            };
-            if next == 0xFF {
-                // Fill byte: the marker starts at the last 0xFF.
-                self.marker_at += 1;
-                return Ok(at + 2);
+        let mut blocks = data.chunks_exact(64);
+        for (n, block) in (&mut blocks).enumerate() {
+            let base = n * 64;
+            let mut mask = ff_mask(block.try_into().expect("64-byte block"));
+            while mask != 0 {
+                let at = base + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if at < pos {
+                    continue; // the byte after a previous 0xFF, already consumed
+                }
+                if let Some(done) = self.entropy_ff(data, at)? {
+                    return Ok(done);
+                }
+                pos = at + 2;
             }
-            self.after_ff(next)?;
-            pos = at + 2;
-            if self.state != (State::Entropy { ff: false }) {
-                return Ok(pos);
+        }
+        let tail = data.len() - blocks.remainder().len();
+        let mut at = pos.max(tail);
+        while let Some(i) = data[at..].iter().position(|&b| b == 0xFF) {
+            if let Some(done) = self.entropy_ff(data, at + i)? {
+                return Ok(done);
+            }
+            at += i + 2;
+            if at >= data.len() {
+                break;
             }
         }
         Ok(data.len())
+    }
+
+    /// A 0xFF at `at` in entropy-coded data. Returns `Some(consumed)` when the scan leaves
+    /// the fast loop (a marker, a fill byte, or the slice ends on the 0xFF), `None` when
+    /// the scan goes on after the two bytes (stuffing or a restart marker).
+    fn entropy_ff(&mut self, data: &[u8], at: usize) -> Result<Option<usize>> {
+        self.marker_at = self.offset + at as u64;
+        self.state = State::Entropy { ff: true };
+        let Some(&next) = data.get(at + 1) else {
+            // The slice ends on 0xFF: the next byte decides.
+            return Ok(Some(data.len()));
+        };
+        if next == 0xFF {
+            // Fill byte: the marker starts at the last 0xFF.
+            self.marker_at += 1;
+            return Ok(Some(at + 2));
+        }
+        self.after_ff(next)?;
+        if self.state == (State::Entropy { ff: false }) {
+            Ok(None)
+        } else {
+            Ok(Some(at + 2))
+        }
     }
 
     /// The byte after a 0xFF inside entropy-coded data.
@@ -525,39 +557,56 @@ fn is_sof(code: u8) -> bool {
     matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC)
 }
 
-/// Index of the first 0xFF byte.
+/// Bit `i` set when `block[i]` is 0xFF.
 ///
-/// Hand-written rather than `memchr`: entropy-coded data holds a 0xFF about every 256
-/// bytes, where a general search's per-call setup dominates. Each 64-byte block is tested
-/// as eight words with the "has zero byte" trick on the complement (a byte is 0xFF exactly
-/// when its complement is zero), which compiles to straight-line vector code; the lowest
-/// flag of the first flagged word is always a true hit (false flags only appear above a
-/// true one), so its position comes from `trailing_zeros`.
+/// Hand-written for the entropy-coded data, most of a JPEG: it holds a 0xFF about every
+/// 256 bytes, so a search that returns one position per call (`memchr`) pays its setup
+/// again after every stuffed byte. With a mask per 64-byte block, every 0xFF of the block
+/// is visited from one load. `validate_jpeg` on 10 MiB (`benches/pipeline.rs`): 9.2-9.5
+/// GiB/s with one word-trick search per 0xFF, 13.3 GiB/s with this mask.
 #[inline]
-pub(crate) fn find_ff(data: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut blocks = data.chunks_exact(64);
-    let mut base = 0;
-    for block in &mut blocks {
-        let mut flags = [0u64; 8];
-        let mut any = 0;
-        for (flag, word) in flags.iter_mut().zip(block.chunks_exact(8)) {
-            let v = !u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
-            *flag = v.wrapping_sub(LO) & !v & HI;
-            any |= *flag;
+fn ff_mask(block: &[u8; 64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut mask = 0u64;
+        for (i, lane) in block.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of the x86_64 baseline; `lane` is 16 readable bytes and
+            // the load is unaligned.
+            let bits = unsafe {
+                let v = _mm_loadu_si128(lane.as_ptr().cast());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(-1)))
+            };
+            mask |= u64::from(bits as u16) << (16 * i);
         }
-        if any != 0 {
-            let (i, flag) = flags.iter().enumerate().find(|(_, f)| **f != 0)?;
-            return Some(base + i * 8 + (flag.trailing_zeros() / 8) as usize);
-        }
-        base += 64;
+        mask
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        block
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (i, &b)| m | (u64::from(b == 0xFF) << i))
+    }
+}
+
+/// Index of the first 0xFF byte.
+pub(crate) fn find_ff(data: &[u8]) -> Option<usize> {
+    let mut blocks = data.chunks_exact(64);
+    for (n, block) in (&mut blocks).enumerate() {
+        let mask = ff_mask(block.try_into().expect("64-byte block"));
+        if mask != 0 {
+            return Some(n * 64 + mask.trailing_zeros() as usize);
+        }
+    }
+    let tail = data.len() - blocks.remainder().len();
     blocks
         .remainder()
         .iter()
         .position(|&b| b == 0xFF)
-        .map(|i| base + i)
+        .map(|i| tail + i)
 }
 
 impl Validator for JpegValidator {
