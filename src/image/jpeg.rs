@@ -17,7 +17,8 @@
 //! No pixel is decoded. The entropy-coded data, most of the file, is scanned for 0xFF with
 //! a 64-bit position mask per 64-byte block, visiting each 0xFF once.
 
-use crate::error::{Error, ImageLimit, Result};
+use crate::error::{Error, Result};
+use crate::image::Budget;
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
 
@@ -68,11 +69,7 @@ struct Frame {
 /// ```
 #[derive(Debug, Clone)]
 pub struct JpegValidator {
-    max_width: u32,
-    max_height: u32,
-    max_pixels: u64,
-    max_segments: u32,
-    max_metadata_bytes: u64,
+    budget: Budget,
     allow_trailing: bool,
 
     state: State,
@@ -86,8 +83,6 @@ pub struct JpegValidator {
     body: Vec<u8>,
     keep_body: bool,
 
-    segments: u32,
-    metadata: u64,
     frame: Option<Frame>,
     scans: u32,
     next_rst: u8,
@@ -99,11 +94,7 @@ impl JpegValidator {
     /// `allow_trailing` accepts bytes after EOI.
     pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
         JpegValidator {
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-            max_pixels: limits.max_pixels,
-            max_segments: limits.max_segments,
-            max_metadata_bytes: limits.max_metadata_bytes,
+            budget: Budget::new(limits),
             allow_trailing,
             state: State::Soi,
             offset: 0,
@@ -114,8 +105,6 @@ impl JpegValidator {
             remaining: 0,
             body: Vec::new(),
             keep_body: false,
-            segments: 0,
-            metadata: 0,
             frame: None,
             scans: 0,
             next_rst: 0,
@@ -329,14 +318,7 @@ impl JpegValidator {
                 if code == 0xDA && self.frame.is_none() {
                     return Err(self.invalid(at, "a scan (SOS) before the frame header (SOF)"));
                 }
-                self.segments += 1;
-                if self.segments > self.max_segments {
-                    return Err(Error::ImageLimit {
-                        what: ImageLimit::Segments,
-                        value: u64::from(self.segments),
-                        limit: u64::from(self.max_segments),
-                    });
-                }
+                self.budget.segment()?;
                 self.state = State::Length;
                 Ok(())
             }
@@ -355,14 +337,7 @@ impl JpegValidator {
         }
         let data_len = len - 2;
         if matches!(code, 0xE0..=0xEF | 0xFE) {
-            self.metadata += u64::from(data_len);
-            if self.metadata > self.max_metadata_bytes {
-                return Err(Error::ImageLimit {
-                    what: ImageLimit::MetadataBytes,
-                    value: self.metadata,
-                    limit: self.max_metadata_bytes,
-                });
-            }
+            self.budget.metadata(u64::from(data_len))?;
         }
         self.keep_body = is_sof(code) || matches!(code, 0xDA | 0xDD);
         if self.keep_body && usize::from(data_len) > MAX_KEPT_BODY {
@@ -442,28 +417,8 @@ impl JpegValidator {
                 format!("frame header declares {width} x {height} pixels; both must be non-zero"),
             ));
         }
-        let limit = |what, value: u64, limit: u64| {
-            if value > limit {
-                Err(Error::ImageLimit { what, value, limit })
-            } else {
-                Ok(())
-            }
-        };
-        limit(
-            ImageLimit::Width,
-            u64::from(width),
-            u64::from(self.max_width),
-        )?;
-        limit(
-            ImageLimit::Height,
-            u64::from(height),
-            u64::from(self.max_height),
-        )?;
-        limit(
-            ImageLimit::Pixels,
-            u64::from(width) * u64::from(height),
-            self.max_pixels,
-        )?;
+        self.budget
+            .dimensions(u32::from(width), u32::from(height))?;
         let mut ids = Vec::with_capacity(components);
         for c in b[6..].chunks_exact(3) {
             let (h, v) = (c[1] >> 4, c[1] & 0x0F);

@@ -11,8 +11,9 @@ pub mod jpeg;
 pub mod png;
 pub mod strip;
 
+use crate::error::{Error, ImageLimit, Result};
 use crate::inspect::{AcceptAll, Validator};
-use crate::policy::Policy;
+use crate::policy::{Limits, Policy};
 use crate::sniff::MediaType;
 
 /// The validator the policy applies to content of type `media_type`: structural PNG or JPEG
@@ -32,4 +33,78 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
         return Box::new(deep::DecodeValidator::new(structural, media_type, limits));
     }
     structural
+}
+
+/// The image limits a validator enforces as it walks a file, with its running counts:
+/// shared by the PNG and JPEG validators.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    max_width: u32,
+    max_height: u32,
+    max_pixels: u64,
+    max_segments: u32,
+    max_metadata_bytes: u64,
+    segments: u32,
+    metadata: u64,
+}
+
+fn within(what: ImageLimit, value: u64, limit: u64) -> Result<()> {
+    if value > limit {
+        Err(Error::ImageLimit { what, value, limit })
+    } else {
+        Ok(())
+    }
+}
+
+impl Budget {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Budget {
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+            max_pixels: limits.max_pixels,
+            max_segments: limits.max_segments,
+            max_metadata_bytes: limits.max_metadata_bytes,
+            segments: 0,
+            metadata: 0,
+        }
+    }
+
+    /// Checks declared dimensions, before anything is decoded.
+    pub(crate) fn dimensions(&self, width: u32, height: u32) -> Result<()> {
+        within(
+            ImageLimit::Width,
+            u64::from(width),
+            u64::from(self.max_width),
+        )?;
+        within(
+            ImageLimit::Height,
+            u64::from(height),
+            u64::from(self.max_height),
+        )?;
+        within(
+            ImageLimit::Pixels,
+            u64::from(width) * u64::from(height),
+            self.max_pixels,
+        )
+    }
+
+    /// Counts one more chunk or segment.
+    pub(crate) fn segment(&mut self) -> Result<()> {
+        self.segments += 1;
+        within(
+            ImageLimit::Segments,
+            u64::from(self.segments),
+            u64::from(self.max_segments),
+        )
+    }
+
+    /// Counts `bytes` more of metadata.
+    pub(crate) fn metadata(&mut self, bytes: u64) -> Result<()> {
+        self.metadata += bytes;
+        within(
+            ImageLimit::MetadataBytes,
+            self.metadata,
+            self.max_metadata_bytes,
+        )
+    }
 }

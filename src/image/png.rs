@@ -18,7 +18,8 @@
 //! metadata against [`Limits::max_metadata_bytes`]; the chunk count is capped by
 //! [`Limits::max_segments`].
 
-use crate::error::{Error, ImageLimit, Result};
+use crate::error::{Error, Result};
+use crate::image::Budget;
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
 
@@ -80,11 +81,7 @@ struct Header {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PngValidator {
-    max_width: u32,
-    max_height: u32,
-    max_pixels: u64,
-    max_segments: u32,
-    max_metadata_bytes: u64,
+    budget: Budget,
     allow_trailing: bool,
 
     state: State,
@@ -102,8 +99,6 @@ pub struct PngValidator {
     body: Vec<u8>,
     keep_body: bool,
 
-    chunks: u32,
-    metadata: u64,
     header: Option<Header>,
     palette_entries: Option<u32>,
     idat: Idat,
@@ -115,11 +110,7 @@ impl PngValidator {
     /// `allow_trailing` accepts bytes after IEND.
     pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
         PngValidator {
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-            max_pixels: limits.max_pixels,
-            max_segments: limits.max_segments,
-            max_metadata_bytes: limits.max_metadata_bytes,
+            budget: Budget::new(limits),
             allow_trailing,
             state: State::Signature,
             offset: 0,
@@ -132,8 +123,6 @@ impl PngValidator {
             crc: crc32fast::Hasher::new(),
             body: Vec::new(),
             keep_body: false,
-            chunks: 0,
-            metadata: 0,
             header: None,
             palette_entries: None,
             idat: Idat::NotYet,
@@ -247,14 +236,7 @@ impl PngValidator {
                 format!("chunk {name} declares {len} bytes, over the PNG maximum of 2^31-1"),
             ));
         }
-        self.chunks += 1;
-        if self.chunks > self.max_segments {
-            return Err(Error::ImageLimit {
-                what: ImageLimit::Segments,
-                value: u64::from(self.chunks),
-                limit: u64::from(self.max_segments),
-            });
-        }
+        self.budget.segment()?;
         if self.header.is_none() && &ty != b"IHDR" {
             return Err(self.invalid(
                 at,
@@ -308,14 +290,7 @@ impl PngValidator {
                 ));
             }
             _ => {
-                self.metadata += u64::from(len);
-                if self.metadata > self.max_metadata_bytes {
-                    return Err(Error::ImageLimit {
-                        what: ImageLimit::MetadataBytes,
-                        value: self.metadata,
-                        limit: self.max_metadata_bytes,
-                    });
-                }
+                self.budget.metadata(u64::from(len))?;
             }
         }
         // IDAT contiguity: an IDAT after IDATs ended, or anything else ending them.
@@ -426,28 +401,7 @@ impl PngValidator {
                 format!("IHDR declares {width} x {height} pixels; each must be 1 to 2^31-1"),
             ));
         }
-        let limit = |what, value: u64, limit: u64| {
-            if value > limit {
-                Err(Error::ImageLimit { what, value, limit })
-            } else {
-                Ok(())
-            }
-        };
-        limit(
-            ImageLimit::Width,
-            u64::from(width),
-            u64::from(self.max_width),
-        )?;
-        limit(
-            ImageLimit::Height,
-            u64::from(height),
-            u64::from(self.max_height),
-        )?;
-        limit(
-            ImageLimit::Pixels,
-            u64::from(width) * u64::from(height),
-            self.max_pixels,
-        )?;
+        self.budget.dimensions(width, height)?;
         let depth_ok = match colour_type {
             0 => matches!(bit_depth, 1 | 2 | 4 | 8 | 16),
             3 => matches!(bit_depth, 1 | 2 | 4 | 8),
