@@ -146,12 +146,8 @@ pub fn real_png(width: u32, height: u32, colour: png::ColorType, depth: png::Bit
     }
     let mut writer = enc.write_header().expect("valid header");
     let row = (width as usize * bits).div_ceil(8);
-    let mut data = pattern(row, height as usize);
-    if colour == png::ColorType::Indexed && (depth as usize) < 8 {
-        // Any packed value indexes an entry: the palette has 2^depth of them.
-    } else if colour == png::ColorType::Indexed {
-        data.iter_mut().for_each(|b| *b %= 255);
-    }
+    // Every value indexes an entry: the palette has 2^depth of them.
+    let data = pattern(row, height as usize);
     writer.write_image_data(&data).expect("valid data");
     writer.finish().expect("valid image");
     out
