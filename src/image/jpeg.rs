@@ -18,7 +18,7 @@
 //! a 64-bit position mask per 64-byte block, visiting each 0xFF once.
 
 use crate::error::{Error, Result};
-use crate::image::Budget;
+use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
 
@@ -73,7 +73,7 @@ pub struct JpegValidator {
     allow_trailing: bool,
 
     state: State,
-    offset: u64,
+    progress: Progress,
     buf: [u8; 2],
     have: usize,
 
@@ -86,7 +86,6 @@ pub struct JpegValidator {
     frame: Option<Frame>,
     scans: u32,
     next_rst: u8,
-    failed: Option<Box<Error>>,
 }
 
 impl JpegValidator {
@@ -97,7 +96,7 @@ impl JpegValidator {
             budget: Budget::new(limits),
             allow_trailing,
             state: State::Soi,
-            offset: 0,
+            progress: Progress::default(),
             buf: [0; 2],
             have: 0,
             marker: 0,
@@ -108,7 +107,6 @@ impl JpegValidator {
             frame: None,
             scans: 0,
             next_rst: 0,
-            failed: None,
         }
     }
 
@@ -120,13 +118,13 @@ impl JpegValidator {
         }
     }
 
-    fn step(&mut self, data: &[u8]) -> Result<usize> {
+    fn consume(&mut self, data: &[u8]) -> Result<usize> {
         match self.state {
             State::Soi => {
                 let want = [0xFF, 0xD8][self.have];
                 if data[0] != want {
                     return Err(self.invalid(
-                        self.offset,
+                        self.progress.offset,
                         "the file does not start with a JPEG SOI marker (FF D8); it is not a \
                          JPEG, or something precedes the image",
                     ));
@@ -141,11 +139,11 @@ impl JpegValidator {
             State::Marker => {
                 if data[0] != 0xFF {
                     return Err(self.invalid(
-                        self.offset,
+                        self.progress.offset,
                         format!("expected a marker (0xFF) but found 0x{:02x}; the segment before it has a wrong length", data[0]),
                     ));
                 }
-                self.marker_at = self.offset;
+                self.marker_at = self.progress.offset;
                 self.state = State::MarkerCode;
                 Ok(1)
             }
@@ -188,7 +186,7 @@ impl JpegValidator {
                 } else {
                     Err(Error::TrailingData {
                         media_type: MEDIA_TYPE.into(),
-                        offset: self.offset,
+                        offset: self.progress.offset,
                     })
                 }
             }
@@ -235,7 +233,7 @@ impl JpegValidator {
     /// the fast loop (a marker, a fill byte, or the slice ends on the 0xFF), `None` when
     /// the scan goes on after the two bytes (stuffing or a restart marker).
     fn entropy_ff(&mut self, data: &[u8], at: usize) -> Result<Option<usize>> {
-        self.marker_at = self.offset + at as u64;
+        self.marker_at = self.progress.offset + at as u64;
         self.state = State::Entropy { ff: true };
         let Some(&next) = data.get(at + 1) else {
             // The slice ends on 0xFF: the next byte decides.
@@ -258,7 +256,7 @@ impl JpegValidator {
     fn after_ff(&mut self, code: u8) -> Result<()> {
         match code {
             0x00 => self.state = State::Entropy { ff: false },
-            0xFF => self.marker_at = self.offset,
+            0xFF => self.marker_at = self.progress.offset,
             0xD0..=0xD7 => {
                 let n = code - 0xD0;
                 if n != self.next_rst {
@@ -564,26 +562,23 @@ pub(crate) fn find_ff(data: &[u8]) -> Option<usize> {
         .map(|i| tail + i)
 }
 
+impl Walk for JpegValidator {
+    fn step(&mut self, data: &[u8]) -> Result<usize> {
+        self.consume(data)
+    }
+
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+
+    fn incomplete(&self) -> Option<Error> {
+        (self.state != State::End).then(|| self.invalid(self.progress.offset, self.describe_end()))
+    }
+}
+
 impl Validator for JpegValidator {
-    fn update(&mut self, mut data: &[u8]) -> Result<()> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
-        while !data.is_empty() {
-            match self.step(data) {
-                Ok(n) => {
-                    self.offset += n as u64;
-                    data = &data[n..];
-                }
-                Err(e) => {
-                    self.failed = Some(Box::new(e.clone()));
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.feed(data)
     }
 
     fn dimensions(&self) -> Option<(u32, u32)> {
@@ -593,16 +588,7 @@ impl Validator for JpegValidator {
     }
 
     fn finish(&mut self) -> Result<ContentInfo> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
-        if self.state != State::End {
-            let err = self.invalid(self.offset, self.describe_end());
-            self.failed = Some(Box::new(err.clone()));
-            return Err(err);
-        }
+        self.end()?;
         Ok(ContentInfo {
             dimensions: self.dimensions(),
         })

@@ -35,6 +35,68 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
     structural
 }
 
+/// A byte-level state machine fed slices: the validators' shared driver.
+///
+/// `step` consumes a prefix of the slice it is given (at least one byte) and says how
+/// much; [`Walk::feed`] calls it until the slice is used up. The first error is kept, and
+/// every later call answers [`Error::AlreadyFailed`] with it.
+pub(crate) trait Walk {
+    /// Consumes a prefix of `data` (which is never empty); returns its length.
+    fn step(&mut self, data: &[u8]) -> Result<usize>;
+    /// The walk's position and first error.
+    fn progress(&mut self) -> &mut Progress;
+    /// Why the input cannot end here, or `None` when it can.
+    fn incomplete(&self) -> Option<Error>;
+
+    /// Feeds a slice through [`Walk::step`].
+    fn feed(&mut self, mut data: &[u8]) -> Result<()> {
+        self.progress().alive()?;
+        while !data.is_empty() {
+            match self.step(data) {
+                Ok(n) => {
+                    self.progress().offset += n as u64;
+                    data = &data[n..];
+                }
+                Err(e) => return Err(self.progress().fail(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the input: an error when the walk is not at an end.
+    fn end(&mut self) -> Result<()> {
+        self.progress().alive()?;
+        match self.incomplete() {
+            Some(e) => Err(self.progress().fail(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Position and first error of a [`Walk`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    /// Bytes consumed so far.
+    pub(crate) offset: u64,
+    failed: Option<Box<Error>>,
+}
+
+impl Progress {
+    fn alive(&self) -> Result<()> {
+        match &self.failed {
+            Some(first) => Err(Error::AlreadyFailed {
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.failed = Some(Box::new(e.clone()));
+        e
+    }
+}
+
 /// The image limits a validator enforces as it walks a file, with its running counts:
 /// shared by the PNG and JPEG validators.
 #[derive(Debug, Clone)]

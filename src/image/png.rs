@@ -19,7 +19,7 @@
 //! [`Limits::max_segments`].
 
 use crate::error::{Error, Result};
-use crate::image::Budget;
+use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
 
@@ -85,8 +85,7 @@ pub struct PngValidator {
     allow_trailing: bool,
 
     state: State,
-    /// Bytes consumed so far.
-    offset: u64,
+    progress: Progress,
     /// Partial signature / chunk header / CRC.
     buf: [u8; 8],
     have: usize,
@@ -102,7 +101,6 @@ pub struct PngValidator {
     header: Option<Header>,
     palette_entries: Option<u32>,
     idat: Idat,
-    failed: Option<Box<Error>>,
 }
 
 impl PngValidator {
@@ -113,7 +111,7 @@ impl PngValidator {
             budget: Budget::new(limits),
             allow_trailing,
             state: State::Signature,
-            offset: 0,
+            progress: Progress::default(),
             buf: [0; 8],
             have: 0,
             chunk_type: [0; 4],
@@ -126,7 +124,6 @@ impl PngValidator {
             header: None,
             palette_entries: None,
             idat: Idat::NotYet,
-            failed: None,
         }
     }
 
@@ -150,7 +147,7 @@ impl PngValidator {
         take
     }
 
-    fn step(&mut self, data: &[u8]) -> Result<usize> {
+    fn consume(&mut self, data: &[u8]) -> Result<usize> {
         match self.state {
             State::Signature => {
                 let start = self.have;
@@ -170,7 +167,7 @@ impl PngValidator {
             }
             State::Header => {
                 if self.have == 0 {
-                    self.chunk_start = self.offset;
+                    self.chunk_start = self.progress.offset;
                 }
                 let n = self.fill(data, 8);
                 if self.have == 8 {
@@ -206,7 +203,7 @@ impl PngValidator {
                 } else {
                     Err(Error::TrailingData {
                         media_type: MEDIA_TYPE.into(),
-                        offset: self.offset,
+                        offset: self.progress.offset,
                     })
                 }
             }
@@ -459,26 +456,23 @@ impl PngValidator {
     }
 }
 
+impl Walk for PngValidator {
+    fn step(&mut self, data: &[u8]) -> Result<usize> {
+        self.consume(data)
+    }
+
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+
+    fn incomplete(&self) -> Option<Error> {
+        (self.state != State::End).then(|| self.invalid(self.progress.offset, self.describe_end()))
+    }
+}
+
 impl Validator for PngValidator {
-    fn update(&mut self, mut data: &[u8]) -> Result<()> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
-        while !data.is_empty() {
-            match self.step(data) {
-                Ok(n) => {
-                    self.offset += n as u64;
-                    data = &data[n..];
-                }
-                Err(e) => {
-                    self.failed = Some(Box::new(e.clone()));
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.feed(data)
     }
 
     fn dimensions(&self) -> Option<(u32, u32)> {
@@ -486,16 +480,7 @@ impl Validator for PngValidator {
     }
 
     fn finish(&mut self) -> Result<ContentInfo> {
-        if let Some(first) = &self.failed {
-            return Err(Error::AlreadyFailed {
-                first: first.clone(),
-            });
-        }
-        if self.state != State::End {
-            let err = self.invalid(self.offset, self.describe_end());
-            self.failed = Some(Box::new(err.clone()));
-            return Err(err);
-        }
+        self.end()?;
         Ok(ContentInfo {
             dimensions: self.dimensions(),
         })
