@@ -169,6 +169,104 @@ pub enum Error {
         message: String,
     },
 
+    /// A chunk of a chunked upload does not fit the upload it claims to belong to.
+    #[error("chunk rejected: {0}")]
+    Chunk(ChunkProblem),
+
+    /// No upload with this id is in progress.
+    #[error(
+        "no upload {upload_id:?} is in progress (it was never started here, or it ended and \
+         was cleared); start again with action start and chunk 0"
+    )]
+    UploadNotFound {
+        /// The id as sent.
+        upload_id: String,
+    },
+
+    /// The upload was idle longer than the session TTL; its bytes were released.
+    #[error(
+        "upload {upload_id} expired after {idle_secs} s without a chunk (the limit is \
+         {ttl_secs} s) and its bytes were released; start again with action start and chunk 0"
+    )]
+    UploadExpired {
+        /// The upload's id.
+        upload_id: String,
+        /// Seconds between the last chunk and the expiry.
+        idle_secs: u64,
+        /// The TTL in force, in seconds.
+        ttl_secs: u64,
+    },
+
+    /// The upload failed earlier; every later chunk gets this answer.
+    #[error(
+        "upload {upload_id} failed earlier ({first}); start again with action start and chunk 0"
+    )]
+    UploadFailed {
+        /// The upload's id.
+        upload_id: String,
+        /// The error that ended it.
+        first: Box<Error>,
+    },
+
+    /// The upload is already committed as an attachment.
+    #[error(
+        "upload {upload_id} is already finished as attachment {attachment_id}; start a new \
+         upload for another file"
+    )]
+    UploadFinished {
+        /// The upload's id.
+        upload_id: String,
+        /// The attachment it became.
+        attachment_id: String,
+    },
+
+    /// Another chunk of the same upload is being processed right now.
+    #[error(
+        "upload {upload_id} is still processing an earlier chunk; wait for its answer before \
+         sending chunk {number}"
+    )]
+    UploadBusy {
+        /// The upload's id.
+        upload_id: String,
+        /// The chunk number that arrived meanwhile.
+        number: u64,
+    },
+
+    /// An attachment (or another stored object) does not exist, or is not visible to the
+    /// caller.
+    #[error("no {what} with id {id:?} exists here")]
+    NotFound {
+        /// What was looked up (`attachment`, `upload`).
+        what: &'static str,
+        /// The id as given.
+        id: String,
+    },
+
+    /// A byte range lies outside the attachment.
+    #[error(
+        "byte range {from}..{to} lies outside the attachment of {size} bytes; ask for a range \
+         within 0..{size}"
+    )]
+    RangeOutside {
+        /// First byte asked for.
+        from: u64,
+        /// One past the last byte asked for.
+        to: u64,
+        /// The attachment's size.
+        size: u64,
+    },
+
+    /// Reading or writing bytes failed (a file, a store, a network stream).
+    #[error("{op} failed: {message}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The kind of IO error.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+
     /// A checker (such as the `Inspector`) was used again after it had finished its file.
     #[error("already finished its file; start a new one for the next file")]
     AlreadyFinished,
@@ -179,6 +277,112 @@ pub enum Error {
         /// The error that ended it.
         first: Box<Error>,
     },
+}
+
+/// Why a chunk was rejected; see [`Error::Chunk`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChunkProblem {
+    /// `start` carried another chunk than 0.
+    StartNotZero {
+        /// The number it carried.
+        number: u64,
+    },
+    /// `resume` or `finish` came without the `upload_id` that `start` returned.
+    MissingUploadId {
+        /// `resume` or `finish`.
+        action: &'static str,
+    },
+    /// `start` came with an `upload_id`; a start opens a new upload.
+    UnexpectedUploadId,
+    /// A chunk number other than the next one.
+    OutOfOrder {
+        /// The number the upload expects next.
+        expected: u64,
+        /// The number that came.
+        got: u64,
+    },
+    /// A number already used, with other content or another action than the first time.
+    Reused {
+        /// The number that came again.
+        number: u64,
+        /// The number the upload expects next.
+        next: u64,
+    },
+    /// A chunk describes another file than `start` did.
+    Changed {
+        /// `file_name`, `file_type` or `file_size`.
+        field: &'static str,
+        /// The value `start` gave.
+        at_start: String,
+        /// The value this chunk gives.
+        now: String,
+    },
+    /// A `resume` chunk completes the file, which only `finish` may do.
+    CompletesEarly {
+        /// The chunk's number.
+        number: u64,
+        /// The file's declared size.
+        file_size: u64,
+    },
+    /// A chunk carries no bytes.
+    Empty {
+        /// The chunk's number.
+        number: u64,
+    },
+    /// A client was configured with a chunk size of 0.
+    ZeroChunkSize,
+}
+
+impl fmt::Display for ChunkProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkProblem::StartNotZero { number } => write!(
+                f,
+                "action start must carry chunk_number 0, not {number}; use resume for later chunks"
+            ),
+            ChunkProblem::MissingUploadId { action } => write!(
+                f,
+                "action {action} needs the upload_id that the start response returned"
+            ),
+            ChunkProblem::UnexpectedUploadId => f.write_str(
+                "action start opens a new upload and takes no upload_id; send resume or finish to \
+                 continue an upload",
+            ),
+            ChunkProblem::OutOfOrder { expected, got } => write!(
+                f,
+                "expected chunk_number {expected} next but got {got}; send the chunks in order, \
+                 each number once"
+            ),
+            ChunkProblem::Reused { number, next } => write!(
+                f,
+                "chunk_number {number} was already accepted with other content; the next chunk \
+                 is {next}"
+            ),
+            ChunkProblem::Changed {
+                field,
+                at_start,
+                now,
+            } => write!(
+                f,
+                "{field} is {now} but was {at_start} at start; every chunk must describe the same \
+                 file"
+            ),
+            ChunkProblem::CompletesEarly { number, file_size } => write!(
+                f,
+                "chunk {number} brings the total to the file_size of {file_size} bytes; send the \
+                 last chunk with action finish"
+            ),
+            ChunkProblem::Empty { number } => write!(
+                f,
+                "chunk {number} is empty; every chunk carries at least one byte"
+            ),
+            ChunkProblem::ZeroChunkSize => f.write_str(
+                "a chunk size of 0 bytes cannot carry a file; use at least 1 byte \
+                 (the default is 1048575)",
+            ),
+        }
+    }
 }
 
 /// Which size limit a [`Error::TooLarge`] refers to.
@@ -375,7 +579,13 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::UnsupportedType { .. } | Error::UnrecognizedContent { .. } => 415,
-            Error::AlreadyFailed { first } => first.status(),
+            Error::UploadNotFound { .. } | Error::UploadExpired { .. } | Error::NotFound { .. } => {
+                404
+            }
+            Error::UploadBusy { .. } | Error::UploadFinished { .. } => 409,
+            Error::RangeOutside { .. } => 416,
+            Error::Io { .. } => 500,
+            Error::AlreadyFailed { first } | Error::UploadFailed { first, .. } => first.status(),
             // Reusing a finished checker is the caller's own mistake, not the client's.
             Error::AlreadyFinished => 500,
             _ => 400,
@@ -406,7 +616,24 @@ impl Error {
                 self.status()
             )),
             Error::AlreadyFailed { first } => first.wire_message(),
+            Error::UploadFailed { upload_id, first } => Cow::Owned(format!(
+                "upload {upload_id} failed earlier ({}); start again with action start and chunk 0",
+                first.wire_message()
+            )),
+            // The IO error's text may name paths and hosts: keep it in the logs.
+            Error::Io { .. } => Cow::Borrowed("internal storage error; try again later"),
             other => Cow::Owned(other.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// An [`Error::Io`] for `err` while doing `op`.
+    pub fn io(op: impl Into<String>, err: &std::io::Error) -> Self {
+        Error::Io {
+            op: op.into(),
+            kind: err.kind(),
+            message: err.to_string(),
         }
     }
 }

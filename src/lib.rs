@@ -53,6 +53,7 @@ pub mod image;
 mod inspect;
 pub mod policy;
 pub mod sniff;
+pub mod upload;
 pub mod wire;
 
 pub use error::{Error, Result};

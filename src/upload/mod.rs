@@ -1,0 +1,162 @@
+//! Chunked upload, both sides, as IO-free state machines.
+//!
+//! - [`UploadPlan`] (client): fed a file's bytes as slices, gives ready-to-send request
+//!   bodies as [`Bytes`](bytes::Bytes): one single-request body, or `start` / `resume` /
+//!   `finish` chunk bodies (seed 001). Base64 is written straight into the body as the
+//!   bytes arrive; the `finish` body is released only once the [`Inspector`](crate::Inspector)
+//!   has accepted the whole file.
+//! - [`UploadSession`] (server): one per `upload_id`; takes the parsed chunk requests back,
+//!   decodes each chunk straight into its buffer, checks order and sizes, feeds its own
+//!   Inspector, and says what to store and when to commit.
+//! - [`Sessions`] (server): the sessions of a process, with an idle TTL, "busy" markers
+//!   for chunks being processed, and tombstones so an expired id gets a clear answer.
+//!
+//! Neither side does IO or reads the clock: time comes in as `now` arguments and ids as
+//! random bytes from the caller. The async shells (feature `async`) live in
+//! [`crate::stream`] and [`crate::store`].
+//!
+//! # Examples
+//!
+//! A file of 2,602,519 bytes (seed 001's example size) in three chunks, from client bodies to a
+//! committed server session:
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use attachments::upload::{RandomId, Received, Sessions, Step, Target, UploadPlan, UploadSession};
+//! use attachments::wire::{self, connectivity::ChunkRequest};
+//! use attachments::{AcceptAll, Inspector, Policy};
+//!
+//! // The chat preset's "any type" rules with Connectivity's chunk sizes, so any bytes will do.
+//! let policy = Policy::chat().with_limits(attachments::Limits::connectivity());
+//! let file: Vec<u8> = (0..2_602_519u32).map(|i| (i % 251) as u8).collect();
+//! let mut plan = UploadPlan::new(&policy, Target::Connectivity, "test.bin",
+//!                                "application/octet-stream", file.len() as u64)?
+//!     .with_chunk_size(887_655)?;
+//! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let mut sessions = Sessions::new(Duration::from_secs(600));
+//! let (mut fed, mut chunks) = (0, 0);
+//! loop {
+//!     match plan.poll()? {
+//!         Step::NeedData => fed += plan.write(&file[fed..])?,
+//!         Step::NeedUploadId => unreachable!("set right after start below"),
+//!         Step::Done => break,
+//!         Step::Send(request) => {
+//!             chunks += 1;
+//!             let req: ChunkRequest<'_> = wire::from_slice(&request.body)?;
+//!             let received = match &req.attachment.upload_id {
+//!                 None => {
+//!                     let id = RandomId::from_bytes([7; 16]);
+//!                     let (session, received) = UploadSession::start(&policy, id, &req.attachment, now)?;
+//!                     plan.set_upload_id(id.to_string());
+//!                     sessions.insert(session, now);
+//!                     received
+//!                 }
+//!                 Some(id) => {
+//!                     let mut session = sessions.check_out(id, req.attachment.chunk.chunk_number, now)?;
+//!                     let received = session.receive(&req.attachment, now);
+//!                     sessions.check_in(session, now);
+//!                     received?
+//!                 }
+//!             };
+//!             // A real server stores `received.data()` here and commits on `Received::Last`.
+//!             if let Received::Last { attachment, .. } = received {
+//!                 assert_eq!(attachment.size, 2_602_519);
+//!                 assert_eq!(attachment.sha256, attachments::digest::sha256(&file));
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(chunks, 3);
+//! # Ok::<(), attachments::Error>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+mod plan;
+mod session;
+
+pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
+pub use session::{
+    AttachmentInfo, DEFAULT_SESSION_TTL, Received, Sessions, UploadSession, receive_single,
+};
+
+/// A random 128-bit identifier (`upload_id`, `attachment_id`), written like a UUID:
+/// 32 lowercase hex digits in groups of 8-4-4-4-12.
+///
+/// The bytes come from the caller (the async shells use the operating system's generator),
+/// so the core stays free of IO. Parsing accepts exactly that form, in either case, so an
+/// id read from a request can be used as a file or object name safely.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::upload::RandomId;
+///
+/// let id = RandomId::from_bytes([0xab; 16]);
+/// assert_eq!(id.to_string(), "abababab-abab-abab-abab-abababababab");
+/// assert_eq!("ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB".parse::<RandomId>(), Ok(id));
+/// assert!("../etc/passwd".parse::<RandomId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RandomId([u8; 16]);
+
+impl RandomId {
+    /// The id made of these 16 bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        RandomId(bytes)
+    }
+
+    /// Its 16 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for RandomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = hex::encode(self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+impl fmt::Debug for RandomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RandomId({self})")
+    }
+}
+
+/// The text is not an id of the 8-4-4-4-12 hex form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseIdError;
+
+impl fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not an id of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex digits)")
+    }
+}
+
+impl std::error::Error for ParseIdError {}
+
+impl FromStr for RandomId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, ParseIdError> {
+        let b = s.as_bytes();
+        if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+            return Err(ParseIdError);
+        }
+        let digits: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(&digits, &mut out).map_err(|_| ParseIdError)?;
+        Ok(RandomId(out))
+    }
+}

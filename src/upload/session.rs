@@ -1,0 +1,736 @@
+//! The server side: [`UploadSession`] per `upload_id`, and the [`Sessions`] of a process.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use super::RandomId;
+use crate::codec::base64::{Decoder, decoded_len};
+use crate::digest::Sha256Digest;
+use crate::error::{ChunkProblem, Error, Result, SizeLimit};
+use crate::inspect::Inspector;
+use crate::policy::{Policy, UploadMode};
+use crate::sniff::MediaType;
+use crate::wire::connectivity::{ChunkAction, ChunkAttachment};
+
+/// Default idle time after which an upload expires and its bytes are released: 30 minutes.
+///
+/// A chunk of 1 MB takes seconds even on a slow link, and seed 001's client restarts from
+/// chunk 0 on any error; 30 minutes leaves room for pauses and retries while keeping
+/// abandoned uploads from holding storage for long. Change it with [`Sessions::new`].
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Base64 characters decoded per step before the decoded bytes go to the Inspector, so
+/// they are hashed and validated while still in cache.
+const DECODE_BLOCK: usize = 16 * 1024;
+
+/// What an accepted upload becomes: the facts a store keeps beside the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttachmentInfo {
+    /// The file name as given (checked, never used as a path).
+    pub file_name: String,
+    /// The type the content was accepted as.
+    pub media_type: MediaType,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: Sha256Digest,
+    /// Width and height, for images.
+    pub dimensions: Option<(u32, u32)>,
+    /// When the upload was accepted.
+    pub created: SystemTime,
+}
+
+/// What to do with a chunk an [`UploadSession`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Received {
+    /// Store these bytes at `offset` of the upload, then answer with success.
+    Chunk {
+        /// The chunk's number.
+        number: u64,
+        /// Where the bytes go in the file.
+        offset: u64,
+        /// The decoded chunk.
+        data: Bytes,
+    },
+    /// Store these bytes, then commit the upload as an attachment described by
+    /// `attachment`, and tell the session with [`UploadSession::committed`].
+    Last {
+        /// The chunk's number.
+        number: u64,
+        /// Where the bytes go in the file.
+        offset: u64,
+        /// The decoded chunk.
+        data: Bytes,
+        /// The accepted file.
+        attachment: AttachmentInfo,
+    },
+    /// A retry of the last accepted chunk with the same content: answer as before and
+    /// store nothing.
+    Repeat {
+        /// The chunk's number.
+        number: u64,
+        /// The attachment's id, when the repeated chunk was the committed `finish`.
+        attachment_id: Option<String>,
+    },
+}
+
+impl Received {
+    /// The bytes to store, if any.
+    pub fn data(&self) -> Option<&Bytes> {
+        match self {
+            Received::Chunk { data, .. } | Received::Last { data, .. } => Some(data),
+            Received::Repeat { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Receiving,
+    /// `Last` was given out; the store is committing.
+    Committing,
+    Finished {
+        attachment_id: String,
+    },
+    Failed(Box<Error>),
+}
+
+/// The last accepted chunk, kept to recognise an identical retry. Holding the `Bytes`
+/// handle costs no copy: it shares the buffer handed to the store.
+#[derive(Debug, Clone)]
+struct LastChunk {
+    number: u64,
+    action: ChunkAction,
+    data: Bytes,
+}
+
+/// One chunked upload on the server: a state machine fed the parsed chunk requests.
+///
+/// `start` checks the file name, type, total size (within the chunked range) and chunk 0;
+/// every later chunk must carry the next number and describe the same file; `finish` must
+/// be the chunk that brings the total to `file_size`. Each chunk is decoded straight into
+/// its own buffer (its declared `chunk_size` and the policy's chunk limit are checked before
+/// anything is reserved) and fed to the session's [`Inspector`]; the Inspector's verdict on
+/// `finish` decides the commit.
+///
+/// An identical retry of the last accepted chunk is answered as before
+/// ([`Received::Repeat`]). Any other error is fatal: the session answers every later chunk
+/// with [`Error::UploadFailed`], and the client starts over (seed 001).
+///
+/// It does no IO: the caller stores what [`Received`] says and reports the outcome with
+/// [`UploadSession::committed`] or [`UploadSession::fail`].
+#[derive(Debug)]
+pub struct UploadSession {
+    id: RandomId,
+    policy: Policy,
+    file_name: String,
+    file_type: String,
+    file_size: u64,
+    next: u64,
+    received: u64,
+    inspector: Inspector,
+    last: Option<LastChunk>,
+    state: State,
+    started: SystemTime,
+    last_activity: SystemTime,
+}
+
+impl UploadSession {
+    /// Opens an upload with its `start` chunk, under the id `id` (random, from the caller).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Chunk`] for another action or number than `start` / 0, or an `upload_id`;
+    /// [`Error::InvalidFileName`], [`Error::InvalidType`], [`Error::UnsupportedType`];
+    /// [`Error::TooLarge`] / [`Error::TooSmallForChunks`] for a `file_size` outside the
+    /// chunked range; any error of the chunk itself (see [`UploadSession::receive`]).
+    pub fn start(
+        policy: &Policy,
+        id: RandomId,
+        req: &ChunkAttachment<'_>,
+        now: SystemTime,
+    ) -> Result<(Self, Received)> {
+        match req.action {
+            ChunkAction::Start => {}
+            ChunkAction::Resume => {
+                return Err(Error::Chunk(ChunkProblem::MissingUploadId {
+                    action: "resume",
+                }));
+            }
+            ChunkAction::Finish => {
+                return Err(Error::Chunk(ChunkProblem::MissingUploadId {
+                    action: "finish",
+                }));
+            }
+        }
+        if req.upload_id.is_some() {
+            return Err(Error::Chunk(ChunkProblem::UnexpectedUploadId));
+        }
+        if req.chunk.chunk_number != 0 {
+            return Err(Error::Chunk(ChunkProblem::StartNotZero {
+                number: req.chunk.chunk_number,
+            }));
+        }
+        policy.check_file_name(&req.file_name)?;
+        policy.check_size(req.file_size, UploadMode::Chunked)?;
+        let inspector = Inspector::new(policy, &req.file_type, Some(req.file_size))?;
+        let mut session = UploadSession {
+            id,
+            policy: policy.clone(),
+            file_name: req.file_name.clone(),
+            file_type: req.file_type.clone(),
+            file_size: req.file_size,
+            next: 0,
+            received: 0,
+            inspector,
+            last: None,
+            state: State::Receiving,
+            started: now,
+            last_activity: now,
+        };
+        let received = session.accept(req, now)?;
+        Ok((session, received))
+    }
+
+    /// Takes a `resume` or `finish` chunk (or a retry of the last one).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UploadFailed`] after an earlier fatal error, [`Error::UploadFinished`]
+    ///   after the commit (except for an identical retry of `finish`), [`Error::UploadBusy`]
+    ///   while the last chunk is being committed.
+    /// - Fatal: [`Error::Chunk`] for a wrong action, number or file description;
+    ///   [`Error::TooLarge`] for a chunk over the limit; [`Error::SizeMismatch`] when the
+    ///   decoded chunk differs from `chunk_size`, runs past `file_size`, or `finish` leaves
+    ///   the file short; [`Error::Base64`]; any rejection of the Inspector.
+    pub fn receive(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
+        match &self.state {
+            State::Receiving => {}
+            State::Committing => {
+                return Err(Error::UploadBusy {
+                    upload_id: self.id.to_string(),
+                    number: req.chunk.chunk_number,
+                });
+            }
+            State::Failed(first) => {
+                return Err(Error::UploadFailed {
+                    upload_id: self.id.to_string(),
+                    first: first.clone(),
+                });
+            }
+            State::Finished { attachment_id } => {
+                let attachment_id = attachment_id.clone();
+                return match self.repeat(req) {
+                    Ok(Some(number)) => Ok(Received::Repeat {
+                        number,
+                        attachment_id: Some(attachment_id),
+                    }),
+                    _ => Err(Error::UploadFinished {
+                        upload_id: self.id.to_string(),
+                        attachment_id,
+                    }),
+                };
+            }
+        }
+        let result = self.accept(req, now);
+        if let Err(e) = &result {
+            self.state = State::Failed(Box::new(e.clone()));
+            self.last = None;
+            self.last_activity = now;
+        }
+        result
+    }
+
+    /// Records that the store committed the upload as `attachment_id`.
+    pub fn committed(&mut self, attachment_id: impl Into<String>) {
+        self.state = State::Finished {
+            attachment_id: attachment_id.into(),
+        };
+    }
+
+    /// Ends the session with `err` (for instance when the store failed); later chunks get
+    /// [`Error::UploadFailed`].
+    pub fn fail(&mut self, err: Error) {
+        self.state = State::Failed(Box::new(err));
+        self.last = None;
+    }
+
+    /// The upload's id.
+    pub fn id(&self) -> RandomId {
+        self.id
+    }
+
+    /// The declared file name.
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    /// The declared total size.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Bytes accepted so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The chunk number expected next.
+    pub fn next_number(&self) -> u64 {
+        self.next
+    }
+
+    /// When `start` arrived.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// When the last chunk arrived.
+    pub fn last_activity(&self) -> SystemTime {
+        self.last_activity
+    }
+
+    /// Whether chunks are still expected (the store holds bytes that expiry must release).
+    pub fn is_receiving(&self) -> bool {
+        matches!(self.state, State::Receiving | State::Committing)
+    }
+
+    /// The attachment id, once committed.
+    pub fn attachment_id(&self) -> Option<&str> {
+        match &self.state {
+            State::Finished { attachment_id } => Some(attachment_id),
+            _ => None,
+        }
+    }
+
+    /// The error that ended the session, if one did.
+    pub fn failure(&self) -> Option<&Error> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Is `req` an identical retry of the last accepted chunk? `Ok(Some(number))` if so,
+    /// `Ok(None)` if it is not a retry at all.
+    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<u64>> {
+        let Some(last) = &self.last else {
+            return Ok(None);
+        };
+        let number = req.chunk.chunk_number;
+        if number != last.number {
+            return Ok(None);
+        }
+        let reused = Error::Chunk(ChunkProblem::Reused {
+            number,
+            next: self.next,
+        });
+        if req.action != last.action || self.check_same_file(req).is_err() {
+            return Err(reused);
+        }
+        let text = req.chunk.chunk_content.as_bytes();
+        if req.chunk.chunk_size != last.data.len() as u64 || decoded_len(text) != last.data.len() {
+            return Err(reused);
+        }
+        let mut again = BytesMut::with_capacity(last.data.len());
+        decode_inspect(text, None, &mut again).map_err(|_| reused.clone())?;
+        if again[..] == last.data[..] {
+            Ok(Some(number))
+        } else {
+            Err(reused)
+        }
+    }
+
+    fn check_same_file(&self, req: &ChunkAttachment<'_>) -> Result<()> {
+        let changed = |field, at_start: String, now: String| {
+            Err(Error::Chunk(ChunkProblem::Changed {
+                field,
+                at_start,
+                now,
+            }))
+        };
+        if req.file_name != self.file_name {
+            return changed(
+                "file_name",
+                format!("{:?}", self.file_name),
+                format!("{:?}", req.file_name),
+            );
+        }
+        if req.file_type != self.file_type {
+            return changed(
+                "file_type",
+                format!("{:?}", self.file_type),
+                format!("{:?}", req.file_type),
+            );
+        }
+        if req.file_size != self.file_size {
+            return changed(
+                "file_size",
+                self.file_size.to_string(),
+                req.file_size.to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
+        let number = req.chunk.chunk_number;
+        if let Some(number) = self.repeat(req)? {
+            self.last_activity = now;
+            return Ok(Received::Repeat {
+                number,
+                attachment_id: None,
+            });
+        }
+        if number != self.next {
+            return Err(Error::Chunk(if number < self.next {
+                ChunkProblem::Reused {
+                    number,
+                    next: self.next,
+                }
+            } else {
+                ChunkProblem::OutOfOrder {
+                    expected: self.next,
+                    got: number,
+                }
+            }));
+        }
+        if number > 0 && req.action == ChunkAction::Start {
+            return Err(Error::Chunk(ChunkProblem::UnexpectedUploadId));
+        }
+        self.check_same_file(req)?;
+
+        // Sizes first, from the declaration and the text's length, before reserving memory.
+        let declared = req.chunk.chunk_size;
+        self.policy.check_chunk_size(declared)?;
+        let text = req.chunk.chunk_content.as_bytes();
+        let len = decoded_len(text) as u64;
+        let limit = self.policy.limits.max_chunk_size;
+        if len > limit {
+            return Err(Error::TooLarge {
+                size: len,
+                limit,
+                kind: SizeLimit::Chunk,
+            });
+        }
+        if len != declared {
+            return Err(Error::SizeMismatch {
+                actual: len,
+                declared,
+            });
+        }
+        if len == 0 {
+            return Err(Error::Chunk(ChunkProblem::Empty { number }));
+        }
+        let total = self.received + len;
+        if total > self.file_size {
+            return Err(Error::SizeMismatch {
+                actual: total,
+                declared: self.file_size,
+            });
+        }
+        match req.action {
+            ChunkAction::Start | ChunkAction::Resume if total == self.file_size => {
+                return Err(Error::Chunk(ChunkProblem::CompletesEarly {
+                    number,
+                    file_size: self.file_size,
+                }));
+            }
+            ChunkAction::Finish if total < self.file_size => {
+                return Err(Error::SizeMismatch {
+                    actual: total,
+                    declared: self.file_size,
+                });
+            }
+            _ => {}
+        }
+
+        let mut buf = BytesMut::with_capacity(len as usize);
+        decode_inspect(text, Some(&mut self.inspector), &mut buf)?;
+        let data = buf.freeze();
+        let offset = self.received;
+        self.received = total;
+        self.next += 1;
+        self.last_activity = now;
+        self.last = Some(LastChunk {
+            number,
+            action: req.action,
+            data: data.clone(),
+        });
+        if req.action != ChunkAction::Finish {
+            return Ok(Received::Chunk {
+                number,
+                offset,
+                data,
+            });
+        }
+        let verdict = self.inspector.finish()?;
+        self.state = State::Committing;
+        Ok(Received::Last {
+            number,
+            offset,
+            data,
+            attachment: AttachmentInfo {
+                file_name: self.file_name.clone(),
+                media_type: verdict.media_type,
+                size: verdict.size,
+                sha256: verdict.sha256,
+                dimensions: verdict.info.dimensions,
+                created: now,
+            },
+        })
+    }
+}
+
+/// Decodes `text` into `out` in cache-sized steps, feeding each step's bytes to the
+/// Inspector while they are hot.
+fn decode_inspect(
+    text: &[u8],
+    mut inspector: Option<&mut Inspector>,
+    out: &mut BytesMut,
+) -> Result<()> {
+    let mut decoder = Decoder::new();
+    let mut feed = |out: &mut BytesMut, from: usize| match inspector.as_deref_mut() {
+        Some(insp) => insp.update(&out[from..]),
+        None => Ok(()),
+    };
+    for block in text.chunks(DECODE_BLOCK) {
+        let from = out.len();
+        decoder.decode(block, out)?;
+        feed(out, from)?;
+    }
+    let from = out.len();
+    decoder.finish(out)?;
+    feed(out, from)
+}
+
+/// The server side of a single-request upload (Connectivity `attachments`, Demand
+/// `upload`): checks the name, type and size, decodes `file_content` straight into one
+/// buffer (its length checked against the single limit first) and inspects it.
+///
+/// # Errors
+///
+/// [`Error::InvalidFileName`], [`Error::InvalidType`], [`Error::UnsupportedType`],
+/// [`Error::TooLarge`] (the declared size or the text over the single limit),
+/// [`Error::Base64`], [`Error::SizeMismatch`], any rejection of the Inspector.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::SystemTime;
+/// use attachments::{upload::receive_single, Policy};
+///
+/// // Seed 000's example: 47 characters of unpadded base64 (35 bytes) declared as 350.
+/// let err = receive_single(&Policy::demand(), "x.png", "image/png", 350,
+///     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA", SystemTime::UNIX_EPOCH).unwrap_err();
+/// assert_eq!(err.wire_message(),
+///     "Request failed with code: 400, message: Content length is 35 but metadata size is 350");
+/// ```
+pub fn receive_single(
+    policy: &Policy,
+    file_name: &str,
+    file_type: &str,
+    file_size: u64,
+    file_content: &str,
+    now: SystemTime,
+) -> Result<(Bytes, AttachmentInfo)> {
+    policy.check_file_name(file_name)?;
+    policy.check_size(file_size, UploadMode::Single)?;
+    let mut inspector = Inspector::new(policy, file_type, Some(file_size))?;
+    let text = file_content.as_bytes();
+    let len = decoded_len(text) as u64;
+    let limit = policy.limits.max_single_size;
+    if len > limit {
+        return Err(Error::TooLarge {
+            size: len,
+            limit,
+            kind: SizeLimit::Single,
+        });
+    }
+    let mut buf = BytesMut::with_capacity(len as usize);
+    decode_inspect(text, Some(&mut inspector), &mut buf)?;
+    let verdict = inspector.finish()?;
+    Ok((
+        buf.freeze(),
+        AttachmentInfo {
+            file_name: file_name.to_owned(),
+            media_type: verdict.media_type,
+            size: verdict.size,
+            sha256: verdict.sha256,
+            dimensions: verdict.info.dimensions,
+            created: now,
+        },
+    ))
+}
+
+/// A place in [`Sessions`].
+#[derive(Debug)]
+enum Slot {
+    Idle(Box<UploadSession>),
+    /// Checked out: a chunk is being processed.
+    Busy {
+        since: SystemTime,
+    },
+    /// Expired while receiving; kept for one more TTL to answer clearly.
+    Expired {
+        at: SystemTime,
+        idle: Duration,
+    },
+}
+
+/// The upload sessions of one process, by id, with an idle TTL.
+///
+/// A session is checked out while one of its chunks is processed (so two chunks of one
+/// upload never race: the second gets [`Error::UploadBusy`]) and checked back in after.
+/// [`Sessions::expire`] drops sessions idle past the TTL and returns the ids whose stored
+/// bytes must be released; an expired id is answered with [`Error::UploadExpired`] for one
+/// more TTL, then with [`Error::UploadNotFound`]. Finished and failed sessions are kept
+/// for one TTL to answer retries, then dropped.
+///
+/// Time comes in as `now`; call [`Sessions::expire`] on each request or from a timer.
+#[derive(Debug)]
+pub struct Sessions {
+    ttl: Duration,
+    slots: HashMap<RandomId, Slot>,
+    to_release: Vec<RandomId>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(DEFAULT_SESSION_TTL)
+    }
+}
+
+impl Sessions {
+    /// No sessions, expiring after `ttl` without a chunk.
+    pub fn new(ttl: Duration) -> Self {
+        Sessions {
+            ttl,
+            slots: HashMap::new(),
+            to_release: Vec::new(),
+        }
+    }
+
+    /// The idle TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Number of sessions held (in any state, tombstones included).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Adds a session that `start` opened.
+    pub fn insert(&mut self, session: UploadSession, _now: SystemTime) {
+        self.slots
+            .insert(session.id(), Slot::Idle(Box::new(session)));
+    }
+
+    /// Takes the session `upload_id` out to process chunk `number`; put it back with
+    /// [`Sessions::check_in`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UploadNotFound`] for an id that is malformed or unknown,
+    /// [`Error::UploadExpired`] for one that expired, [`Error::UploadBusy`] while another
+    /// chunk of it is processed.
+    pub fn check_out(
+        &mut self,
+        upload_id: &str,
+        number: u64,
+        now: SystemTime,
+    ) -> Result<UploadSession> {
+        let not_found = || Error::UploadNotFound {
+            upload_id: upload_id.to_owned(),
+        };
+        let id: RandomId = upload_id.parse().map_err(|_| not_found())?;
+        let ttl = self.ttl;
+        let expired = |idle: Duration| Error::UploadExpired {
+            upload_id: id.to_string(),
+            idle_secs: idle.as_secs(),
+            ttl_secs: ttl.as_secs(),
+        };
+        let slot = self.slots.get_mut(&id).ok_or_else(not_found)?;
+        match slot {
+            Slot::Busy { .. } => Err(Error::UploadBusy {
+                upload_id: id.to_string(),
+                number,
+            }),
+            Slot::Expired { idle, .. } => Err(expired(*idle)),
+            Slot::Idle(session) => {
+                let idle = elapsed(session.last_activity(), now);
+                if idle > ttl {
+                    if session.is_receiving() {
+                        self.to_release.push(id);
+                    }
+                    *slot = Slot::Expired { at: now, idle };
+                    return Err(expired(idle));
+                }
+                let Slot::Idle(session) = std::mem::replace(slot, Slot::Busy { since: now }) else {
+                    unreachable!("matched Idle above")
+                };
+                Ok(*session)
+            }
+        }
+    }
+
+    /// Puts a checked-out session back. A session that was out for longer than the TTL
+    /// has expired meanwhile (its bytes were released) and stays expired.
+    pub fn check_in(&mut self, session: UploadSession, _now: SystemTime) {
+        let id = session.id();
+        if let Some(Slot::Expired { .. }) = self.slots.get(&id) {
+            return;
+        }
+        self.slots.insert(id, Slot::Idle(Box::new(session)));
+    }
+
+    /// Drops what is past its time and returns the ids of uploads that were still
+    /// receiving: release their stored bytes (`Store::abort`).
+    ///
+    /// Idle sessions expire one TTL after their last chunk; a session checked out for more
+    /// than a TTL (its request was abandoned) too; tombstones and ended sessions are
+    /// dropped one TTL after that.
+    pub fn expire(&mut self, now: SystemTime) -> Vec<RandomId> {
+        let ttl = self.ttl;
+        let mut release = std::mem::take(&mut self.to_release);
+        self.slots.retain(|id, slot| match slot {
+            Slot::Idle(session) => {
+                let idle = elapsed(session.last_activity(), now);
+                if session.is_receiving() {
+                    if idle > ttl {
+                        release.push(*id);
+                        *slot = Slot::Expired { at: now, idle };
+                    }
+                    true
+                } else {
+                    idle <= ttl
+                }
+            }
+            Slot::Busy { since } => {
+                let idle = elapsed(*since, now);
+                if idle > ttl {
+                    release.push(*id);
+                    *slot = Slot::Expired { at: now, idle };
+                }
+                true
+            }
+            Slot::Expired { at, .. } => elapsed(*at, now) <= ttl,
+        });
+        release
+    }
+}
+
+/// Time from `then` to `now`, zero if the clock went backwards.
+fn elapsed(then: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
+}
