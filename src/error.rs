@@ -395,6 +395,9 @@ pub enum SizeLimit {
     Chunked,
     /// The largest single chunk (1 MB on Connectivity).
     Chunk,
+    /// The largest request body, in bytes of JSON (the largest file or chunk as base64,
+    /// plus room for the other fields).
+    Body,
 }
 
 /// Which image limit an [`Error::ImageLimit`] refers to; see [`crate::Limits`].
@@ -564,6 +567,10 @@ fn too_large(size: u64, limit: u64, kind: SizeLimit) -> String {
             "file size {size} bytes exceeds the {human} limit ({limit} bytes) of a chunked upload; \
              send a smaller file"
         ),
+        SizeLimit::Body => format!(
+            "the request body of at least {size} bytes exceeds the limit of {limit} bytes; \
+             send a smaller file or chunk"
+        ),
         SizeLimit::Chunk => format!(
             "chunk size {size} bytes exceeds the {human} limit ({limit} bytes) per chunk; \
              split the file into smaller chunks"
@@ -601,10 +608,10 @@ impl Error {
     pub fn wire_message(&self) -> Cow<'_, str> {
         match self {
             Error::TooLarge { limit, kind, .. } => {
-                let what = if *kind == SizeLimit::Chunk {
-                    "Chunk"
-                } else {
-                    "File"
+                let what = match kind {
+                    SizeLimit::Chunk => "Chunk",
+                    SizeLimit::Body => "Request body",
+                    _ => "File",
                 };
                 Cow::Owned(format!(
                     "{what} size exceeds the {} limit",

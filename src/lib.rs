@@ -53,6 +53,10 @@ pub mod image;
 mod inspect;
 pub mod policy;
 pub mod sniff;
+#[cfg(feature = "async")]
+pub mod store;
+#[cfg(feature = "async")]
+pub mod stream;
 pub mod upload;
 pub mod wire;
 

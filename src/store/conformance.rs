@@ -1,0 +1,350 @@
+//! The contract every [`Store`] backend keeps, as one suite of checks.
+//!
+//! Run [`run`] against a fresh, empty store in a test; it panics with a message naming the
+//! broken rule. Each backend in this crate passes it, and a backend of your own can reuse
+//! it the same way.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! attachments::store::conformance::run(&attachments::store::MemoryStore::new()).await;
+//! # });
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::{AttachmentMeta, Expired, Store};
+use crate::digest::sha256;
+use crate::error::Error;
+use crate::upload::RandomId;
+
+fn id(n: u8) -> String {
+    RandomId::from_bytes([n; 16]).to_string()
+}
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+/// Test bytes: `len` bytes that differ from chunk to chunk.
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn meta(att: &str, data: &[u8], created: SystemTime) -> AttachmentMeta {
+    AttachmentMeta {
+        id: att.to_owned(),
+        file_name: "photo \"1\".jpg".into(),
+        file_type: "image/jpeg".into(),
+        file_size: data.len() as u64,
+        sha256: sha256(data),
+        dimensions: Some((640, 480)),
+        created,
+        linked: false,
+        scope: "8011855/f3a9c29d".into(),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: crate::Result<T>, what: &str) {
+    match result {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("{what}: expected Error::NotFound, got {other:?}"),
+    }
+}
+
+/// Runs every check against `store`, which must start empty.
+///
+/// # Panics
+///
+/// On the first broken rule, with a message naming it.
+pub async fn run(store: &dyn Store) {
+    chunks_commit_and_read(store).await;
+    invisible_until_commit(store).await;
+    incomplete_commit_is_refused(store).await;
+    abort_releases(store).await;
+    same_number_replaces(store).await;
+    taken_id_is_refused(store).await;
+    expiry_and_linking(store).await;
+    odd_ids_are_not_found(store).await;
+}
+
+async fn chunks_commit_and_read(store: &dyn Store) {
+    let (up, att) = (id(1), id(2));
+    let parts = [pattern(1000, 1), pattern(777, 2), pattern(1, 3)];
+    let whole: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    let mut offset = 0;
+    for (n, part) in parts.iter().enumerate() {
+        store
+            .put_chunk(&up, n as u64, offset, part.clone())
+            .await
+            .expect("put_chunk");
+        offset += part.len() as u64;
+    }
+    let m = meta(&att, &whole, at(1));
+    store.commit(&up, &m).await.expect("commit");
+    assert_eq!(
+        store.metadata(&att).await.expect("metadata"),
+        m,
+        "metadata round trip"
+    );
+
+    let read = |r: std::ops::Range<u64>| store.read_range(&att, r);
+    assert_eq!(
+        read(0..1778).await.expect("whole"),
+        &whole[..],
+        "whole file"
+    );
+    assert_eq!(
+        read(990..1010).await.expect("across"),
+        &whole[990..1010],
+        "across chunks"
+    );
+    assert_eq!(
+        read(1777..1778).await.expect("last"),
+        &whole[1777..],
+        "last byte"
+    );
+    assert_eq!(read(5..5).await.expect("empty").len(), 0, "empty range");
+    match read(1000..1779).await {
+        Err(Error::RangeOutside { size: 1778, .. }) => {}
+        other => panic!("range past the end: expected RangeOutside, got {other:?}"),
+    }
+    assert_not_found(
+        store.put_chunk(&up, 3, 1778, pattern(1, 4)).await,
+        "put after commit",
+    );
+    assert_not_found(store.commit(&up, &m).await.map(|_| ()), "second commit");
+    assert!(
+        !store
+            .list_expired(at(100), at(0))
+            .await
+            .expect("list_expired")
+            .contains(&Expired::Upload(up.clone())),
+        "a committed upload is no longer listed"
+    );
+}
+
+async fn invisible_until_commit(store: &dyn Store) {
+    let (up, att) = (id(3), id(4));
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, pattern(10, 5))
+        .await
+        .expect("put_chunk");
+    assert_not_found(store.metadata(&att).await, "metadata before commit");
+    assert_not_found(store.read_range(&att, 0..1).await, "read before commit");
+    store.abort(&up).await.expect("abort");
+}
+
+async fn incomplete_commit_is_refused(store: &dyn Store) {
+    let (up, att) = (id(5), id(6));
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, pattern(100, 6))
+        .await
+        .expect("put_chunk");
+    let whole = pattern(150, 6);
+    match store.commit(&up, &meta(&att, &whole, at(1))).await {
+        Err(Error::Io { .. }) => {}
+        other => panic!("commit of 100 of 150 bytes: expected Error::Io, got {other:?}"),
+    }
+    assert_not_found(
+        store.metadata(&att).await,
+        "attachment after a refused commit",
+    );
+    // The upload is still there and can be completed.
+    store
+        .put_chunk(&up, 1, 100, whole.slice(100..))
+        .await
+        .expect("put_chunk after refusal");
+    let mut full = pattern(100, 6).to_vec();
+    full.extend_from_slice(&whole[100..]);
+    store
+        .commit(&up, &meta(&att, &full, at(1)))
+        .await
+        .expect("commit once complete");
+    assert_eq!(
+        store.read_range(&att, 0..150).await.expect("read"),
+        &full[..]
+    );
+}
+
+async fn abort_releases(store: &dyn Store) {
+    let up = id(7);
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, pattern(64, 7))
+        .await
+        .expect("put_chunk");
+    store.abort(&up).await.expect("abort");
+    store.abort(&up).await.expect("abort twice");
+    store
+        .abort(&id(99))
+        .await
+        .expect("abort of an unknown upload");
+    assert_not_found(
+        store.put_chunk(&up, 1, 64, pattern(1, 7)).await,
+        "put after abort",
+    );
+    assert!(
+        !store
+            .list_expired(at(1000), at(0))
+            .await
+            .expect("list_expired")
+            .contains(&Expired::Upload(up)),
+        "an aborted upload is gone"
+    );
+}
+
+async fn same_number_replaces(store: &dyn Store) {
+    let (up, att) = (id(8), id(9));
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, pattern(50, 1))
+        .await
+        .expect("put_chunk");
+    let second = pattern(50, 2);
+    store
+        .put_chunk(&up, 0, 0, second.clone())
+        .await
+        .expect("put_chunk again");
+    store
+        .commit(&up, &meta(&att, &second, at(1)))
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.read_range(&att, 0..50).await.expect("read"),
+        second,
+        "the last put wins"
+    );
+}
+
+async fn taken_id_is_refused(store: &dyn Store) {
+    let (up, att) = (id(10), id(2));
+    let before = store
+        .read_range(&att, 0..1778)
+        .await
+        .expect("read existing");
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, pattern(3, 3))
+        .await
+        .expect("put_chunk");
+    assert!(
+        store
+            .commit(&up, &meta(&att, &pattern(3, 3), at(1)))
+            .await
+            .is_err(),
+        "commit under an attachment id in use must fail"
+    );
+    assert_eq!(
+        store
+            .read_range(&att, 0..1778)
+            .await
+            .expect("read existing"),
+        before,
+        "the existing attachment is untouched"
+    );
+    store.abort(&up).await.expect("abort");
+}
+
+async fn expiry_and_linking(store: &dyn Store) {
+    let (old_up, new_up) = (id(11), id(12));
+    store
+        .begin_upload(&old_up, at(10))
+        .await
+        .expect("begin_upload");
+    store
+        .begin_upload(&new_up, at(500))
+        .await
+        .expect("begin_upload");
+    let (linked, unlinked, fresh) = (id(13), id(14), id(15));
+    for (att, created) in [(&linked, at(10)), (&unlinked, at(10)), (&fresh, at(500))] {
+        let data = pattern(20, 9);
+        store
+            .put_attachment(&id(20), &meta(att, &data, created), data)
+            .await
+            .expect("put_attachment");
+    }
+    store.set_linked(&linked, true).await.expect("set_linked");
+    assert!(
+        store.metadata(&linked).await.expect("metadata").linked,
+        "linked flag kept"
+    );
+    assert_not_found(
+        store.set_linked(&id(98), true).await,
+        "set_linked of an unknown id",
+    );
+
+    let found = store
+        .list_expired(at(100), at(100))
+        .await
+        .expect("list_expired");
+    for expected in [
+        Expired::Upload(old_up.clone()),
+        Expired::Attachment(unlinked.clone()),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "{expected:?} should be listed in {found:?}"
+        );
+    }
+    for not_expected in [
+        Expired::Upload(new_up.clone()),
+        Expired::Attachment(linked.clone()),
+        Expired::Attachment(fresh.clone()),
+        Expired::Attachment(id(2)),
+    ] {
+        if not_expected == Expired::Attachment(id(2)) {
+            // Created at(1) and unlinked: listed too, which is right.
+            assert!(
+                found.contains(&not_expected),
+                "{not_expected:?} is old and unlinked"
+            );
+            continue;
+        }
+        assert!(
+            !found.contains(&not_expected),
+            "{not_expected:?} must not be listed in {found:?}"
+        );
+    }
+    for item in &found {
+        store.remove(item).await.expect("remove");
+        store.remove(item).await.expect("remove twice");
+    }
+    assert_not_found(store.metadata(&unlinked).await, "metadata after remove");
+    assert_not_found(
+        store.put_chunk(&old_up, 0, 0, pattern(1, 1)).await,
+        "put after remove",
+    );
+    assert!(
+        store.metadata(&linked).await.is_ok(),
+        "linked attachment kept"
+    );
+    assert!(
+        store.metadata(&fresh).await.is_ok(),
+        "fresh attachment kept"
+    );
+    store.abort(&new_up).await.expect("abort");
+}
+
+async fn odd_ids_are_not_found(store: &dyn Store) {
+    for odd in [
+        "",
+        "../attachments",
+        "x",
+        "00000000-0000-0000-0000-00000000000g",
+    ] {
+        assert_not_found(store.metadata(odd).await, "metadata of a malformed id");
+        assert_not_found(store.read_range(odd, 0..1).await, "read of a malformed id");
+        assert_not_found(
+            store.put_chunk(odd, 0, 0, pattern(1, 0)).await,
+            "put of a malformed id",
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! [`MemoryStore`]: everything in a map behind a lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{AttachmentMeta, Expired, Store, check_range, incomplete, not_found};
+use crate::error::{Error, Result};
+
+/// A [`Store`] in memory: chunks are kept as the `Bytes` they arrive in (no copy), and an
+/// attachment is its list of chunks. For tests and short-lived processes; it holds every
+/// file it stores.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::time::SystemTime;
+/// use attachments::store::{MemoryStore, Store};
+///
+/// let store = MemoryStore::new();
+/// let now = SystemTime::now();
+/// store.begin_upload("u1", now).await?;
+/// store.put_chunk("u1", 0, 0, "hello ".into()).await?;
+/// store.put_chunk("u1", 1, 6, "world".into()).await?;
+/// assert_eq!(store.upload_count(), 1);
+/// store.abort("u1").await?;
+/// assert_eq!(store.upload_count(), 0);
+/// # Ok::<(), attachments::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    uploads: HashMap<String, Upload>,
+    attachments: HashMap<String, Attachment>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    started: SystemTime,
+    /// By chunk number: (offset, bytes).
+    chunks: BTreeMap<u64, (u64, Bytes)>,
+}
+
+#[derive(Debug)]
+struct Attachment {
+    meta: AttachmentMeta,
+    /// (offset, bytes), in order, contiguous.
+    parts: Vec<(u64, Bytes)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uploads in progress.
+    pub fn upload_count(&self) -> usize {
+        self.lock().uploads.len()
+    }
+
+    /// Committed attachments.
+    pub fn attachment_count(&self) -> usize {
+        self.lock().attachments.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated: every update
+        // is a single insert or remove.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn begin_upload(&self, upload_id: &str, started: SystemTime) -> Result<()> {
+        self.lock().uploads.insert(
+            upload_id.to_owned(),
+            Upload {
+                started,
+                chunks: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn put_chunk(
+        &self,
+        upload_id: &str,
+        number: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let upload = inner
+            .uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| not_found("upload", upload_id))?;
+        upload.chunks.insert(number, (offset, data));
+        Ok(())
+    }
+
+    async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()> {
+        let mut inner = self.lock();
+        let upload = inner
+            .uploads
+            .get(upload_id)
+            .ok_or_else(|| not_found("upload", upload_id))?;
+        if inner.attachments.contains_key(&meta.id) {
+            return Err(Error::Io {
+                op: format!("commit of upload {upload_id}"),
+                kind: std::io::ErrorKind::AlreadyExists,
+                message: format!("attachment {} exists already", meta.id),
+            });
+        }
+        let mut end = 0;
+        for (offset, data) in upload.chunks.values() {
+            if *offset != end {
+                break;
+            }
+            end += data.len() as u64;
+        }
+        if end != meta.file_size
+            || upload
+                .chunks
+                .values()
+                .map(|c| c.1.len() as u64)
+                .sum::<u64>()
+                != end
+        {
+            return Err(incomplete(upload_id, end, meta.file_size));
+        }
+        let upload = inner.uploads.remove(upload_id).expect("looked up above");
+        inner.attachments.insert(
+            meta.id.clone(),
+            Attachment {
+                meta: meta.clone(),
+                parts: upload.chunks.into_values().collect(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<()> {
+        self.lock().uploads.remove(upload_id);
+        Ok(())
+    }
+
+    async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes> {
+        let inner = self.lock();
+        let att = inner
+            .attachments
+            .get(attachment_id)
+            .ok_or_else(|| not_found("attachment", attachment_id))?;
+        check_range(&range, att.meta.file_size)?;
+        // Parts overlapping the range; one part is served as a slice of it, without a copy.
+        let overlapping: Vec<Bytes> = att
+            .parts
+            .iter()
+            .filter(|(off, data)| *off < range.end && off + data.len() as u64 > range.start)
+            .map(|(off, data)| {
+                let from = range.start.saturating_sub(*off) as usize;
+                let to = (range.end - off).min(data.len() as u64) as usize;
+                data.slice(from..to)
+            })
+            .collect();
+        match overlapping.len() {
+            0 => Ok(Bytes::new()),
+            1 => Ok(overlapping.into_iter().next().expect("one part")),
+            _ => {
+                let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+                for part in overlapping {
+                    out.extend_from_slice(&part);
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+
+    async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta> {
+        self.lock()
+            .attachments
+            .get(attachment_id)
+            .map(|a| a.meta.clone())
+            .ok_or_else(|| not_found("attachment", attachment_id))
+    }
+
+    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let att = inner
+            .attachments
+            .get_mut(attachment_id)
+            .ok_or_else(|| not_found("attachment", attachment_id))?;
+        att.meta.linked = linked;
+        Ok(())
+    }
+
+    async fn list_expired(
+        &self,
+        uploads_before: SystemTime,
+        unlinked_before: SystemTime,
+    ) -> Result<Vec<Expired>> {
+        let inner = self.lock();
+        let mut out: Vec<Expired> = inner
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.started < uploads_before)
+            .map(|(id, _)| Expired::Upload(id.clone()))
+            .collect();
+        out.extend(
+            inner
+                .attachments
+                .values()
+                .filter(|a| !a.meta.linked && a.meta.created < unlinked_before)
+                .map(|a| Expired::Attachment(a.meta.id.clone())),
+        );
+        out.sort();
+        Ok(out)
+    }
+
+    async fn remove(&self, item: &Expired) -> Result<()> {
+        let mut inner = self.lock();
+        match item {
+            Expired::Upload(id) => {
+                inner.uploads.remove(id);
+            }
+            Expired::Attachment(id) => {
+                inner.attachments.remove(id);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! Where uploads and attachments live: the [`Store`] trait and its backends
+//! (feature `async`).
+//!
+//! | backend | for | commit |
+//! | --- | --- | --- |
+//! | [`MemoryStore`] | tests, short-lived processes | a map insert under a lock |
+//! | [`FsStore`] | the embedded default: one directory | temp file + fsync + rename, metadata beside the data |
+//!
+//! # The contract
+//!
+//! The trait assumes nothing about which process handles which chunk: every call names
+//! the upload and the chunk's `number` and `offset`, so chunks of one upload may reach
+//! different processes sharing one store (the shape an S3 backend needs).
+//!
+//! - [`Store::begin_upload`] records an upload and when it started;
+//!   [`Store::put_chunk`] stores chunk `number` at byte `offset` (putting the same number
+//!   again replaces it); [`Store::commit`] turns the upload into an attachment,
+//!   atomically: after it returns the attachment is visible whole, and before (or if it
+//!   fails) it is not visible at all. It refuses when the stored chunks do not cover the
+//!   file's size exactly. [`Store::abort`] releases an upload's bytes (idempotent).
+//! - [`Store::read_range`] and [`Store::metadata`] read an attachment;
+//!   [`Store::set_linked`] marks it as sent in a message (seed 002: unlinked attachments
+//!   expire after 24 hours, linked ones are kept).
+//! - [`Store::list_expired`] finds uploads started and unlinked attachments created before
+//!   the cutoffs (and what a crash left half-written); [`Store::remove`] deletes one.
+//!
+//! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
+//! refuse anything else as not found. [`conformance`] checks a backend against this
+//! contract; every backend in the crate passes it.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::upload::AttachmentInfo;
+
+pub mod conformance;
+mod fs;
+mod memory;
+
+pub use fs::FsStore;
+pub use memory::MemoryStore;
+
+/// How long an attachment not sent in any message is kept: 24 hours (seed 002).
+pub const UNLINKED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What a store keeps about an attachment, beside its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttachmentMeta {
+    /// The attachment's id.
+    pub id: String,
+    /// The file name as given.
+    pub file_name: String,
+    /// The type it was accepted as.
+    pub file_type: String,
+    /// Size in bytes.
+    pub file_size: u64,
+    /// SHA-256 of the content, hex.
+    #[serde(with = "digest_hex")]
+    pub sha256: Sha256Digest,
+    /// Width and height, for images.
+    #[serde(default)]
+    pub dimensions: Option<(u32, u32)>,
+    /// When it was uploaded.
+    #[serde(with = "unix_millis")]
+    pub created: SystemTime,
+    /// Whether a message carries it.
+    #[serde(default)]
+    pub linked: bool,
+    /// Who may read it, as the server scopes lookups (for instance
+    /// `property/conversation`); empty when unscoped.
+    #[serde(default)]
+    pub scope: String,
+}
+
+impl AttachmentMeta {
+    /// The metadata of a new, unlinked attachment `id` from what the upload accepted.
+    pub fn new(id: impl Into<String>, info: &AttachmentInfo, scope: impl Into<String>) -> Self {
+        AttachmentMeta {
+            id: id.into(),
+            file_name: info.file_name.clone(),
+            file_type: info.media_type.to_string(),
+            file_size: info.size,
+            sha256: info.sha256,
+            dimensions: info.dimensions,
+            created: info.created,
+            linked: false,
+            scope: scope.into(),
+        }
+    }
+}
+
+/// Something [`Store::list_expired`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Expired {
+    /// An upload that was never committed.
+    Upload(String),
+    /// An attachment never linked to a message (or one a crash left half-written).
+    Attachment(String),
+}
+
+/// Storage for uploads in progress and committed attachments. See the
+/// [module documentation](self) for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Records a new upload, started at `started`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the record cannot be written.
+    async fn begin_upload(&self, upload_id: &str, started: SystemTime) -> Result<()>;
+
+    /// Stores chunk `number` of an upload at byte `offset` of the file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an upload not begun (or aborted); [`Error::Io`].
+    async fn put_chunk(&self, upload_id: &str, number: u64, offset: u64, data: Bytes)
+    -> Result<()>;
+
+    /// Turns the upload into the attachment `meta.id`, atomically, and forgets the upload.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown upload; [`Error::Io`] when the stored chunks do
+    /// not cover `meta.file_size` bytes exactly, when the attachment id is taken, or when
+    /// writing fails (the attachment is then not visible).
+    async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()>;
+
+    /// Releases an upload's bytes; nothing happens for an unknown one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    async fn abort(&self, upload_id: &str) -> Result<()>;
+
+    /// Reads bytes `range` of an attachment. The caller bounds the range's length.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::RangeOutside`] when the range ends past the
+    /// attachment or is reversed; [`Error::Io`].
+    async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes>;
+
+    /// Reads an attachment's metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::Io`].
+    async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta>;
+
+    /// Marks an attachment as carried by a message (or not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::Io`].
+    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()>;
+
+    /// Lists uploads started before `uploads_before` and unlinked attachments created before
+    /// `unlinked_before`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    async fn list_expired(
+        &self,
+        uploads_before: SystemTime,
+        unlinked_before: SystemTime,
+    ) -> Result<Vec<Expired>>;
+
+    /// Deletes an upload or an attachment; nothing happens when it is already gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    async fn remove(&self, item: &Expired) -> Result<()>;
+
+    /// Stores a whole file as the attachment `meta.id` in one step (a single-request
+    /// upload): begin, one chunk, commit, under the upload id `upload_id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::commit`].
+    async fn put_attachment(
+        &self,
+        upload_id: &str,
+        meta: &AttachmentMeta,
+        data: Bytes,
+    ) -> Result<()> {
+        self.begin_upload(upload_id, meta.created).await?;
+        let stored = async {
+            self.put_chunk(upload_id, 0, 0, data).await?;
+            self.commit(upload_id, meta).await
+        }
+        .await;
+        if stored.is_err() {
+            let _ = self.abort(upload_id).await;
+        }
+        stored
+    }
+}
+
+/// Checks a range against an attachment's size.
+pub(crate) fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(Error::RangeOutside {
+            from: range.start,
+            to: range.end,
+            size,
+        });
+    }
+    Ok(())
+}
+
+/// The error for stored chunks that do not add up to the file.
+pub(crate) fn incomplete(upload_id: &str, stored: u64, expected: u64) -> Error {
+    Error::Io {
+        op: format!("commit of upload {upload_id}"),
+        kind: std::io::ErrorKind::InvalidData,
+        message: format!(
+            "the stored chunks hold {stored} contiguous bytes but the file has {expected}"
+        ),
+    }
+}
+
+fn not_found(what: &'static str, id: &str) -> Error {
+    Error::NotFound {
+        what,
+        id: id.to_owned(),
+    }
+}
+
+mod digest_hex {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        d: &Sha256Digest,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_hex())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Sha256Digest, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod unix_millis {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &SystemTime,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<SystemTime, D::Error> {
+        let ms = u64::deserialize(d)?;
+        SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_millis(ms))
+            .ok_or_else(|| serde::de::Error::custom("timestamp out of range"))
+    }
+}

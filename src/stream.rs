@@ -1,0 +1,621 @@
+//! Async shells around the upload state machines (feature `async`): they move bytes and
+//! hold no protocol logic of their own.
+//!
+//! - [`BodyStream`] (client): a `tokio::fs::File`, any `AsyncRead`, or a
+//!   `Stream<Item = io::Result<Bytes>>` in; a `Stream` of request bodies out, with at most
+//!   one body built ahead of the one being sent, and a progress callback.
+//! - [`UploadReceiver`] (server): request bodies in (read with [`read_body`] under a
+//!   length limit); [`UploadSession`]s, [`Sessions`] and a [`Store`] behind; the response
+//!   `data` out.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncSeek, AsyncSeekExt, ReadBuf};
+use tokio_util::io::StreamReader;
+
+use crate::codec::base64::encoded_len;
+use crate::error::{ChunkProblem, Error, Result, SizeLimit};
+use crate::policy::Policy;
+use crate::store::{AttachmentMeta, Store, UNLINKED_TTL};
+use crate::upload::{
+    DEFAULT_SESSION_TTL, RandomId, Received, Request, Sessions, Step, UploadPlan, UploadSession,
+    receive_single,
+};
+use crate::wire::OkFlag;
+use crate::wire::connectivity::{ChunkAttachment, ChunkData, ChunkRequest, UploadRequest};
+
+/// Bytes read from the source at a time.
+const READ_BUF: usize = 64 * 1024;
+
+/// A progress callback: bytes of the file processed so far, and the file's size.
+pub type Progress = Box<dyn FnMut(u64, u64) + Send>;
+
+/// The request bodies of an [`UploadPlan`], read from an `AsyncRead`.
+///
+/// Reads 64 KiB at a time and hands each read to the plan, which encodes it into the body
+/// being built; no read happens while a finished body waits to be taken, so at most one
+/// body is built ahead. Before the last body is released the source is read once more to
+/// make sure it has ended: a source longer than declared fails with
+/// [`Error::SizeMismatch`].
+///
+/// After `start`, call [`BodyStream::set_upload_id`] with the id from its response before
+/// asking for the next body (asking earlier yields an [`Error::Chunk`] item and changes
+/// nothing). After an error the stream yields it once and ends; a source that can seek
+/// can be read again from the start with [`BodyStream::restart`].
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use futures::StreamExt;
+/// use attachments::{Policy, Limits, stream::BodyStream, upload::{Target, UploadPlan}};
+///
+/// let policy = Policy::chat().with_limits(Limits::connectivity());
+/// let file = vec![7u8; 3_000_000];
+/// let plan = UploadPlan::new(&policy, Target::Connectivity, "f.bin",
+///                            "application/octet-stream", file.len() as u64)?;
+/// let mut bodies = BodyStream::new(plan, &file[..]);
+/// let mut sizes = Vec::new();
+/// while let Some(request) = bodies.next().await {
+///     let request = request?;
+///     sizes.push(request.range.end - request.range.start);
+///     bodies.set_upload_id("ab88c360-0425-11eb-a250-9fc9f2abb407");
+/// }
+/// assert_eq!(sizes, [1_048_575, 1_048_575, 902_850]);
+/// # Ok::<(), attachments::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct BodyStream<R> {
+    plan: UploadPlan,
+    reader: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    ended: bool,
+    progress: Option<Progress>,
+}
+
+impl<R> std::fmt::Debug for BodyStream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("plan", &self.plan)
+            .field("buffered", &(self.end - self.start))
+            .field("eof", &self.eof)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: AsyncRead + Unpin> BodyStream<R> {
+    /// The bodies of `plan`, with the file read from `reader` (a `tokio::fs::File`, a
+    /// socket, a byte slice...).
+    pub fn new(plan: UploadPlan, reader: R) -> Self {
+        BodyStream {
+            plan,
+            reader,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            ended: false,
+            progress: None,
+        }
+    }
+
+    /// Calls `progress(done, total)` each time bytes of the file have been processed.
+    pub fn with_progress(mut self, progress: impl FnMut(u64, u64) + Send + 'static) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// Hands over the `upload_id` from the `start` response.
+    pub fn set_upload_id(&mut self, upload_id: impl Into<String>) {
+        self.plan.set_upload_id(upload_id);
+    }
+
+    /// The plan (mode, sizes, the Inspector's verdict once the file was accepted).
+    pub fn plan(&self) -> &UploadPlan {
+        &self.plan
+    }
+
+    fn fail(&mut self, err: Error) -> Poll<Option<Result<Request>>> {
+        self.ended = true;
+        Poll::Ready(Some(Err(err)))
+    }
+}
+
+impl<S> BodyStream<StreamReader<S, Bytes>>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    /// The bodies of `plan`, with the file from a stream of byte buffers.
+    pub fn from_stream(plan: UploadPlan, stream: S) -> Self {
+        BodyStream::new(plan, StreamReader::new(stream))
+    }
+}
+
+impl<R: AsyncRead + AsyncSeek + Unpin> BodyStream<R> {
+    /// Starts over from chunk 0 (seed 001's rule after any error): seeks the source back
+    /// to its start and restarts the plan.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the source cannot seek.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.reader
+            .seek(io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| Error::io("seeking the file back to its start", &e))?;
+        self.plan.restart();
+        self.start = 0;
+        self.end = 0;
+        self.eof = false;
+        self.ended = false;
+        Ok(())
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for BodyStream<R> {
+    type Item = Result<Request>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if this.start < this.end {
+                match this.plan.write(&this.buf[this.start..this.end]) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        this.start += n;
+                        if let Some(progress) = &mut this.progress {
+                            progress(this.plan.bytes_taken(), this.plan.file_size());
+                        }
+                    }
+                    Err(e) => return this.fail(e),
+                }
+            }
+            // The last body waits until the source is known to have ended.
+            let check_end = this.plan.input_complete() && !this.eof && this.start == this.end;
+            if !check_end {
+                match this.plan.poll() {
+                    Err(e) => return this.fail(e),
+                    Ok(Step::Send(request)) => return Poll::Ready(Some(Ok(request))),
+                    Ok(Step::Done) => {
+                        this.ended = true;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::NeedUploadId) => {
+                        return Poll::Ready(Some(Err(Error::Chunk(
+                            ChunkProblem::MissingUploadId { action: "resume" },
+                        ))));
+                    }
+                    Ok(Step::NeedData) if this.start < this.end => continue,
+                    Ok(Step::NeedData) if this.eof => {
+                        if let Err(e) = this.plan.end() {
+                            return this.fail(e);
+                        }
+                    }
+                    Ok(Step::NeedData) => {}
+                }
+            }
+            let mut read = ReadBuf::new(&mut this.buf);
+            if let Err(e) = ready!(Pin::new(&mut this.reader).poll_read(cx, &mut read)) {
+                return this.fail(Error::io("reading the file", &e));
+            }
+            let n = read.filled().len();
+            this.start = 0;
+            this.end = n;
+            this.eof = n == 0;
+        }
+    }
+}
+
+/// The largest request body the upload endpoints accept under `policy`: the largest file
+/// or chunk as base64, plus 16 KiB for the other fields.
+pub fn max_body_len(policy: &Policy) -> usize {
+    let largest = policy
+        .limits
+        .max_single_size
+        .max(policy.limits.max_chunk_size);
+    encoded_len(usize::try_from(largest).unwrap_or(usize::MAX / 2)) + 16 * 1024
+}
+
+/// Reads a request body from a stream of buffers, refusing it as soon as it passes `limit`
+/// bytes (before buffering more).
+///
+/// # Errors
+///
+/// [`Error::TooLarge`] with [`SizeLimit::Body`]; [`Error::Io`] when the stream fails.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use attachments::stream::read_body;
+///
+/// let parts = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("{}"))]);
+/// assert_eq!(read_body(parts, 10).await?, "{}");
+/// let parts = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("[1,2,3]"))]);
+/// assert_eq!(read_body(parts, 5).await.unwrap_err().status(), 400);
+/// # Ok::<(), attachments::Error>(())
+/// # }).unwrap();
+/// ```
+pub async fn read_body<S, E>(stream: S, limit: usize) -> Result<Bytes>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut stream = std::pin::pin!(stream);
+    // One buffer is kept as it is; only a body in several buffers is copied together.
+    let mut first: Option<Bytes> = None;
+    let mut body = BytesMut::new();
+    let mut size = 0usize;
+    while let Some(part) = stream.next().await {
+        let part = part.map_err(|e| Error::Io {
+            op: "reading the request body".into(),
+            kind: io::ErrorKind::Other,
+            message: e.to_string(),
+        })?;
+        size += part.len();
+        if size > limit {
+            return Err(Error::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+                kind: SizeLimit::Body,
+            });
+        }
+        match first.take() {
+            None if body.is_empty() => first = Some(part),
+            held => {
+                if let Some(held) = held {
+                    body.extend_from_slice(&held);
+                }
+                body.extend_from_slice(&part);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| body.freeze()))
+}
+
+/// A source of the current time, for tests that move the clock.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The server side of uploads: parses request bodies, runs the [`UploadSession`]s and
+/// stores what they accept.
+///
+/// Each chunk is stored before it is answered; the last one is committed (atomically)
+/// before the answer carries the `attachment_id`. When a session fails, or expires, its
+/// stored bytes are released. Ids are 128 random bits from the operating system.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use attachments::{Policy, store::{MemoryStore, Store}, stream::UploadReceiver};
+///
+/// let store = Arc::new(MemoryStore::new());
+/// let receiver = UploadReceiver::new(Policy::connectivity(), store.clone());
+/// let body = br#"{"attachment": {"file_name": "a.png", "file_type": "image/png",
+///     "file_size": 350, "file_content": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA"}}"#;
+/// let err = receiver.single(body, "").await.unwrap_err();
+/// assert_eq!(err.to_string(), "Content length is 35 but metadata size is 350");
+/// assert_eq!(store.attachment_count(), 0);
+/// # });
+/// ```
+pub struct UploadReceiver {
+    policy: Policy,
+    store: Arc<dyn Store>,
+    sessions: Arc<Mutex<Sessions>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for UploadReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadReceiver")
+            .field("policy", &self.policy)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadReceiver {
+    /// A receiver for `policy` over `store`, with sessions expiring after
+    /// [`DEFAULT_SESSION_TTL`] without a chunk.
+    pub fn new(policy: Policy, store: Arc<dyn Store>) -> Self {
+        UploadReceiver {
+            policy,
+            store,
+            sessions: Arc::new(Mutex::new(Sessions::new(DEFAULT_SESSION_TTL))),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+
+    /// Sets the session TTL.
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        *self.lock() = Sessions::new(ttl);
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
+        // Sessions' methods leave it consistent even if a caller panicked.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A single-request upload (Connectivity `POST .../attachments`): the body parsed with
+    /// borrowed strings, checked, stored as one attachment. Returns the `attachment_id`.
+    /// `scope` is recorded with the attachment (see [`AttachmentMeta::scope`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJson`]; what [`receive_single`] finds; [`Error::Io`] from the store.
+    pub async fn single(&self, body: &[u8], scope: &str) -> Result<String> {
+        let req: UploadRequest<'_> = crate::wire::from_slice(body)?;
+        let a = &req.attachment;
+        self.single_parts(
+            &a.file_name,
+            &a.file_type,
+            a.file_size,
+            &a.file_content,
+            scope,
+        )
+        .await
+    }
+
+    /// A single-request upload from its parts (for the Demand API's flat body).
+    ///
+    /// # Errors
+    ///
+    /// As [`UploadReceiver::single`].
+    pub async fn single_parts(
+        &self,
+        file_name: &str,
+        file_type: &str,
+        file_size: u64,
+        file_content: &str,
+        scope: &str,
+    ) -> Result<String> {
+        let now = (self.clock)();
+        let (data, info) = receive_single(
+            &self.policy,
+            file_name,
+            file_type,
+            file_size,
+            file_content,
+            now,
+        )?;
+        let upload_id = random_id()?.to_string();
+        let attachment_id = random_id()?.to_string();
+        let meta = AttachmentMeta::new(&attachment_id, &info, scope);
+        self.store.put_attachment(&upload_id, &meta, data).await?;
+        Ok(attachment_id)
+    }
+
+    /// One `attachment_chunks` request body: parsed with borrowed strings (the base64 text
+    /// is not copied), then [`UploadReceiver::chunk_request`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJson`], and as [`UploadReceiver::chunk_request`].
+    pub async fn chunk(&self, body: &[u8], scope: &str) -> Result<ChunkData> {
+        let req: ChunkRequest<'_> = crate::wire::from_slice(body)?;
+        self.chunk_request(&req.attachment, scope).await
+    }
+
+    /// One parsed chunk: `start` opens a session, `resume` / `finish` continue the one
+    /// named by `upload_id`. Returns the response `data`: `upload_id` after `start`,
+    /// `attachment_id` after `finish`.
+    ///
+    /// # Errors
+    ///
+    /// What [`UploadSession::start`], [`Sessions::check_out`] and
+    /// [`UploadSession::receive`] find; [`Error::Io`] from the store (the session then
+    /// fails and its bytes are released).
+    pub async fn chunk_request(&self, req: &ChunkAttachment<'_>, scope: &str) -> Result<ChunkData> {
+        let now = (self.clock)();
+        self.expire_at(now).await;
+        let Some(upload_id) = &req.upload_id else {
+            return self.start(req, now).await;
+        };
+        let session = self
+            .lock()
+            .check_out(upload_id, req.chunk.chunk_number, now)?;
+        let mut out = CheckedOut {
+            receiver: self,
+            session: Some(session),
+            now,
+            settled: false,
+        };
+        let session = out.session.as_mut().expect("checked out above");
+        let id = session.id().to_string();
+        let received = match session.receive(req, now) {
+            Ok(received) => received,
+            Err(e) => {
+                if session.failure().is_some() && !matches!(e, Error::UploadFailed { .. }) {
+                    // The session just failed: release what it stored.
+                    let _ = self.store.abort(&id).await;
+                }
+                out.settled = true;
+                return Err(e);
+            }
+        };
+        let stored = self.store_received(&id, received, scope).await;
+        let session = out.session.as_mut().expect("checked out above");
+        out.settled = true;
+        match stored {
+            Ok(data) => {
+                if let Some(att) = &data.attachment_id {
+                    session.committed(att.clone());
+                }
+                Ok(data)
+            }
+            Err(e) => {
+                session.fail(e.clone());
+                let _ = self.store.abort(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<ChunkData> {
+        let id = random_id()?;
+        let (session, received) = UploadSession::start(&self.policy, id, req, now)?;
+        let upload_id = id.to_string();
+        self.store.begin_upload(&upload_id, now).await?;
+        if let Err(e) = self.store_received(&upload_id, received, "").await {
+            let _ = self.store.abort(&upload_id).await;
+            return Err(e);
+        }
+        self.lock().insert(session, now);
+        Ok(ChunkData {
+            attachment_id: None,
+            upload_id: Some(upload_id),
+            ok: OkFlag(true),
+        })
+    }
+
+    async fn store_received(
+        &self,
+        upload_id: &str,
+        received: Received,
+        scope: &str,
+    ) -> Result<ChunkData> {
+        let mut data = ChunkData {
+            attachment_id: None,
+            upload_id: None,
+            ok: OkFlag(true),
+        };
+        match received {
+            Received::Chunk {
+                number,
+                offset,
+                data: bytes,
+            } => {
+                self.store
+                    .put_chunk(upload_id, number, offset, bytes)
+                    .await?;
+            }
+            Received::Last {
+                number,
+                offset,
+                data: bytes,
+                attachment,
+            } => {
+                self.store
+                    .put_chunk(upload_id, number, offset, bytes)
+                    .await?;
+                let attachment_id = random_id()?.to_string();
+                let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
+                self.store.commit(upload_id, &meta).await?;
+                data.attachment_id = Some(attachment_id);
+            }
+            Received::Repeat { attachment_id, .. } => data.attachment_id = attachment_id,
+        }
+        Ok(data)
+    }
+
+    /// Expires idle sessions now and releases their stored bytes; returns how many expired.
+    pub async fn expire(&self) -> usize {
+        self.expire_at((self.clock)()).await
+    }
+
+    async fn expire_at(&self, now: SystemTime) -> usize {
+        let release = self.lock().expire(now);
+        for id in &release {
+            let _ = self.store.abort(&id.to_string()).await;
+        }
+        release.len()
+    }
+
+    /// Sweeps the store: removes uploads started more than two session TTLs ago (left by
+    /// a crash or another process) and attachments unlinked for [`UNLINKED_TTL`]. Returns
+    /// how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] from the store.
+    pub async fn sweep_store(&self) -> Result<usize> {
+        let now = (self.clock)();
+        let ttl = self.lock().ttl();
+        let before = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
+        let expired = self
+            .store
+            .list_expired(before(ttl * 2), before(UNLINKED_TTL))
+            .await?;
+        for item in &expired {
+            self.store.remove(item).await?;
+        }
+        Ok(expired.len())
+    }
+}
+
+/// A session taken out of [`Sessions`] while a chunk is processed. Dropping it puts the
+/// session back, so a request abandoned mid-way (its future dropped) cannot leave the
+/// upload marked busy; if the chunk's fate was not settled (stored and answered, or failed
+/// and released), the session is failed and its bytes released, so no retry is answered
+/// for bytes that were never stored.
+struct CheckedOut<'a> {
+    receiver: &'a UploadReceiver,
+    session: Option<UploadSession>,
+    now: SystemTime,
+    settled: bool,
+}
+
+impl Drop for CheckedOut<'_> {
+    fn drop(&mut self) {
+        let Some(mut session) = self.session.take() else {
+            return;
+        };
+        if !self.settled && session.failure().is_none() && session.attachment_id().is_none() {
+            session.fail(Error::Io {
+                op: "processing a chunk".into(),
+                kind: io::ErrorKind::Interrupted,
+                message: "the request was abandoned before the chunk was stored".into(),
+            });
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let store = Arc::clone(&self.receiver.store);
+                let id = session.id().to_string();
+                runtime.spawn(async move {
+                    let _ = store.abort(&id).await;
+                });
+            }
+        }
+        self.receiver.lock().check_in(session, self.now);
+    }
+}
+
+/// 128 random bits from the operating system.
+fn random_id() -> Result<RandomId> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Io {
+        op: "generating an id".into(),
+        kind: io::ErrorKind::Other,
+        message: e.to_string(),
+    })?;
+    Ok(RandomId::from_bytes(bytes))
+}
