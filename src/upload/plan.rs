@@ -166,6 +166,13 @@ impl UploadPlan {
                 kind: SizeLimit::Single,
             });
         }
+        if mode == UploadMode::Chunked && file_size < 2 {
+            // `start` and `finish` are two chunks of at least one byte each.
+            return Err(Error::TooSmallForChunks {
+                size: file_size,
+                min: 2,
+            });
+        }
         let inspector = Inspector::new(policy, file_type, Some(file_size))?;
         Ok(UploadPlan {
             policy: policy.clone(),
@@ -188,7 +195,8 @@ impl UploadPlan {
     }
 
     /// Sets the raw bytes per chunk (default [`DEFAULT_CHUNK_SIZE`]). Sizes that are not a
-    /// multiple of 3 work too: each chunk's base64 is then padded on its own.
+    /// multiple of 3 work too: each chunk's base64 is then padded on its own. A chunked
+    /// upload always has at least two chunks (see [`UploadPlan::chunk_size`]).
     ///
     /// # Errors
     ///
@@ -212,16 +220,32 @@ impl UploadPlan {
         self.file_size
     }
 
-    /// Raw bytes per chunk.
+    /// Raw bytes per chunk: the configured size, or about half the file when that would
+    /// carry the whole file in one chunk (a chunked upload is at least `start` and
+    /// `finish`).
     pub fn chunk_size(&self) -> u64 {
-        self.chunk_size
+        self.effective_chunk_size()
+    }
+
+    /// A chunked upload is at least `start` and `finish`: a chunk size that would carry the
+    /// whole file (possible only with custom limits, whose chunk limit exceeds the single
+    /// limit) is lowered to about half the file, a multiple of 3 where one fits.
+    fn effective_chunk_size(&self) -> u64 {
+        if self.chunk_size < self.file_size {
+            return self.chunk_size;
+        }
+        let half = self.file_size.div_ceil(2);
+        match half.next_multiple_of(3) {
+            third if third < self.file_size => third,
+            _ => half,
+        }
     }
 
     /// How many bodies the upload takes.
     pub fn body_count(&self) -> u64 {
         match self.mode {
             UploadMode::Single => 1,
-            UploadMode::Chunked => self.file_size.div_ceil(self.chunk_size),
+            UploadMode::Chunked => self.file_size.div_ceil(self.effective_chunk_size()),
         }
     }
 
@@ -270,7 +294,7 @@ impl UploadPlan {
     }
 
     fn write_inner(&mut self, data: &[u8]) -> Result<usize> {
-        if data.is_empty() || self.done {
+        if data.is_empty() {
             return Ok(0);
         }
         if self.fed == self.file_size {
@@ -400,7 +424,7 @@ impl UploadPlan {
             UploadMode::Chunked => {
                 let number = self.next_number;
                 self.next_number += 1;
-                let end = (start + self.chunk_size).min(self.file_size);
+                let end = (start + self.effective_chunk_size()).min(self.file_size);
                 let action = match (number, end == self.file_size) {
                     (_, true) => ChunkAction::Finish,
                     (0, false) => ChunkAction::Start,
