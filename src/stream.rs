@@ -182,6 +182,10 @@ impl<R: AsyncRead + Unpin> Stream for BodyStream<R> {
                     }
                     Err(e) => return this.fail(e),
                 }
+                if this.plan.input_complete() && this.start < this.end {
+                    // Bytes past the declared size: the next write refuses them.
+                    continue;
+                }
             }
             // The last body waits until the source is known to have ended.
             let check_end = this.plan.input_complete() && !this.eof && this.start == this.end;

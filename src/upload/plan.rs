@@ -316,7 +316,7 @@ impl UploadPlan {
             .update_encode(&data[..n], &mut self.encoder, &mut building.body)?;
         self.fed += n as u64;
         if self.fed == building.range.end {
-            self.seal()?;
+            self.seal();
         }
         Ok(n)
     }
@@ -353,10 +353,7 @@ impl UploadPlan {
         // An empty file is complete before any write.
         if self.file_size == 0 && self.current.is_none() {
             self.current = Some(self.open_body());
-            if let Err(e) = self.seal() {
-                self.failed = Some(Box::new(e.clone()));
-                return Err(e);
-            }
+            self.seal();
         }
         let Some(building) = &self.current else {
             return Ok(Step::NeedData);
@@ -364,6 +361,20 @@ impl UploadPlan {
         if !building.sealed {
             return Ok(Step::NeedData);
         }
+        // The last body waits for the Inspector's verdict on the whole file, asked for
+        // only now so that a caller can first check that its source has ended.
+        if building.range.end == self.file_size && self.inspection.is_none() {
+            match self.inspector.finish() {
+                Ok(verdict) => self.inspection = Some(verdict),
+                Err(e) => {
+                    self.failed = Some(Box::new(e.clone()));
+                    return Err(e);
+                }
+            }
+        }
+        let Some(building) = &self.current else {
+            unreachable!("checked above")
+        };
         let needs_id = matches!(building.kind, RequestKind::Chunk { number, .. } if number > 0);
         if needs_id && self.upload_id.is_none() {
             return Ok(Step::NeedUploadId);
@@ -503,13 +514,9 @@ impl UploadPlan {
         body.put_slice(self.file_size.to_string().as_bytes());
     }
 
-    /// Closes the base64 text of a complete body; for the last one, asks the Inspector for
-    /// its verdict first.
-    fn seal(&mut self) -> Result<()> {
+    /// Closes the base64 text of a complete body.
+    fn seal(&mut self) {
         let building = self.current.as_mut().expect("a body is open");
-        if building.range.end == self.file_size {
-            self.inspection = Some(self.inspector.finish()?);
-        }
         self.encoder.finish(&mut building.body);
         building.body.put_slice(b"\"");
         if let RequestKind::Chunk { .. } = building.kind {
@@ -517,7 +524,6 @@ impl UploadPlan {
             building.body.put_slice(b"}");
         }
         building.sealed = true;
-        Ok(())
     }
 }
 
