@@ -12,6 +12,13 @@
 //! - `inspect_encode_novalidate`: the same with a pass-through validator, to show what the
 //!   structural check costs.
 //! - `validate_png` / `validate_jpeg`: the structural validators alone, fed 64 KiB slices.
+//! - `client_bodies` (10 MiB JPEG): an `UploadPlan` fed 64 KiB slices, producing every
+//!   `start` / `resume` / `finish` body (base64 written straight into each body, the
+//!   Inspector with the JPEG structure check and SHA-256 over the same slices).
+//! - `server_receive` (10 MiB JPEG): every one of those bodies parsed with borrowed
+//!   strings, its chunk decoded into its own buffer, validated and hashed by an
+//!   `UploadSession` through `Sessions`, and kept in a map as a memory store keeps it.
+//!   `sha256_only_jpeg` is the SHA-256 baseline on the same file.
 //!
 //! Inputs are structurally valid images (IDAT chunks / entropy-coded data of pseudo-random
 //! bytes, built by `tests/common`), so every byte goes through the real checks.
@@ -21,10 +28,16 @@ use std::hint::black_box;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::collections::HashMap;
+use std::time::SystemTime;
+
 use attachments::codec::base64::Encoder;
 use attachments::image::{jpeg::JpegValidator, png::PngValidator};
+use attachments::upload::{RandomId, Received, Sessions, Step, Target, UploadPlan, UploadSession};
+use attachments::wire::{self, connectivity::ChunkRequest};
 use attachments::{AcceptAll, Inspector, Policy, Validator};
 use base64::Engine as _;
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SLICE: usize = 64 * 1024;
@@ -43,6 +56,99 @@ fn inspect_encode(mut inspector: Inspector, data: &[u8], body: &mut Vec<u8>) {
     body.extend_from_slice(b"\"}");
     black_box(inspector.finish().expect("valid input"));
     black_box(&body);
+}
+
+/// Every request body of a chunked upload of `data`, fed in 64 KiB slices.
+fn client_bodies(policy: &Policy, data: &[u8], mut sink: impl FnMut(Bytes)) {
+    let mut plan = UploadPlan::new(
+        policy,
+        Target::Connectivity,
+        "photo.jpg",
+        "image/jpeg",
+        data.len() as u64,
+    )
+    .expect("declared type and size are allowed");
+    let mut fed = 0;
+    loop {
+        match plan.poll().expect("valid input") {
+            Step::NeedData => {
+                let end = (fed + SLICE).min(data.len());
+                fed += plan.write(&data[fed..end]).expect("valid input");
+            }
+            Step::NeedUploadId => plan.set_upload_id("ab88c360-0425-11eb-a250-9fc9f2abb407"),
+            Step::Send(request) => sink(request.body),
+            Step::Done => return,
+        }
+    }
+}
+
+/// The server's side of those bodies: parse, session, keep the chunks.
+fn server_receive(policy: &Policy, bodies: &[Bytes]) -> usize {
+    let now = SystemTime::UNIX_EPOCH;
+    let mut sessions = Sessions::default();
+    let mut store: HashMap<(RandomId, u64), Bytes> = HashMap::new();
+    let mut id = RandomId::from_bytes([1; 16]);
+    let mut committed = 0;
+    for body in bodies {
+        let req: ChunkRequest<'_> = wire::from_slice(body).expect("valid body");
+        let received = match &req.attachment.upload_id {
+            None => {
+                let (session, received) =
+                    UploadSession::start(policy, id, &req.attachment, now).expect("valid chunk");
+                sessions.insert(session, now);
+                received
+            }
+            Some(_) => {
+                let mut session = sessions
+                    .check_out(&id.to_string(), req.attachment.chunk.chunk_number, now)
+                    .expect("known upload");
+                let received = session.receive(&req.attachment, now).expect("valid chunk");
+                if let Received::Last { .. } = received {
+                    session.committed("done");
+                }
+                sessions.check_in(session, now);
+                received
+            }
+        };
+        if let Received::Chunk { number, data, .. } | Received::Last { number, data, .. } = received
+        {
+            committed += data.len();
+            store.insert((id, number), data);
+        }
+    }
+    id = RandomId::from_bytes([2; 16]);
+    black_box((store, id));
+    committed
+}
+
+fn upload(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline");
+    let policy = Policy::connectivity();
+    // A complete JPEG just under Connectivity's 10 MiB limit.
+    let jpeg = common::structural_jpeg((10 << 20) - 50_000);
+    assert!(jpeg.len() <= 10 << 20);
+    let label = "10MiB_jpeg";
+    group.throughput(Throughput::Bytes(jpeg.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::new("sha256_only_jpeg", label),
+        &jpeg,
+        |b, data| b.iter(|| black_box(attachments::digest::sha256(black_box(data)))),
+    );
+    group.bench_with_input(
+        BenchmarkId::new("client_bodies", label),
+        &jpeg,
+        |b, data| b.iter(|| client_bodies(&policy, black_box(data), |body| drop(black_box(body)))),
+    );
+    let mut bodies = Vec::new();
+    client_bodies(&policy, &jpeg, |body| bodies.push(body));
+    assert_eq!(bodies.len() as u64, (jpeg.len() as u64).div_ceil(1_048_575));
+    assert_eq!(server_receive(&policy, &bodies), jpeg.len());
+    group.bench_with_input(
+        BenchmarkId::new("server_receive", label),
+        &bodies,
+        |b, bodies| b.iter(|| server_receive(&policy, black_box(bodies))),
+    );
+    group.finish();
 }
 
 fn pipeline(c: &mut Criterion) {
@@ -137,5 +243,5 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+criterion_group!(benches, pipeline, upload);
 criterion_main!(benches);
