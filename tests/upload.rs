@@ -29,6 +29,17 @@ fn any_type_small_single() -> Policy {
     Policy::chat().with_limits(limits)
 }
 
+/// A Connectivity plan under the Connectivity policy.
+fn conn_plan(name: &str, ty: &str, size: u64) -> attachments::Result<UploadPlan> {
+    UploadPlan::new(
+        &Policy::connectivity(),
+        Target::Connectivity,
+        name,
+        ty,
+        size,
+    )
+}
+
 /// Runs the plan to the end against `receiver`, feeding `file` in slices of `step` bytes;
 /// returns the attachment id.
 async fn upload(
@@ -160,14 +171,7 @@ fn b64(data: &[u8]) -> String {
 #[test]
 fn chunk_bodies_have_seed_001s_shape() {
     let file = common::structural_png(2_602_519);
-    let plan = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "test \"1\".png",
-        "image/png",
-        file.len() as u64,
-    )
-    .unwrap();
+    let plan = conn_plan("test \"1\".png", "image/png", file.len() as u64).unwrap();
     let got = bodies(plan, &file);
     assert_eq!(got.len(), 3);
     let size = file.len() as u64;
@@ -213,14 +217,7 @@ fn chunk_bodies_have_seed_001s_shape() {
 #[test]
 fn single_bodies_have_each_flavours_shape() {
     let file = common::structural_jpeg(30_220);
-    let plan = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "food.jpeg",
-        "image/jpeg",
-        file.len() as u64,
-    )
-    .unwrap();
+    let plan = conn_plan("food.jpeg", "image/jpeg", file.len() as u64).unwrap();
     assert_eq!(
         bodies(plan, &file),
         [(
@@ -259,14 +256,7 @@ fn single_bodies_have_each_flavours_shape() {
 
 #[test]
 fn plans_refuse_what_no_route_takes() {
-    let too_big = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "a.png",
-        "image/png",
-        10_485_761,
-    )
-    .unwrap_err();
+    let too_big = conn_plan("a.png", "image/png", 10_485_761).unwrap_err();
     assert_eq!(too_big.wire_message(), "File size exceeds the 10MB limit");
     let demand = Target::Demand {
         accommodation: 1,
@@ -276,38 +266,17 @@ fn plans_refuse_what_no_route_takes() {
     let err =
         UploadPlan::new(&Policy::demand(), demand, "a.png", "image/png", 1_048_577).unwrap_err();
     assert_eq!(err.wire_message(), "File size exceeds the 1MB limit");
-    let plan = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "a.png",
-        "image/png",
-        2_000_000,
-    )
-    .unwrap();
+    let plan = conn_plan("a.png", "image/png", 2_000_000).unwrap();
     assert_eq!(
         plan.with_chunk_size(1_048_577).unwrap_err().wire_message(),
         "Chunk size exceeds the 1MB limit"
     );
-    let plan = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "a.png",
-        "image/png",
-        2_000_000,
-    )
-    .unwrap();
+    let plan = conn_plan("a.png", "image/png", 2_000_000).unwrap();
     assert_eq!(
         plan.with_chunk_size(0).unwrap_err().to_string(),
         "chunk rejected: a chunk size of 0 bytes cannot carry a file; use at least 1 byte (the default is 1048575)"
     );
-    let err = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "../a.png",
-        "image/png",
-        10,
-    )
-    .unwrap_err();
+    let err = conn_plan("../a.png", "image/png", 10).unwrap_err();
     assert!(matches!(err, Error::InvalidFileName(_)), "{err}");
 }
 
@@ -316,14 +285,7 @@ fn a_rejected_file_never_yields_its_finish_body() {
     // A PNG whose last chunk is cut: every body but the last goes out, then the plan fails.
     let mut file = common::structural_png(2_500_000);
     file.truncate(file.len() - 6);
-    let mut plan = UploadPlan::new(
-        &Policy::connectivity(),
-        Target::Connectivity,
-        "a.png",
-        "image/png",
-        file.len() as u64,
-    )
-    .unwrap();
+    let mut plan = conn_plan("a.png", "image/png", file.len() as u64).unwrap();
     plan.set_upload_id("u");
     let (mut fed, mut sent) = (0, Vec::new());
     let err = loop {
