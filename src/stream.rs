@@ -385,7 +385,7 @@ impl UploadReceiver {
             &a.file_name,
             &a.file_type,
             a.file_size,
-            &a.file_content,
+            a.file_content.as_bytes(),
             scope,
         )
         .await
@@ -401,7 +401,7 @@ impl UploadReceiver {
         file_name: &str,
         file_type: &str,
         file_size: u64,
-        file_content: &str,
+        file_content: &[u8],
         scope: &str,
     ) -> Result<String> {
         let now = (self.clock)();

@@ -208,10 +208,7 @@ fn chunk_bodies_have_seed_001s_shape() {
     // And they parse as the crate's own wire types, borrowing the content.
     let body = serde_json::to_vec(&got[1].1).unwrap();
     let req: ChunkRequest<'_> = wire::from_slice(&body).unwrap();
-    assert!(matches!(
-        req.attachment.chunk.chunk_content,
-        std::borrow::Cow::Borrowed(_)
-    ));
+    assert!(req.attachment.chunk.chunk_content.is_borrowed());
 }
 
 #[test]
@@ -858,4 +855,76 @@ async fn single_uploads_store_one_attachment() {
         .await
         .unwrap_err();
     assert_eq!(err.wire_message(), "File size exceeds the 1MB limit");
+}
+
+/// The base64 payload is read as raw bytes and checked by the decoder alone: JSON escapes
+/// are resolved first, and bytes JSON forbids in strings (control characters, invalid
+/// UTF-8) are reported by the decoder with their offset in the payload.
+#[tokio::test]
+async fn single_upload_content_is_checked_once_by_the_decoder() {
+    let server = Server::new(Policy::connectivity());
+    let file = common::structural_jpeg(30_220);
+    let text = b64(&file);
+    assert!(
+        text.contains('/'),
+        "the file's base64 needs a '/' to escape"
+    );
+    let body = |content: &[u8]| {
+        let mut body = format!(
+            r#"{{"attachment": {{"file_name": "food.jpeg", "file_type": "image/jpeg", "file_size": {}, "file_content": ""#,
+            file.len()
+        )
+        .into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(br#""}}"#);
+        body
+    };
+    // `\/` (PHP's json_encode writes it) is resolved; the upload goes through.
+    let escaped = text.replace('/', "\\/");
+    let att = server
+        .receiver
+        .single(&body(escaped.as_bytes()), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.store.metadata(&att).await.unwrap().sha256,
+        sha256(&file)
+    );
+    // A raw line break (invalid in a JSON string) at payload offset 76.
+    let mut wrapped = text.clone().into_bytes();
+    wrapped.insert(76, b'\n');
+    let err = server
+        .receiver
+        .single(&body(&wrapped), "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid base64 at byte offset 76: whitespace ('\\n') is not allowed; send the base64 text without line breaks or spaces"
+    );
+    // A byte that is not UTF-8.
+    let mut binary = text.clone().into_bytes();
+    binary[100] = 0xff;
+    let err = server
+        .receiver
+        .single(&body(&binary), "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid base64 at byte offset 100: byte 0xff is not in the standard base64 alphabet"
+    );
+    // Anything but a string is a JSON error naming the field's expected form.
+    let err = server
+        .receiver
+        .single(br#"{"attachment": {"file_name": "a.jpeg", "file_type": "image/jpeg", "file_size": 3, "file_content": [1, 2, 3]}}"#, "")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid JSON body: invalid type: sequence, expected base64 text as a JSON string"
+        ),
+        "{err}"
+    );
+    assert_eq!(server.store.attachment_count(), 1);
 }

@@ -4,13 +4,13 @@
 //! their SHA-256.
 #![no_main]
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use attachments::codec::base64::encode_to;
 use attachments::digest::sha256;
 use attachments::upload::{RandomId, Received, Sessions, UploadSession};
+use attachments::wire::Base64Text;
 use attachments::wire::connectivity::{Chunk, ChunkAction, ChunkAttachment};
 use attachments::{Limits, Policy};
 use libfuzzer_sys::fuzz_target;
@@ -45,7 +45,7 @@ fn request(action: ChunkAction, id: Option<String>, number: u64, size: u64, text
     ChunkAttachment {
         action,
         upload_id: id,
-        chunk: Chunk { chunk_number: number, chunk_content: Cow::Owned(text), chunk_size: size },
+        chunk: Chunk { chunk_number: number, chunk_content: Base64Text::from(text), chunk_size: size },
         file_type: "application/octet-stream".into(),
         file_size,
         file_name: "f.bin".into(),

@@ -526,7 +526,7 @@ fn decode_inspect(
 ///
 /// // Seed 000's example: 47 characters of unpadded base64 (35 bytes) declared as 350.
 /// let err = receive_single(&Policy::demand(), "x.png", "image/png", 350,
-///     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA", SystemTime::UNIX_EPOCH).unwrap_err();
+///     b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA", SystemTime::UNIX_EPOCH).unwrap_err();
 /// assert_eq!(err.wire_message(),
 ///     "Request failed with code: 400, message: Content length is 35 but metadata size is 350");
 /// ```
@@ -535,13 +535,13 @@ pub fn receive_single(
     file_name: &str,
     file_type: &str,
     file_size: u64,
-    file_content: &str,
+    file_content: &[u8],
     now: SystemTime,
 ) -> Result<(Bytes, AttachmentInfo)> {
     policy.check_file_name(file_name)?;
     policy.check_size(file_size, UploadMode::Single)?;
     let mut inspector = Inspector::new(policy, file_type, Some(file_size))?;
-    let text = file_content.as_bytes();
+    let text = file_content;
     let len = decoded_len(text) as u64;
     let limit = policy.limits.max_single_size;
     if len > limit {

@@ -6,11 +6,9 @@
 //! (-> [`DownloadResponse`]) and `GET attachments/{attachment_id}/file_info`
 //! (-> [`FileInfoResponse`]). Every response is an [`Envelope`].
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
-use super::{OkFlag, lenient_u64};
+use super::{Base64Text, OkFlag, lenient_u64};
 use crate::error::Error;
 
 /// The response envelope: `errors`, `warnings`, `data`, `meta.ruid`.
@@ -108,7 +106,7 @@ pub struct Attachment<'a> {
     pub file_name: String,
     /// The file, base64.
     #[serde(borrow)]
-    pub file_content: Cow<'a, str>,
+    pub file_content: Base64Text<'a>,
     /// `image/jpeg` or `image/png`.
     pub file_type: String,
     /// Decoded size in bytes.
@@ -176,7 +174,7 @@ pub struct Chunk<'a> {
     pub chunk_number: u64,
     /// The chunk, base64.
     #[serde(borrow)]
-    pub chunk_content: Cow<'a, str>,
+    pub chunk_content: Base64Text<'a>,
     /// Decoded size of this chunk (<= 1 MB).
     #[serde(with = "lenient_u64")]
     pub chunk_size: u64,
@@ -206,7 +204,7 @@ pub struct DownloadData<'a> {
     pub ok: OkFlag,
     /// The requested bytes, base64.
     #[serde(borrow)]
-    pub file_content: Cow<'a, str>,
+    pub file_content: Base64Text<'a>,
     /// The attachment's id.
     pub attachment_id: String,
     /// The conversation's id.

@@ -5,11 +5,9 @@
 //! [`Response`]`<`[`MetadataData`]`>`) and `POST /messages/attachments/download`
 //! ([`AttachmentRef`]). Errors are an [`ErrorResponse`].
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
-use super::{Id, lenient_u64};
+use super::{Base64Text, Id, lenient_u64};
 use crate::error::Error;
 
 /// `POST /messages/attachments/upload`: one file (< 1 MB decoded).
@@ -24,7 +22,7 @@ pub struct UploadRequest<'a> {
     pub reservation: Id,
     /// The file, base64 (padded or not).
     #[serde(borrow)]
-    pub file_content: Cow<'a, str>,
+    pub file_content: Base64Text<'a>,
     /// The name shown to the other party.
     pub file_name: String,
     /// `image/png`, `image/jpeg` (or `image/jpg`).
