@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::codec::base64::{Encoder, OutputBuffer, encoded_len};
+use crate::codec::base64::{Decoder, Encoder, OutputBuffer, encoded_len};
 use crate::digest::{Sha256, Sha256Digest};
 use crate::error::{Error, Result, SizeLimit};
 use crate::policy::Policy;
@@ -14,6 +14,13 @@ use crate::sniff::{MediaType, SNIFF_LEN, Sniffer};
 /// 192, 384, 576, 1152 and 64 KiB steps (smaller steps overlap the two better; steps that
 /// are not such a multiple pay for carries).
 pub const FUSED_STEP: usize = 192;
+
+/// Characters of base64 text per step of [`Inspector::update_decode`]: they decode to one
+/// [`FUSED_STEP`].
+const DECODE_STEP: usize = FUSED_STEP / 3 * 4;
+
+/// Steps decoded and hashed before the validator sees them, in one call.
+const DECODE_BLOCK_STEPS: usize = 16;
 
 /// A structural checker fed the content slice by slice.
 ///
@@ -326,6 +333,104 @@ impl Inspector {
             step(s);
         }
         step(steps.remainder());
+        Ok(())
+    }
+
+    /// Decodes the next piece of the file's base64 text into `out` through `decoder`, and
+    /// inspects the bytes (like [`Inspector::update`]) in the same pass. Returns the number
+    /// of bytes appended to `out`.
+    ///
+    /// The text may be split anywhere (the decoder carries partial groups); the verdict,
+    /// size and digest are those of the decoded bytes. Decoding and hashing are interleaved
+    /// in [`FUSED_STEP`]-byte steps aligned to the start of the file, so each step is hashed
+    /// while it is in L1 cache and the SIMD decoding overlaps the latency-bound SHA-256
+    /// rounds; the validator takes the decoded bytes every 3 KiB. Measured with
+    /// `benches/pipeline.rs` (`server_receive`, 10 MiB JPEG): ~4% faster than decoding 16 KiB
+    /// of text and then inspecting it; validating every step instead of every 3 KiB, or
+    /// decoding longer steps, measured slower.
+    ///
+    /// At the end of the text, [`Decoder::finish`] writes the last 0-2 bytes: pass them to
+    /// [`Inspector::update`] before [`Inspector::finish`] (as the example does). On an
+    /// error, `out` may hold bytes of the failed piece: discard it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Base64`] from the decoder, and as [`Inspector::update`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::{codec::base64::Decoder, Inspector, Policy};
+    ///
+    /// let mut insp = Inspector::new(&Policy::chat(), "text/plain", Some(11))?;
+    /// let (mut dec, mut file) = (Decoder::new(), Vec::new());
+    /// for piece in [&b"aGVsbG8gd2"[..], b"9ybGQ="] {
+    ///     insp.update_decode(piece, &mut dec, &mut file)?;
+    /// }
+    /// dec.finish(&mut file)?;
+    /// assert_eq!(file, b"hello world");
+    /// assert_eq!(insp.finish()?.sha256, attachments::digest::sha256(b"hello world"));
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn update_decode<B: OutputBuffer>(
+        &mut self,
+        text: &[u8],
+        decoder: &mut Decoder,
+        out: &mut B,
+    ) -> Result<usize> {
+        self.check_alive()?;
+        let result = self.update_decode_inner(text, decoder, out);
+        if let Err(e) = &result {
+            self.failed = Some(Box::new(e.clone()));
+        }
+        result
+    }
+
+    fn update_decode_inner<B: OutputBuffer>(
+        &mut self,
+        text: &[u8],
+        decoder: &mut Decoder,
+        out: &mut B,
+    ) -> Result<usize> {
+        let start = out.filled().len();
+        // One reservation for the whole piece.
+        out.spare((text.len() + decoder.pending()) / 4 * 3);
+        // When this piece starts on a group boundary, a first short step brings the file
+        // to a multiple of FUSED_STEP, so every later step hands the hasher whole blocks.
+        let at = (self.count % FUSED_STEP as u64) as usize;
+        let head = if decoder.pending() == 0 && at.is_multiple_of(3) {
+            ((FUSED_STEP - at) % FUSED_STEP / 3 * 4).min(text.len())
+        } else {
+            0
+        };
+        let (head, rest) = text.split_at(head);
+        self.decode_block(head, decoder, out)?;
+        for block in rest.chunks(DECODE_STEP * DECODE_BLOCK_STEPS) {
+            self.decode_block(block, decoder, out)?;
+        }
+        Ok(out.filled().len() - start)
+    }
+
+    /// Decodes and hashes `text` step by step, then counts, sniffs and validates its bytes.
+    fn decode_block<B: OutputBuffer>(
+        &mut self,
+        text: &[u8],
+        decoder: &mut Decoder,
+        out: &mut B,
+    ) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let from = out.filled().len();
+        let hasher = &mut self.hasher;
+        decoder.decode_each(text, out, DECODE_STEP, |piece| {
+            hasher.update(piece);
+            Ok(())
+        })?;
+        let block = &out.filled()[from..];
+        if self.admit(block)? == Validate::Slice {
+            self.validator.update(block)?;
+        }
         Ok(())
     }
 

@@ -35,6 +35,37 @@ fn decode_split(text: &[u8], cuts: &[usize]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// Decodes through `decode_each`; returns the result and the concatenated pieces.
+fn decode_each_split(
+    text: &[u8],
+    cuts: &[usize],
+    step: usize,
+) -> (Result<Vec<u8>, Error>, Vec<u8>) {
+    let mut out = Vec::new();
+    let mut pieces = Vec::new();
+    let mut dec = Decoder::new();
+    let mut run = || -> Result<(), Error> {
+        for piece in split_at_points(text, cuts) {
+            let before = pieces.len();
+            let n = dec.decode_each(piece, &mut out, step, |p| {
+                pieces.extend_from_slice(p);
+                Ok(())
+            })?;
+            assert_eq!(
+                n,
+                pieces.len() - before,
+                "the return value counts the pieces"
+            );
+        }
+        let from = out.len();
+        dec.finish(&mut out)?;
+        pieces.extend_from_slice(&out[from..]);
+        Ok(())
+    };
+    let result = run().map(|()| out);
+    (result, pieces)
+}
+
 fn base64_problem(text: &[u8]) -> (u64, Base64Problem) {
     match decode_to(text, &mut Vec::new()) {
         Err(Error::Base64 { offset, problem }) => (offset, problem),
@@ -123,6 +154,15 @@ proptest! {
         let whole = decode_split(&text, &[]);
         let split = decode_split(&text, &cuts);
         prop_assert_eq!(&split, &whole);
+        // decode_each, any step: the same bytes and the same first error, and its pieces
+        // are exactly the bytes it wrote.
+        for step in [4, 8, 256] {
+            let (each, pieces) = decode_each_split(&text, &cuts, step);
+            prop_assert_eq!(&each, &whole, "step {}", step);
+            if let Ok(bytes) = &each {
+                prop_assert_eq!(&pieces, bytes);
+            }
+        }
         // And the verdict agrees with an independent decoder.
         let reference = PADDED.decode(&text).or_else(|_| UNPADDED.decode(&text));
         match (reference, whole) {
@@ -132,6 +172,47 @@ proptest! {
                 reference, ours, String::from_utf8_lossy(&text)),
         }
     }
+}
+
+proptest! {
+    #[test]
+    fn decode_each_restores_long_texts_for_any_step(
+        data in proptest::collection::vec(any::<u8>(), 0..5000),
+        cuts in cuts(),
+        step in (1usize..100).prop_map(|n| n * 4),
+    ) {
+        let mut text = Vec::new();
+        encode_to(&data, &mut text);
+        let (got, pieces) = decode_each_split(&text, &cuts, step);
+        prop_assert_eq!(got.as_ref().unwrap(), &data);
+        prop_assert_eq!(pieces, data);
+    }
+}
+
+#[test]
+fn decode_each_stops_at_the_callers_error_and_reports_bad_bytes_in_the_bulk() {
+    let mut dec = Decoder::new();
+    let mut out = Vec::new();
+    let err = dec
+        .decode_each(b"aGVsbG8gd29ybGQ=", &mut out, 4, |_| {
+            Err(Error::AlreadyFinished)
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::AlreadyFinished);
+    assert_eq!(out, b"hel", "decoding stopped after the first piece");
+    // A bad character deep in the bulk is reported at its offset in the whole text.
+    let mut dec = Decoder::new();
+    dec.decode(b"aGVs", &mut Vec::new()).unwrap();
+    let err = dec
+        .decode_each(b"bG8gd29y_GQ=", &mut Vec::new(), 4, |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Base64 {
+            offset: 12,
+            problem: Base64Problem::InvalidByte(b'_')
+        }
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use attachments::codec::base64::{Encoder, decode_to, encode_to};
+use attachments::codec::base64::{Decoder, Encoder, decode_to, encode_to};
 use attachments::digest::sha256;
 use attachments::error::SizeLimit;
 use attachments::{ContentInfo, Error, Inspector, MediaType, Policy, Validator};
@@ -68,6 +68,61 @@ proptest! {
         prop_assert_eq!(seen.sha256, sha256(&data));
         prop_assert_eq!(seen.size, len as u64);
     }
+}
+
+proptest! {
+    #[test]
+    fn update_decode_sees_the_bytes_the_text_holds_whatever_the_split(
+        len in 0usize..5_000,
+        cuts in cuts(),
+    ) {
+        let data = structural_png(len);
+        let mut text = Vec::new();
+        encode_to(&data, &mut text);
+        let mut insp = Inspector::new(&Policy::chat(), "image/png", Some(data.len() as u64)).unwrap();
+        let mut dec = Decoder::new();
+        let mut out = Vec::new();
+        for piece in split_at_points(&text, &cuts) {
+            insp.update_decode(piece, &mut dec, &mut out).unwrap();
+        }
+        let from = out.len();
+        dec.finish(&mut out).unwrap();
+        insp.update(&out[from..]).unwrap();
+        let seen = insp.finish().unwrap();
+        prop_assert_eq!(&out, &data);
+        prop_assert_eq!(seen.sha256, sha256(&data));
+        prop_assert_eq!(seen.size, data.len() as u64);
+        prop_assert_eq!(seen.info.dimensions.is_some(), data.len() >= 33);
+    }
+}
+
+#[test]
+fn update_decode_rejects_a_corrupt_image_and_bad_base64() {
+    let mut data = structural_png(20_000);
+    data[10_000] ^= 0x40; // inside an IDAT chunk: its CRC no longer matches
+    let mut text = Vec::new();
+    encode_to(&data, &mut text);
+    let mut insp = Inspector::new(&Policy::chat(), "image/png", None).unwrap();
+    let err = insp
+        .update_decode(&text, &mut Decoder::new(), &mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("CRC"), "{err}");
+    assert!(matches!(
+        insp.update(b"more"),
+        Err(Error::AlreadyFailed { .. })
+    ));
+    let mut insp = Inspector::new(&Policy::chat(), "image/png", None).unwrap();
+    text[9_000] = b'-';
+    let err = insp
+        .update_decode(&text, &mut Decoder::new(), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Base64 {
+            offset: 9_000,
+            problem: attachments::error::Base64Problem::InvalidByte(b'-')
+        }
+    );
 }
 
 #[test]

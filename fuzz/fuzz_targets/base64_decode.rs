@@ -1,5 +1,6 @@
 //! The strict base64 decoder fed the whole text and fed it split at arbitrary points must
-//! agree: same bytes, or the same error at the same offset. Never a panic.
+//! agree: same bytes, or the same error at the same offset. `decode_each` (the fused path)
+//! must agree with both, and hand over exactly the bytes it writes. Never a panic.
 //!
 //! Input layout: first byte = number of cut points (mod 8), then 2 bytes per cut point,
 //! then the text.
@@ -37,6 +38,36 @@ fuzz_target!(|data: &[u8]| {
     }
     if split_result.is_ok() {
         split_result = dec.finish(&mut split);
+    }
+
+    // The fused path, with a step taken from the input.
+    let step = 4 * (1 + usize::from(data[0] >> 3));
+    let mut each = Vec::new();
+    let mut pieces = Vec::new();
+    let mut dec = Decoder::new();
+    let mut start = 0;
+    let mut each_result: Result<usize, Error> = Ok(0);
+    for &cut in cuts.iter().chain(std::iter::once(&text.len())) {
+        if each_result.is_ok() {
+            each_result = dec.decode_each(&text[start..cut], &mut each, step, |p| {
+                pieces.extend_from_slice(p);
+                Ok(())
+            });
+        }
+        start = cut;
+    }
+    if each_result.is_ok() {
+        let from = each.len();
+        each_result = dec.finish(&mut each);
+        pieces.extend_from_slice(&each[from..]);
+    }
+    match (&split_result, &each_result) {
+        (Ok(_), Ok(_)) => {
+            assert_eq!(split, each, "decode_each gave other bytes");
+            assert_eq!(each, pieces, "decode_each handed over other bytes than it wrote");
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "decode_each failed differently"),
+        _ => panic!("split {split_result:?} but decode_each {each_result:?}"),
     }
 
     match (&whole_result, &split_result) {

@@ -21,10 +21,6 @@ use crate::wire::connectivity::{ChunkAction, ChunkAttachment};
 /// abandoned uploads from holding storage for long. Change it with [`Sessions::new`].
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// Base64 characters decoded per step before the decoded bytes go to the Inspector, so
-/// they are hashed and validated while still in cache.
-const DECODE_BLOCK: usize = 16 * 1024;
-
 /// What an accepted upload becomes: the facts a store keeps beside the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -486,26 +482,26 @@ impl UploadSession {
     }
 }
 
-/// Decodes `text` into `out` in cache-sized steps, feeding each step's bytes to the
-/// Inspector while they are hot.
+/// Decodes `text` into `out`; with an Inspector, through [`Inspector::update_decode`]
+/// (decoding, hashing and validation in one pass over cache-sized steps).
 fn decode_inspect(
     text: &[u8],
-    mut inspector: Option<&mut Inspector>,
+    inspector: Option<&mut Inspector>,
     out: &mut BytesMut,
 ) -> Result<()> {
     let mut decoder = Decoder::new();
-    let mut feed = |out: &mut BytesMut, from: usize| match inspector.as_deref_mut() {
-        Some(insp) => insp.update(&out[from..]),
-        None => Ok(()),
-    };
-    for block in text.chunks(DECODE_BLOCK) {
-        let from = out.len();
-        decoder.decode(block, out)?;
-        feed(out, from)?;
+    match inspector {
+        Some(insp) => {
+            insp.update_decode(text, &mut decoder, out)?;
+            let from = out.len();
+            decoder.finish(out)?;
+            insp.update(&out[from..])
+        }
+        None => {
+            decoder.decode(text, out)?;
+            decoder.finish(out).map(drop)
+        }
     }
-    let from = out.len();
-    decoder.finish(out)?;
-    feed(out, from)
 }
 
 /// The server side of a single-request upload (Connectivity `attachments`, Demand
