@@ -19,6 +19,9 @@
 //!   strings, its chunk decoded into its own buffer, validated and hashed by an
 //!   `UploadSession` through `Sessions`, and kept in a map as a memory store keeps it.
 //!   `sha256_only_jpeg` is the SHA-256 baseline on the same file.
+//! - `download_reassemble` (10 MiB JPEG): the base64 `file_content` of every range of a
+//!   `RangePlan`, arriving in shuffled order, each decoded into its own buffer, put in a
+//!   `Reassembler`, taken out in order and hashed, then verified against the SHA-256.
 //!
 //! Inputs are structurally valid images (IDAT chunks / entropy-coded data of pseudo-random
 //! bytes, built by `tests/common`), so every byte goes through the real checks.
@@ -31,7 +34,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use attachments::codec::base64::Encoder;
+use attachments::codec::base64::{Decoder, Encoder, encode_to};
+use attachments::download::{RangePlan, Reassembler};
 use attachments::image::{jpeg::JpegValidator, png::PngValidator};
 use attachments::upload::{RandomId, Received, Sessions, Step, Target, UploadPlan, UploadSession};
 use attachments::wire::{self, connectivity::ChunkRequest};
@@ -121,6 +125,30 @@ fn server_receive(policy: &Policy, bodies: &[Bytes]) -> usize {
     committed
 }
 
+/// The client's side of a ranged download: decode each range's text as it arrives, place it,
+/// drain what is contiguous, verify at the end.
+fn download_reassemble(
+    size: u64,
+    digest: attachments::digest::Sha256Digest,
+    texts: &[(u64, Vec<u8>)],
+) -> u64 {
+    let mut r = Reassembler::new(size, Some(digest)).with_cap(u64::MAX);
+    let mut delivered = 0;
+    for (offset, text) in texts {
+        let mut buf = bytes::BytesMut::with_capacity(text.len() / 4 * 3);
+        let mut dec = Decoder::new();
+        dec.decode(text, &mut buf).expect("valid base64");
+        dec.finish(&mut buf).expect("valid base64");
+        r.insert(*offset, buf.freeze()).expect("consistent pieces");
+        while let Some(b) = r.next_ready() {
+            delivered += b.len() as u64;
+            black_box(&b);
+        }
+    }
+    black_box(r.finish().expect("verified"));
+    delivered
+}
+
 fn upload(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     let policy = Policy::connectivity();
@@ -147,6 +175,28 @@ fn upload(c: &mut Criterion) {
         BenchmarkId::new("server_receive", label),
         &bodies,
         |b, bodies| b.iter(|| server_receive(&policy, black_box(bodies))),
+    );
+    // Ranges in a fixed shuffled order (a multiplicative permutation of the indices).
+    let plan = RangePlan::new(jpeg.len() as u64);
+    let n = plan.len();
+    let texts: Vec<(u64, Vec<u8>)> = (0..n)
+        .map(|i| (i * 7 + 3) % n)
+        .map(|i| {
+            let r = plan.range(i).expect("in the plan");
+            let mut text = Vec::new();
+            encode_to(&jpeg[r.start as usize..r.end as usize], &mut text);
+            (r.start, text)
+        })
+        .collect();
+    let digest = attachments::digest::sha256(&jpeg);
+    assert_eq!(
+        download_reassemble(jpeg.len() as u64, digest, &texts),
+        jpeg.len() as u64
+    );
+    group.bench_with_input(
+        BenchmarkId::new("download_reassemble", label),
+        &texts,
+        |b, texts| b.iter(|| download_reassemble(jpeg.len() as u64, digest, black_box(texts))),
     );
     group.finish();
 }

@@ -173,6 +173,15 @@ pub enum Error {
     #[error("chunk rejected: {0}")]
     Chunk(ChunkProblem),
 
+    /// A download's `from` / `to` cannot be served; see [`RangeProblem`].
+    #[error("download range rejected: {0}")]
+    Range(RangeProblem),
+
+    /// A downloaded piece does not fit the attachment being put back together; see
+    /// [`PieceProblem`]. The server sent wrong bytes: re-request, or report it.
+    #[error("download piece rejected: {0}")]
+    Piece(PieceProblem),
+
     /// No upload with this id is in progress.
     #[error(
         "no upload {upload_id:?} is in progress (it was never started here, or it ended and \
@@ -439,6 +448,154 @@ fn image_limit(what: ImageLimit, value: u64, limit: u64) -> String {
     format!("{name} of {value}{unit} exceeds the limit of {limit}{unit}; {hint}")
 }
 
+/// Why a download's range was refused; see [`Error::Range`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RangeProblem {
+    /// `from` or `to` is not a non-negative integer.
+    NotANumber {
+        /// `from` or `to`.
+        param: &'static str,
+        /// The value as sent.
+        value: String,
+    },
+    /// The attachment is larger than a download without `from` may return.
+    FromRequired {
+        /// The attachment's size.
+        size: u64,
+        /// The largest attachment served without `from`.
+        limit: u64,
+    },
+    /// `to` without `from`.
+    ToWithoutFrom {
+        /// The `to` sent.
+        to: u64,
+    },
+    /// `from` is at or past the end of the attachment.
+    FromPastEnd {
+        /// The `from` sent.
+        from: u64,
+        /// The attachment's size.
+        size: u64,
+    },
+    /// `to` is before `from`.
+    ToBeforeFrom {
+        /// The `from` sent.
+        from: u64,
+        /// The `to` sent.
+        to: u64,
+    },
+    /// A parameter was given twice.
+    Repeated {
+        /// `from` or `to`.
+        param: &'static str,
+    },
+    /// A [`RangePlan`](crate::download::RangePlan) was asked for ranges of 0 bytes.
+    ZeroRangeSize,
+}
+
+impl fmt::Display for RangeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RangeProblem::NotANumber { param, value } => write!(
+                f,
+                "{param}={value:?} is not a byte offset; pass a non-negative integer"
+            ),
+            RangeProblem::FromRequired { size, limit } => write!(
+                f,
+                "the attachment is {size} bytes, over the {limit} bytes a download without from \
+                 returns; pass from and to to download it in ranges (from=0&to={})",
+                limit - 1
+            ),
+            RangeProblem::ToWithoutFrom { to } => {
+                write!(f, "to={to} was given without from; pass from as well")
+            }
+            RangeProblem::FromPastEnd { from, size } => write!(
+                f,
+                "from={from} is past the end of the attachment of {size} bytes (its last byte is \
+                 {}); ask for from < {size}",
+                size.saturating_sub(1)
+            ),
+            RangeProblem::ToBeforeFrom { from, to } => write!(
+                f,
+                "to={to} is before from={from}; to is the last byte wanted (inclusive) and must \
+                 be at least from"
+            ),
+            RangeProblem::Repeated { param } => {
+                write!(f, "{param} is given more than once; pass it once")
+            }
+            RangeProblem::ZeroRangeSize => {
+                f.write_str("a download range must hold at least one byte")
+            }
+        }
+    }
+}
+
+/// Why a downloaded piece was refused; see [`Error::Piece`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PieceProblem {
+    /// The piece runs past the attachment's size.
+    PastEnd {
+        /// Where the piece was placed.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The attachment's size.
+        file_size: u64,
+    },
+    /// The piece overlaps bytes already received, and they differ.
+    Conflict {
+        /// The first byte that differs, from the start of the file.
+        offset: u64,
+    },
+    /// The download ended with bytes missing.
+    Incomplete {
+        /// The first missing range: re-request it.
+        missing: std::ops::Range<u64>,
+    },
+    /// All bytes arrived but their SHA-256 is not the expected one.
+    DigestMismatch {
+        /// The expected digest, hex.
+        expected: String,
+        /// The digest of the bytes received, hex.
+        actual: String,
+    },
+}
+
+impl fmt::Display for PieceProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PieceProblem::PastEnd {
+                offset,
+                len,
+                file_size,
+            } => write!(
+                f,
+                "{len} bytes at offset {offset} run past the attachment's {file_size} bytes"
+            ),
+            PieceProblem::Conflict { offset } => write!(
+                f,
+                "the bytes at offset {offset} differ from those an earlier piece brought; the \
+                 server returned inconsistent content"
+            ),
+            PieceProblem::Incomplete { missing } => write!(
+                f,
+                "bytes {}..{} never arrived; request from={}&to={}",
+                missing.start,
+                missing.end,
+                missing.start,
+                missing.end - 1
+            ),
+            PieceProblem::DigestMismatch { expected, actual } => write!(
+                f,
+                "the SHA-256 of the downloaded bytes is {actual}, not the expected {expected}; \
+                 download the attachment again"
+            ),
+        }
+    }
+}
+
 /// What is wrong in a base64 text; see [`Error::Base64`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -591,6 +748,8 @@ impl Error {
             }
             Error::UploadBusy { .. } | Error::UploadFinished { .. } => 409,
             Error::RangeOutside { .. } => 416,
+            // The other side sent wrong bytes: a gateway's view of an upstream fault.
+            Error::Piece(_) => 502,
             Error::Io { .. } => 500,
             Error::AlreadyFailed { first } | Error::UploadFailed { first, .. } => first.status(),
             // Reusing a finished checker is the caller's own mistake, not the client's.

@@ -48,6 +48,7 @@
 
 pub mod codec;
 pub mod digest;
+pub mod download;
 pub mod error;
 pub mod image;
 mod inspect;

@@ -98,6 +98,9 @@ pub struct Limits {
     pub max_metadata_bytes: u64,
     /// The most memory a full decode may allocate (feature `decode`).
     pub max_decode_alloc: u64,
+    /// The largest attachment a download without `from` returns whole (seed 001: over
+    /// 1 MB, pass `from`).
+    pub max_unranged_download: u64,
 }
 
 /// Image limits shared by every preset.
@@ -112,6 +115,7 @@ const IMAGE_DEFAULTS: Limits = Limits {
     max_segments: DEFAULT_MAX_SEGMENTS,
     max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
     max_decode_alloc: DEFAULT_MAX_DECODE_ALLOC,
+    max_unranged_download: BOOKING_SINGLE_MAX,
 };
 
 impl Limits {
@@ -141,6 +145,7 @@ impl Limits {
             max_single_size: max_size,
             max_chunked_size: None,
             max_chunk_size: max_size,
+            max_unranged_download: max_size,
             ..IMAGE_DEFAULTS
         }
     }
