@@ -1,5 +1,7 @@
 //! Wire parsing never panics, and whatever parses serialises to JSON that parses back to
-//! an equal value.
+//! an equal value. The one exception: a base64 payload is read as raw bytes (the decoder
+//! checks it), so one holding non-UTF-8 bytes cannot be written back as a JSON string, and
+//! serialising says so.
 #![no_main]
 
 use attachments::wire::{self, connectivity as conn, demand};
@@ -8,7 +10,11 @@ use libfuzzer_sys::fuzz_target;
 macro_rules! check {
     ($data:expr, $ty:ty) => {
         if let Ok(value) = wire::from_slice::<$ty>($data) {
-            let text = serde_json::to_vec(&value).expect("wire types always serialise");
+            let text = match serde_json::to_vec(&value) {
+                Ok(text) => text,
+                Err(e) if e.to_string().contains("base64 text is not UTF-8") => return,
+                Err(e) => panic!("{} does not serialise: {e}", stringify!($ty)),
+            };
             let again: $ty = wire::from_slice(&text).expect("our own output parses");
             assert_eq!(again, value, "{} does not round-trip", stringify!($ty));
         }
