@@ -210,6 +210,28 @@ fn file_of(len: usize, seed: u8) -> Vec<u8> {
 }
 
 proptest! {
+    #[test]
+    fn any_query_resolves_inside_the_file_or_says_why(
+        query in "[a-z0-9=&%+-]{0,24}",
+        from in proptest::option::of(0u64..3_000_000),
+        to in proptest::option::of(0u64..3_000_000),
+        size in 0u64..3_000_000,
+    ) {
+        // Arbitrary text never panics.
+        let _ = RangeQuery::from_query_string(&query);
+        let q = RangeQuery { from, to };
+        match q.resolve(size, &Limits::connectivity()) {
+            Ok(r) => {
+                prop_assert!(r.start <= r.end && r.end <= size);
+                prop_assert_eq!(r.start, from.unwrap_or(0));
+                if let Some(to) = to { prop_assert_eq!(r.end, (to + 1).min(size)); }
+            }
+            Err(e) => prop_assert_eq!(e.status(), 400),
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]

@@ -1,4 +1,4 @@
-//! Wire parsing never panics, and whatever parses serialises to JSON that parses back to
+//! Wire parsing (and the download query parser) never panics, and whatever parses serialises to JSON that parses back to
 //! an equal value. The one exception: a base64 payload is read as raw bytes (the decoder
 //! checks it), so one holding non-UTF-8 bytes cannot be written back as a JSON string, and
 //! serialising says so.
@@ -22,6 +22,15 @@ macro_rules! check {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The download query parser: never a panic; a resolved range lies inside the file.
+    if let Ok(query) = std::str::from_utf8(data)
+        && let Ok(q) = attachments::download::RangeQuery::from_query_string(query)
+    {
+        let size = data.len() as u64 * 37;
+        if let Ok(r) = q.resolve(size, &attachments::Limits::connectivity()) {
+            assert!(r.start <= r.end && r.end <= size, "{r:?} outside {size}");
+        }
+    }
     check!(data, conn::UploadRequest<'_>);
     check!(data, conn::ChunkRequest<'_>);
     check!(data, conn::UploadResponse);

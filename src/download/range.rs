@@ -9,6 +9,7 @@ use bytes::{BufMut, BytesMut};
 use crate::codec::base64::{Encoder, encoded_len};
 use crate::error::{Error, RangeProblem, Result};
 use crate::policy::Limits;
+use crate::wire::write_json_str;
 
 /// A download request's `from` and `to` (inclusive), as parsed from the query.
 ///
@@ -188,16 +189,21 @@ pub fn write_connectivity_download<I, P>(
     P: AsRef<[u8]>,
 {
     let pieces = pieces.into_iter();
-    let len: usize = pieces.clone().map(|p| p.as_ref().len()).sum();
-    out.reserve(encoded_len(len) + 160 + attachment_id.len() + conversation_id.len() + ruid.len());
+    out.reserve(
+        payload_len(pieces.clone())
+            + 160
+            + attachment_id.len()
+            + conversation_id.len()
+            + ruid.len(),
+    );
     out.put_slice(b"{\"errors\":[],\"warnings\":[],\"data\":{\"ok\":\"true\",\"attachment_id\":");
-    json_str(out, attachment_id);
+    write_json_str(out, attachment_id);
     out.put_slice(b",\"conversation_id\":");
-    json_str(out, conversation_id);
+    write_json_str(out, conversation_id);
     out.put_slice(b",\"file_content\":\"");
     encode_pieces(out, pieces);
     out.put_slice(b"\"},\"meta\":{\"ruid\":");
-    json_str(out, ruid);
+    write_json_str(out, ruid);
     out.put_slice(b"}}");
 }
 
@@ -229,15 +235,19 @@ pub fn write_demand_download<I, P>(
     P: AsRef<[u8]>,
 {
     let pieces = pieces.into_iter();
-    let len: usize = pieces.clone().map(|p| p.as_ref().len()).sum();
-    out.reserve(encoded_len(len) + 80 + request_id.len() + attachment.len());
+    out.reserve(payload_len(pieces.clone()) + 80 + request_id.len() + attachment.len());
     out.put_slice(b"{\"request_id\":");
-    json_str(out, request_id);
+    write_json_str(out, request_id);
     out.put_slice(b",\"data\":{\"attachment\":");
-    json_str(out, attachment);
+    write_json_str(out, attachment);
     out.put_slice(b",\"file_content\":\"");
     encode_pieces(out, pieces);
     out.put_slice(b"\"}}");
+}
+
+/// Length of the base64 text of `pieces`, to reserve the whole body at once.
+fn payload_len<P: AsRef<[u8]>>(pieces: impl Iterator<Item = P>) -> usize {
+    encoded_len(pieces.map(|p| p.as_ref().len()).sum())
 }
 
 fn encode_pieces<P: AsRef<[u8]>>(out: &mut BytesMut, pieces: impl Iterator<Item = P>) {
@@ -246,9 +256,4 @@ fn encode_pieces<P: AsRef<[u8]>>(out: &mut BytesMut, pieces: impl Iterator<Item 
         encoder.encode(piece.as_ref(), out);
     }
     encoder.finish(out);
-}
-
-fn json_str(out: &mut BytesMut, s: &str) {
-    // Writing into memory cannot fail, and a string always serialises.
-    let _ = serde_json::to_writer(out.writer(), s);
 }

@@ -273,34 +273,20 @@ impl Reassembler {
         self.check_recent(offset, &data)?;
         let mut gaps = Vec::new();
         let mut at = offset.max(self.delivered);
-        let first = self
+        let before = self
             .pending
             .range(..at)
             .next_back()
-            .filter(|(s, p)| *s + p.len() as u64 > at)
-            .map(|(s, _)| *s);
-        let held: Vec<(u64, Bytes)> = first
+            .filter(|(s, p)| *s + p.len() as u64 > at);
+        for (&start, piece) in before
             .into_iter()
-            .chain(self.pending.range(at..end.max(at)).map(|(s, _)| *s))
-            .map(|s| (s, self.pending[&s].clone()))
-            .collect();
-        for (start, piece) in held {
-            let p_end = start + piece.len() as u64;
+            .chain(self.pending.range(at..end.max(at)))
+        {
             if start > at {
                 gaps.push(at..start.min(end));
             }
-            let lo = at.max(start);
-            let hi = end.min(p_end);
-            if lo < hi {
-                let ours = &data[(lo - offset) as usize..(hi - offset) as usize];
-                let theirs = &piece[(lo - start) as usize..(hi - start) as usize];
-                if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
-                    return Err(Error::Piece(PieceProblem::Conflict {
-                        offset: lo + i as u64,
-                    }));
-                }
-            }
-            at = at.max(p_end);
+            compare(at, offset, &data, start, piece)?;
+            at = at.max(start + piece.len() as u64);
         }
         if at < end {
             gaps.push(at..end);
@@ -396,25 +382,12 @@ impl Reassembler {
     }
 
     fn check_recent(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let end = offset + data.len() as u64;
         if offset >= self.delivered {
             return Ok(());
         }
-        for (start, piece) in &self.recent {
-            let p_end = start + piece.len() as u64;
-            let lo = offset.max(*start);
-            let hi = end.min(p_end);
-            if lo < hi {
-                let ours = &data[(lo - offset) as usize..(hi - offset) as usize];
-                let theirs = &piece[(lo - start) as usize..(hi - start) as usize];
-                if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
-                    return Err(Error::Piece(PieceProblem::Conflict {
-                        offset: lo + i as u64,
-                    }));
-                }
-            }
-        }
-        Ok(())
+        self.recent
+            .iter()
+            .try_for_each(|(start, piece)| compare(offset, offset, data, *start, piece))
     }
 
     /// Moves the end of the contiguous run past the pieces now joined to it, and recounts
@@ -432,5 +405,27 @@ impl Reassembler {
                 .map(|(_, p)| p.len() as u64)
                 .sum();
         }
+    }
+}
+
+/// Compares `data` (placed at `offset`) with `held` (placed at `start`) where they overlap,
+/// from `from` on.
+///
+/// # Errors
+///
+/// [`PieceProblem::Conflict`] at the first byte that differs.
+fn compare(from: u64, offset: u64, data: &[u8], start: u64, held: &[u8]) -> Result<()> {
+    let lo = from.max(offset).max(start);
+    let hi = (offset + data.len() as u64).min(start + held.len() as u64);
+    if lo >= hi {
+        return Ok(());
+    }
+    let ours = &data[(lo - offset) as usize..(hi - offset) as usize];
+    let theirs = &held[(lo - start) as usize..(hi - start) as usize];
+    match ours.iter().zip(theirs).position(|(a, b)| a != b) {
+        Some(i) => Err(Error::Piece(PieceProblem::Conflict {
+            offset: lo + i as u64,
+        })),
+        None => Ok(()),
     }
 }

@@ -8,8 +8,8 @@ use crate::codec::base64::{Encoder, encoded_len};
 use crate::error::{ChunkProblem, Error, Result, SizeLimit};
 use crate::inspect::{Inspection, Inspector};
 use crate::policy::{Policy, UploadMode};
-use crate::wire::Id;
 use crate::wire::connectivity::ChunkAction;
+use crate::wire::{Id, write_json, write_json_str};
 
 /// Default raw bytes per chunk: 1,048,575, the largest multiple of 3 under the 1 MB
 /// (1,048,576-byte) chunk limit, so each chunk's base64 ends without padding and the
@@ -525,13 +525,4 @@ impl UploadPlan {
         }
         building.sealed = true;
     }
-}
-
-fn write_json<T: serde::Serialize + ?Sized>(body: &mut BytesMut, value: &T) {
-    // Writing into memory cannot fail, and these types always serialise.
-    let _ = serde_json::to_writer(body.writer(), value);
-}
-
-fn write_json_str(body: &mut BytesMut, s: &str) {
-    write_json(body, s);
 }

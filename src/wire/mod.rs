@@ -43,6 +43,18 @@ use crate::error::Result;
 pub mod connectivity;
 pub mod demand;
 
+/// Appends `value` as JSON to a body being written by hand.
+pub(crate) fn write_json<T: Serialize + ?Sized>(body: &mut bytes::BytesMut, value: &T) {
+    use bytes::BufMut;
+    // Writing into memory cannot fail, and the wire types and strings always serialise.
+    let _ = serde_json::to_writer(body.writer(), value);
+}
+
+/// Appends `s` as a JSON string (quoted and escaped).
+pub(crate) fn write_json_str(body: &mut bytes::BytesMut, s: &str) {
+    write_json(body, s);
+}
+
 /// Parses a JSON body into a wire type, mapping failures to
 /// [`Error::InvalidJson`](crate::Error::InvalidJson) (400), whose message names the missing
 /// or malformed field and where it is.
