@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use sha2::Digest as _;
+use sha2::digest::common::hazmat::{SerializableState as _, SerializedState};
 
 /// A SHA-256 digest.
 ///
@@ -109,6 +110,61 @@ impl Sha256 {
     pub fn finalize(self) -> Sha256Digest {
         Sha256Digest(self.inner.finalize().into())
     }
+
+    /// The running state, as bytes that can be saved and given to
+    /// [`Sha256::from_state`] later (to resume a download after a restart without
+    /// reading back what was already written).
+    ///
+    /// The layout is `sha2`'s: the eight state words, the block count, and the partial
+    /// block. It is not a digest and says nothing until resumed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::digest::{sha256, Sha256};
+    ///
+    /// let mut h = Sha256::new();
+    /// h.update(b"hello, ");
+    /// let saved = h.state();
+    /// let mut resumed = Sha256::from_state(&saved)?;
+    /// resumed.update(b"world");
+    /// assert_eq!(resumed.finalize(), sha256(b"hello, world"));
+    /// # Ok::<(), attachments::digest::StateError>(())
+    /// ```
+    pub fn state(&self) -> Vec<u8> {
+        self.inner.serialize().to_vec()
+    }
+
+    /// A hasher resumed from [`Sha256::state`].
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when `state` has the wrong length or an impossible partial block.
+    pub fn from_state(state: &[u8]) -> Result<Self, StateError> {
+        let expected = SerializedState::<sha2::Sha256>::default().len();
+        let array = SerializedState::<sha2::Sha256>::try_from(state).map_err(|_| StateError {
+            len: state.len(),
+            expected,
+        })?;
+        let inner = sha2::Sha256::deserialize(&array).map_err(|_| StateError {
+            len: state.len(),
+            expected,
+        })?;
+        Ok(Sha256 { inner })
+    }
+}
+
+/// A saved SHA-256 state that cannot be resumed; see [`Sha256::from_state`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a saved SHA-256 state: {len} bytes, expected {expected} with a partial block \
+     shorter than 64 bytes; start the download again from the beginning"
+)]
+pub struct StateError {
+    /// Bytes given.
+    pub len: usize,
+    /// Bytes a saved state has.
+    pub expected: usize,
 }
 
 /// SHA-256 of one slice.

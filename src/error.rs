@@ -276,6 +276,41 @@ pub enum Error {
         message: String,
     },
 
+    /// The other side of an API call answered with an error status.
+    ///
+    /// `status` is its HTTP status and `message` the error text from its envelope (or the
+    /// start of its body). [`Error::is_transient`] says whether trying again may help.
+    #[error("the server answered {status}: {message}")]
+    Remote {
+        /// The HTTP status the server answered.
+        status: u16,
+        /// Its error message.
+        message: String,
+        /// How long it asked to wait before trying again (`Retry-After`), if it did.
+        retry_after: Option<std::time::Duration>,
+    },
+
+    /// A request was tried as many times as the retry policy allows and failed each time.
+    #[error(
+        "gave up on bytes {}..{} after {attempts} attempts; the last error was: {last}",
+        .range.start, .range.end
+    )]
+    RetriesExhausted {
+        /// The byte range being fetched.
+        range: std::ops::Range<u64>,
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
+
+    /// A saved download checkpoint cannot be used to resume.
+    #[error("cannot resume the download: {reason}")]
+    Resume {
+        /// What does not fit.
+        reason: String,
+    },
+
     /// A checker (such as the `Inspector`) was used again after it had finished its file.
     #[error("already finished its file; start a new one for the next file")]
     AlreadyFinished,
@@ -749,7 +784,9 @@ impl Error {
             Error::UploadBusy { .. } | Error::UploadFinished { .. } => 409,
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
-            Error::Piece(_) => 502,
+            Error::Piece(_) | Error::Remote { .. } => 502,
+            Error::RetriesExhausted { last, .. } => last.status(),
+            Error::Resume { .. } => 500,
             Error::Io { .. } => 500,
             Error::AlreadyFailed { first } | Error::UploadFailed { first, .. } => first.status(),
             // Reusing a finished checker is the caller's own mistake, not the client's.
@@ -794,6 +831,28 @@ impl Error {
 }
 
 impl Error {
+    /// Whether trying the same request again later may succeed: an IO failure (a dropped
+    /// connection, a timeout), or a server's 408, 429 or 5xx. Everything else is about the
+    /// request or the content and fails the same way each time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::Error;
+    ///
+    /// let busy = Error::Remote { status: 429, message: "slow down".into(), retry_after: None };
+    /// assert!(busy.is_transient());
+    /// let gone = Error::Remote { status: 404, message: "no such attachment".into(), retry_after: None };
+    /// assert!(!gone.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Io { .. } => true,
+            Error::Remote { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+
     /// An [`Error::Io`] for `err` while doing `op`.
     pub fn io(op: impl Into<String>, err: &std::io::Error) -> Self {
         Error::Io {

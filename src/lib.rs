@@ -53,6 +53,7 @@ pub mod error;
 pub mod image;
 mod inspect;
 pub mod policy;
+pub mod retry;
 pub mod sniff;
 #[cfg(feature = "async")]
 pub mod store;
@@ -66,7 +67,8 @@ pub use inspect::{AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, Val
 pub use policy::{AllowedTypes, Depth, Flavour, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 
-/// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests so they stay true (they use the
+/// async downloader, hence the feature).
+#[cfg(all(doctest, feature = "async"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -357,3 +357,66 @@ fn the_cap_makes_far_pieces_wait_but_never_the_next_one() {
     }
     assert_eq!(out, &file[..60]);
 }
+
+proptest! {
+    #[test]
+    fn a_saved_digest_state_resumes_where_it_stopped(
+        data in proptest::collection::vec(any::<u8>(), 0..600),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        use attachments::digest::Sha256;
+        let cut = cut.index(data.len() + 1);
+        let mut h = Sha256::new();
+        h.update(&data[..cut]);
+        let mut resumed = Sha256::from_state(&h.state()).unwrap();
+        resumed.update(&data[cut..]);
+        prop_assert_eq!(resumed.finalize(), sha256(&data));
+    }
+
+    #[test]
+    fn any_bytes_as_a_digest_state_are_refused_or_resume(
+        state in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use attachments::digest::Sha256;
+        match Sha256::from_state(&state) {
+            Ok(h) => {
+                prop_assert_eq!(state.len(), 104);
+                let _ = h.finalize();
+            }
+            Err(e) => prop_assert!(e.to_string().contains("expected 104"), "{}", e),
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_is_plain_json_and_resumes() {
+    let file: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    let mut r = Reassembler::new(5_000, Some(sha256(&file)));
+    r.insert(0, Bytes::copy_from_slice(&file[..1_234])).unwrap();
+    r.insert(3_000, Bytes::copy_from_slice(&file[3_000..]))
+        .unwrap();
+    while r.next_ready().is_some() {}
+    let json = serde_json::to_value(r.checkpoint()).unwrap();
+    assert_eq!(json["file_size"], 5_000);
+    assert_eq!(json["offset"], 1_234);
+    assert_eq!(json["sha256_state"].as_str().unwrap().len(), 208);
+    let cp: attachments::download::Checkpoint = serde_json::from_value(json).unwrap();
+    // The held piece at 3000 is not part of the checkpoint: everything after 1234 is
+    // fetched again.
+    let mut r = Reassembler::resume(&cp, 5_000, Some(sha256(&file))).unwrap();
+    assert_eq!(r.missing(), vec![1_234..5_000]);
+    r.insert(1_234, Bytes::copy_from_slice(&file[1_234..]))
+        .unwrap();
+    while r.next_ready().is_some() {}
+    assert_eq!(r.finish().unwrap().size, 5_000);
+    let past = attachments::download::Checkpoint {
+        offset: 5_001,
+        ..cp
+    };
+    assert_eq!(
+        Reassembler::resume(&past, 5_000, None)
+            .unwrap_err()
+            .to_string(),
+        "cannot resume the download: the checkpoint's offset 5001 lies past the end (5000 bytes)"
+    );
+}

@@ -2,8 +2,12 @@
 //! yielded in order and are the bytes first accepted at each offset, a conflict is only
 //! reported where held bytes really differ, and the out-of-order cap is never exceeded.
 //!
+//! A checkpoint taken at any point and resumed from (as after a restart, losing the pieces
+//! held ahead) gives the same digest as never stopping.
+//!
 //! Input layout: 2 bytes file size (mod 4097), 2 bytes cap, 1 byte verify window (x 64),
-//! then 6-byte operations: offset (2), length (2), flip (1), kind (1).
+//! then 6-byte operations: offset (2), length (2), flip (1), kind (1; 0x55: checkpoint and
+//! resume first).
 #![no_main]
 
 use attachments::Error;
@@ -33,6 +37,18 @@ fuzz_target!(|data: &[u8]| {
         if op[4] != 0 && !piece.is_empty() {
             let at = usize::from(op[4]) % piece.len();
             piece[at] ^= op[5] | 1;
+        }
+        if op[5] == 0x55 {
+            let saved = serde_json::to_vec(&r.checkpoint()).expect("a checkpoint serialises");
+            let back = serde_json::from_slice(&saved).expect("a checkpoint reads back");
+            r = Reassembler::resume(&back, size, None)
+                .expect("a fresh checkpoint resumes")
+                .with_cap(cap)
+                .with_verify_window(window);
+            assert_eq!(r.delivered(), out.len() as u64);
+            // Held pieces are gone: whatever comes next is first at its offset again.
+            shadow[out.len()..].iter_mut().for_each(|s| *s = None);
+            continue;
         }
         let before = r.delivered();
         match r.insert(offset, Bytes::from(piece.clone())) {

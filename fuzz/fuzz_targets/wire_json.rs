@@ -1,5 +1,5 @@
-//! Wire parsing (and the download query parser) never panics, and whatever parses serialises to JSON that parses back to
-//! an equal value. The one exception: a base64 payload is read as raw bytes (the decoder
+//! Wire parsing (and the download query parser and saved download checkpoints) never
+//! panics, and whatever parses serialises to JSON that parses back to an equal value. The one exception: a base64 payload is read as raw bytes (the decoder
 //! checks it), so one holding non-UTF-8 bytes cannot be written back as a JSON string, and
 //! serialising says so.
 #![no_main]
@@ -29,6 +29,18 @@ fuzz_target!(|data: &[u8]| {
         let size = data.len() as u64 * 37;
         if let Ok(r) = q.resolve(size, &attachments::Limits::connectivity()) {
             assert!(r.start <= r.end && r.end <= size, "{r:?} outside {size}");
+        }
+    }
+    // A saved download checkpoint, as read back from disk: resumes or is refused, and a
+    // resumed one takes the rest of the file.
+    if let Ok(cp) = serde_json::from_slice::<attachments::download::Checkpoint>(data) {
+        let size = cp.file_size.min(1 << 16);
+        if let Ok(mut r) = attachments::download::Reassembler::resume(&cp, size, None) {
+            assert_eq!(r.delivered(), cp.offset);
+            let rest = vec![7u8; (size - cp.offset) as usize];
+            r.insert(cp.offset, bytes::Bytes::from(rest)).expect("the rest fits");
+            while r.next_ready().is_some() {}
+            r.finish().expect("complete");
         }
     }
     check!(data, conn::UploadRequest<'_>);

@@ -1,6 +1,7 @@
 //! Ranged download, IO-free: the server's reading of `from` / `to` and its response bodies
 //! ([`range`]), and the client's [`RangePlan`] and verified, out-of-order [`Reassembler`]
-//! ([`reassemble`]).
+//! ([`reassemble`]); with feature `async`, the [`Downloader`] that drives them over a
+//! [`RangeSource`] with N requests in flight, retries and resume ([`fetch`]).
 //!
 //! `to` is inclusive on the server (as in HTTP's `Range: bytes=from-to`; SPEC.md). The
 //! client does not depend on either reading: it asks `to` = the exclusive end of each range,
@@ -8,8 +9,15 @@
 //! and an exclusive one with exactly the range, places every piece at its `from`, and
 //! trusts the number of bytes that came back.
 
+#[cfg(feature = "async")]
+pub mod fetch;
 pub mod range;
 pub mod reassemble;
 
+#[cfg(feature = "async")]
+pub use fetch::{
+    DownloadOptions, Downloader, RangeSource, StoreSource, checkpoint_from_prefix, download_to_file,
+};
+
 pub use range::{RangeQuery, write_connectivity_download, write_demand_download};
-pub use reassemble::{DEFAULT_RANGE_SIZE, Placed, RangePlan, Reassembler, Verified};
+pub use reassemble::{Checkpoint, DEFAULT_RANGE_SIZE, Placed, RangePlan, Reassembler, Verified};

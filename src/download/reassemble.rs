@@ -126,6 +126,34 @@ pub struct Verified {
     pub sha256: Sha256Digest,
 }
 
+/// Where a download stands, saved to resume it after a restart
+/// ([`Reassembler::checkpoint`], [`Reassembler::resume`]).
+///
+/// Serialises with serde (e.g. to JSON next to the partial file). The alternative to saving
+/// the digest state is to re-hash the prefix already written; see
+/// `download::checkpoint_from_prefix` (feature `async`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The attachment's size.
+    pub file_size: u64,
+    /// Bytes delivered (and written) from the start of the file.
+    pub offset: u64,
+    /// The SHA-256 state over those bytes ([`Sha256::state`]), in hex.
+    pub sha256_state: String,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `offset` whose digest state is `hasher`, which has hashed exactly
+    /// the file's first `offset` bytes.
+    pub fn new(file_size: u64, offset: u64, hasher: &Sha256) -> Self {
+        Checkpoint {
+            file_size,
+            offset,
+            sha256_state: hex::encode(hasher.state()),
+        }
+    }
+}
+
 /// Puts downloaded pieces back in order and verifies them.
 ///
 /// - [`insert`](Reassembler::insert) takes a piece at its offset, in any order. Pieces are
@@ -133,12 +161,12 @@ pub struct Verified {
 /// - [`next_ready`](Reassembler::next_ready) yields the bytes in order as soon as they are
 ///   contiguous, and hashes them.
 /// - Overlaps are compared byte for byte with what is held (pending pieces, and the most
-///   recently delivered bytes up to the verify window); a difference is an error naming the
-///   offset. Overlaps with older delivered bytes are counted as duplicates unchecked.
+///   recently delivered bytes: the verify window, and always the last piece delivered); a
+///   difference is an error naming the offset. Overlaps with older delivered bytes are counted as duplicates unchecked.
 /// - **Memory:** pieces ahead of the delivery point are buffered up to the out-of-order
 ///   cap ([`Placed::Wait`] beyond it); a piece at the delivery point is always taken.
 ///   Held bytes are therefore at most the cap, plus the piece being delivered, plus the
-///   verify window.
+///   verify window (or the last piece delivered, when that is larger).
 /// - [`finish`](Reassembler::finish) checks that every byte arrived and, when known, the
 ///   SHA-256.
 ///
@@ -205,6 +233,71 @@ impl Reassembler {
         }
     }
 
+    /// A reassembler that continues after a restart from `checkpoint`: the bytes before
+    /// [`Checkpoint::offset`] count as delivered, and hashing goes on from the saved state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Resume`] when the checkpoint is for another size, lies past the end, or its
+    /// digest state cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::download::Reassembler;
+    /// use attachments::digest::sha256;
+    /// use bytes::Bytes;
+    ///
+    /// let file = b"hello, world";
+    /// let mut first = Reassembler::new(12, Some(sha256(file)));
+    /// first.insert(0, Bytes::from_static(b"hello, "))?;
+    /// while first.next_ready().is_some() {}
+    /// // Save this (it is serde-serialisable) next to the 7 bytes written so far.
+    /// let saved = first.checkpoint();
+    /// drop(first);
+    ///
+    /// let mut second = Reassembler::resume(&saved, 12, Some(sha256(file)))?;
+    /// assert_eq!(second.delivered(), 7);
+    /// second.insert(7, Bytes::from_static(b"world"))?;
+    /// while second.next_ready().is_some() {}
+    /// assert_eq!(second.finish()?.sha256, sha256(file));
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn resume(
+        checkpoint: &Checkpoint,
+        file_size: u64,
+        sha256: Option<Sha256Digest>,
+    ) -> Result<Self> {
+        let refuse = |reason: String| Error::Resume { reason };
+        if checkpoint.file_size != file_size {
+            return Err(refuse(format!(
+                "the checkpoint is for a file of {} bytes, this one has {file_size}",
+                checkpoint.file_size
+            )));
+        }
+        if checkpoint.offset > file_size {
+            return Err(refuse(format!(
+                "the checkpoint's offset {} lies past the end ({file_size} bytes)",
+                checkpoint.offset
+            )));
+        }
+        let state = hex::decode(&checkpoint.sha256_state)
+            .map_err(|e| refuse(format!("its digest state is not hex: {e}")))?;
+        let hasher = Sha256::from_state(&state).map_err(|e| refuse(e.to_string()))?;
+        let mut r = Reassembler::new(file_size, sha256);
+        r.delivered = checkpoint.offset;
+        r.frontier = checkpoint.offset;
+        r.hasher = hasher;
+        Ok(r)
+    }
+
+    /// The state to save to continue later with [`Reassembler::resume`]: the bytes
+    /// delivered so far and the running SHA-256 over them. Save it together with (after)
+    /// the bytes it covers.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::new(self.file_size, self.delivered, &self.hasher)
+    }
+
     /// Sets the most out-of-order bytes buffered.
     pub fn with_cap(mut self, cap: u64) -> Self {
         self.cap = cap;
@@ -212,6 +305,7 @@ impl Reassembler {
     }
 
     /// Sets how many recently delivered bytes are kept to check overlaps against (0: none).
+    /// Unless it is 0, the last piece delivered is kept even when larger.
     pub fn with_verify_window(mut self, window: u64) -> Self {
         self.window = window;
         self
@@ -340,7 +434,9 @@ impl Reassembler {
             self.recent
                 .push_back((self.delivered - piece.len() as u64, piece.clone()));
             self.recent_bytes += piece.len() as u64;
-            while self.recent_bytes > self.window {
+            // The newest piece stays whatever its size: the next range overlaps it (by one
+            // byte from a server that reads `to` as inclusive).
+            while self.recent_bytes > self.window && self.recent.len() > 1 {
                 let Some((_, old)) = self.recent.pop_front() else {
                     break;
                 };
