@@ -276,6 +276,27 @@ pub enum Error {
         message: String,
     },
 
+    /// A request field has a value the API does not take (other than the file's own
+    /// fields, which have their own kinds).
+    #[error("{field} {problem}")]
+    InvalidField {
+        /// The field or path parameter.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// The request carried no credentials or wrong ones.
+    #[error("missing or wrong credentials: send Authorization: Bearer <token> and X-Affiliate-Id")]
+    Unauthorized,
+
+    /// The client sent more requests than its rate allows.
+    #[error("too many requests: retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until the next request is accepted (also in `Retry-After`).
+        retry_after_secs: u64,
+    },
+
     /// The other side of an API call answered with an error status.
     ///
     /// `status` is its HTTP status and `message` the error text from its envelope (or the
@@ -782,6 +803,8 @@ impl Error {
                 404
             }
             Error::UploadBusy { .. } | Error::UploadFinished { .. } => 409,
+            Error::Unauthorized => 401,
+            Error::RateLimited { .. } => 429,
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
             Error::Piece(_) | Error::Remote { .. } => 502,

@@ -46,6 +46,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod codec;
 pub mod digest;
 pub mod download;
@@ -54,6 +56,8 @@ pub mod image;
 mod inspect;
 pub mod policy;
 pub mod retry;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sniff;
 #[cfg(feature = "async")]
 pub mod store;

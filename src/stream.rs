@@ -125,6 +125,11 @@ impl<R: AsyncRead + Unpin> BodyStream<R> {
         &self.plan
     }
 
+    /// The reader, given back (for a new plan over the same file).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
     fn fail(&mut self, err: Error) -> Poll<Option<Result<Request>>> {
         self.ended = true;
         Poll::Ready(Some(Err(err)))
@@ -321,6 +326,7 @@ pub struct UploadReceiver {
     store: Arc<dyn Store>,
     sessions: Arc<Mutex<Sessions>>,
     clock: Clock,
+    unlinked_ttl: Duration,
 }
 
 impl std::fmt::Debug for UploadReceiver {
@@ -341,7 +347,15 @@ impl UploadReceiver {
             store,
             sessions: Arc::new(Mutex::new(Sessions::new(DEFAULT_SESSION_TTL))),
             clock: Arc::new(SystemTime::now),
+            unlinked_ttl: UNLINKED_TTL,
         }
+    }
+
+    /// Sets how long an attachment not carried by any message is kept
+    /// (default [`UNLINKED_TTL`], 24 h as seed 002 documents).
+    pub fn with_unlinked_ttl(mut self, ttl: Duration) -> Self {
+        self.unlinked_ttl = ttl;
+        self
     }
 
     /// Sets the session TTL.
@@ -444,7 +458,7 @@ impl UploadReceiver {
         let now = (self.clock)();
         self.expire_at(now).await;
         let Some(upload_id) = &req.upload_id else {
-            return self.start(req, now).await;
+            return self.start(req, scope, now).await;
         };
         let session = self
             .lock()
@@ -456,6 +470,13 @@ impl UploadReceiver {
             settled: false,
         };
         let session = out.session.as_mut().expect("checked out above");
+        if session.scope() != scope {
+            // Another party's upload answers exactly like a missing one.
+            out.settled = true;
+            return Err(Error::UploadNotFound {
+                upload_id: upload_id.clone(),
+            });
+        }
         let id = session.id().to_string();
         let received = match session.receive(req, now) {
             Ok(received) => received,
@@ -486,12 +507,18 @@ impl UploadReceiver {
         }
     }
 
-    async fn start(&self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<ChunkData> {
+    async fn start(
+        &self,
+        req: &ChunkAttachment<'_>,
+        scope: &str,
+        now: SystemTime,
+    ) -> Result<ChunkData> {
         let id = random_id()?;
         let (session, received) = UploadSession::start(&self.policy, id, req, now)?;
+        let session = session.with_scope(scope);
         let upload_id = id.to_string();
         self.store.begin_upload(&upload_id, now).await?;
-        if let Err(e) = self.store_received(&upload_id, received, "").await {
+        if let Err(e) = self.store_received(&upload_id, received, scope).await {
             let _ = self.store.abort(&upload_id).await;
             return Err(e);
         }
@@ -557,7 +584,8 @@ impl UploadReceiver {
     }
 
     /// Sweeps the store: removes uploads started more than two session TTLs ago (left by
-    /// a crash or another process) and attachments unlinked for [`UNLINKED_TTL`]. Returns
+    /// a crash or another process) and attachments unlinked for the unlinked TTL
+    /// ([`UploadReceiver::with_unlinked_ttl`]). Returns
     /// how many were removed.
     ///
     /// # Errors
@@ -569,7 +597,7 @@ impl UploadReceiver {
         let before = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
         let expired = self
             .store
-            .list_expired(before(ttl * 2), before(UNLINKED_TTL))
+            .list_expired(before(ttl * 2), before(self.unlinked_ttl))
             .await?;
         for item in &expired {
             self.store.remove(item).await?;
@@ -614,7 +642,7 @@ impl Drop for CheckedOut<'_> {
 }
 
 /// 128 random bits from the operating system.
-fn random_id() -> Result<RandomId> {
+pub(crate) fn random_id() -> Result<RandomId> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Io {
         op: "generating an id".into(),

@@ -5,6 +5,14 @@
 //! complete and well-formed PNG / JPEG within the limits, nothing before or after the
 //! image. Exit code 0 when every file is accepted, 1 when any is rejected, 2 on a usage
 //! error.
+//!
+//! `attachments serve --addr 127.0.0.1:PORT --store memory|fs:DIR [--token T --affiliate-id A]
+//! [--rate PER_MINUTE] [--unlinked-ttl SECONDS]` runs the sandbox server; its first line on
+//! stdout is the base URL.
+//!
+//! `attachments upload FILE --endpoint URL --property P --conversation C [--message TEXT]`
+//! and `attachments download ATTACHMENT_ID --endpoint URL --property P --conversation C
+//! --out PATH [--sha256 HEX]` talk to a Connectivity API (or the sandbox).
 
 use std::fs::File;
 use std::io::Read;
@@ -32,6 +40,92 @@ struct Cli {
 enum Command {
     /// Check files the way an attachments API does, and report what each one is.
     Inspect(InspectArgs),
+    /// Run the sandbox server (Connectivity and Demand APIs) until interrupted.
+    Serve(ServeArgs),
+    /// Upload a file to a Connectivity conversation (single or chunked by size).
+    Upload(UploadArgs),
+    /// Download an attachment by ranges into a file, verified.
+    Download(DownloadArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Where attachments live: `memory`, or `fs:DIR`.
+    #[arg(long, default_value = "memory")]
+    store: String,
+    /// Require this bearer token (with --affiliate-id).
+    #[arg(long, requires = "affiliate_id")]
+    token: Option<String>,
+    /// Require this X-Affiliate-Id (with --token).
+    #[arg(long, requires = "token")]
+    affiliate_id: Option<String>,
+    /// Requests a minute per client, answered 429 beyond.
+    #[arg(long, value_name = "PER_MINUTE")]
+    rate: Option<u32>,
+    /// Seconds an attachment no message carries is kept.
+    #[arg(long, value_name = "SECONDS", default_value_t = 24 * 60 * 60)]
+    unlinked_ttl: u64,
+}
+
+/// Where a Connectivity conversation is.
+#[derive(clap::Args)]
+struct Remote {
+    /// The API's base URL (for instance the sandbox's printed URL).
+    #[arg(long)]
+    endpoint: String,
+    /// Bearer token.
+    #[arg(long, requires = "affiliate_id")]
+    token: Option<String>,
+    /// X-Affiliate-Id.
+    #[arg(long, requires = "token")]
+    affiliate_id: Option<String>,
+    /// Property id.
+    #[arg(long)]
+    property: u64,
+    /// Conversation id.
+    #[arg(long)]
+    conversation: String,
+}
+
+impl Remote {
+    fn client(&self) -> Result<attachments::client::ConnectivityClient, Error> {
+        let client = attachments::client::ConnectivityClient::new(&self.endpoint)?;
+        match (&self.token, &self.affiliate_id) {
+            (Some(t), Some(a)) => client.try_with_credentials(t, a),
+            _ => Ok(client),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The file to send.
+    file: PathBuf,
+    #[command(flatten)]
+    remote: Remote,
+    /// Also post a message with this text carrying the attachment.
+    #[arg(long)]
+    message: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct DownloadArgs {
+    /// The attachment's id.
+    attachment_id: String,
+    #[command(flatten)]
+    remote: Remote,
+    /// Where to write it (a partial file there is resumed).
+    #[arg(long)]
+    out: PathBuf,
+    /// The SHA-256 it must have (hex).
+    #[arg(long)]
+    sha256: Option<attachments::digest::Sha256Digest>,
+    /// Ranges in flight.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +179,153 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect_all(&args),
+        Command::Serve(args) => run_async(serve(args)),
+        Command::Upload(args) => run_async(upload(args)),
+        Command::Download(args) => run_async(download(args)),
     }
+}
+
+fn run_async(job: impl std::future::Future<Output = Result<(), Error>>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Error> {
+    use attachments::server::{Sandbox, ServerConfig};
+    use attachments::store::{FsStore, MemoryStore, Store};
+    use std::sync::Arc;
+
+    let store: Arc<dyn Store> = match args.store.as_str() {
+        "memory" => Arc::new(MemoryStore::new()),
+        other => match other.strip_prefix("fs:") {
+            Some(dir) => Arc::new(FsStore::open(dir)?),
+            None => {
+                return Err(Error::InvalidField {
+                    field: "--store".into(),
+                    problem: format!("must be memory or fs:DIR, got {other:?}"),
+                });
+            }
+        },
+    };
+    let mut config = ServerConfig::default()
+        .with_unlinked_ttl(std::time::Duration::from_secs(args.unlinked_ttl));
+    if let (Some(t), Some(a)) = (&args.token, &args.affiliate_id) {
+        config = config.with_credentials(t, a);
+    }
+    if let Some(rate) = args.rate {
+        config = config.with_rate(rate);
+    }
+    let sandbox = Sandbox::new(store, config);
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| Error::io(format!("listening on {}", args.addr), &e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", &e))?;
+    println!("http://{addr}");
+    tokio::spawn(
+        sandbox
+            .clone()
+            .sweep_every(std::time::Duration::from_secs(60)),
+    );
+    axum::serve(listener, sandbox.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| Error::io("serving", &e))
+}
+
+async fn upload(args: UploadArgs) -> Result<(), Error> {
+    let client = args.remote.client()?;
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = {
+        let bar = bar.clone();
+        move |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let up = client
+        .upload_file(
+            args.remote.property,
+            &args.remote.conversation,
+            &args.file,
+            progress,
+        )
+        .await?;
+    bar.finish_and_clear();
+    println!("attachment_id {}", up.attachment_id);
+    println!("size {} sha256 {}", up.size, up.sha256);
+    println!(
+        "{} in {:.2?}",
+        if up.chunked {
+            "chunked"
+        } else {
+            "single request"
+        },
+        started.elapsed()
+    );
+    if let Some(text) = &args.message {
+        let id = client
+            .post_message(
+                args.remote.property,
+                &args.remote.conversation,
+                text,
+                std::slice::from_ref(&up.attachment_id),
+            )
+            .await?;
+        println!("message_id {id}");
+    }
+    Ok(())
+}
+
+async fn download(args: DownloadArgs) -> Result<(), Error> {
+    let client = args.remote.client()?;
+    let (property, conversation) = (args.remote.property, &args.remote.conversation);
+    let info = client
+        .file_info(property, conversation, &args.attachment_id)
+        .await?;
+    let options = attachments::download::DownloadOptions::default().with_in_flight(args.in_flight);
+    let verified = attachments::download::download_to_file(
+        client.ranges(property, conversation, &args.attachment_id),
+        &args.out,
+        info.file_size,
+        args.sha256,
+        options,
+    )
+    .await?;
+    println!(
+        "{} ({}, {} bytes) sha256 {}",
+        args.out.display(),
+        info.file_type,
+        verified.size,
+        verified.sha256
+    );
+    Ok(())
 }
 
 fn inspect_all(args: &InspectArgs) -> ExitCode {

@@ -210,6 +210,34 @@ impl UploadPlan {
         Ok(self)
     }
 
+    /// Forces single request or chunks, whatever the policy's size rule picks: for a
+    /// client whose server answered a size error for the route it picked (SPEC.md: fall
+    /// back once to the other endpoint). Call it before the first [`UploadPlan::write`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] for chunks to the Demand API (it has none);
+    /// [`Error::TooSmallForChunks`] for chunks of a file under 2 bytes.
+    pub fn with_mode(mut self, mode: UploadMode) -> Result<Self> {
+        if mode == UploadMode::Chunked {
+            if matches!(self.target, Target::Demand { .. }) {
+                return Err(Error::TooLarge {
+                    size: self.file_size,
+                    limit: self.policy.limits.max_single_size,
+                    kind: SizeLimit::Single,
+                });
+            }
+            if self.file_size < 2 {
+                return Err(Error::TooSmallForChunks {
+                    size: self.file_size,
+                    min: 2,
+                });
+            }
+        }
+        self.mode = mode;
+        Ok(self)
+    }
+
     /// Single request or chunks.
     pub fn mode(&self) -> UploadMode {
         self.mode

@@ -133,6 +133,7 @@ pub struct UploadSession {
     state: State,
     started: SystemTime,
     last_activity: SystemTime,
+    scope: String,
 }
 
 impl UploadSession {
@@ -187,6 +188,7 @@ impl UploadSession {
             state: State::Receiving,
             started: now,
             last_activity: now,
+            scope: String::new(),
         };
         let received = session.accept(req, now)?;
         Ok((session, received))
@@ -253,6 +255,19 @@ impl UploadSession {
     pub fn fail(&mut self, err: Error) {
         self.state = State::Failed(Box::new(err));
         self.last = None;
+    }
+
+    /// Binds the upload to `scope` (who started it, as the server scopes lookups, for
+    /// instance `property/conversation`): the server answers a chunk sent under another
+    /// scope as if the upload did not exist.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// The scope set with [`UploadSession::with_scope`] (empty when unscoped).
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 
     /// The upload's id.

@@ -1,0 +1,880 @@
+//! HTTP clients for the Connectivity and Demand messaging APIs (feature `client`,
+//! `reqwest` with rustls).
+//!
+//! The protocol work is the core's: [`UploadPlan`] / [`BodyStream`] build the request
+//! bodies (checked, hashed and base64-encoded in one pass), the [`Downloader`] runs the
+//! ranged download. This module sends requests, maps answers to [`Error`]s and applies
+//! the rules of SPEC.md:
+//!
+//! - single or chunked upload by size, falling back once to the other endpoint when the
+//!   server answers a size error for the one picked;
+//! - on a chunk error, start over from `start` (seed 001), once;
+//! - retries with backoff on IO errors, 408, 429 (honouring `Retry-After`) and 5xx;
+//! - ranged download with N ranges in flight, verified against size and SHA-256.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo() -> attachments::Result<()> {
+//! use attachments::client::ConnectivityClient;
+//! use attachments::download::DownloadOptions;
+//!
+//! let client = ConnectivityClient::new("https://supply-xml.booking.com")?
+//!     .with_credentials("token", "affiliate-id");
+//! let uploaded = client
+//!     .upload_file(1234, "conv-1", "photo.jpg".as_ref(), |done, total| {
+//!         eprintln!("{done}/{total}")
+//!     })
+//!     .await?;
+//! client
+//!     .post_message(1234, "conv-1", "Here is the photo", &[uploaded.attachment_id.clone()])
+//!     .await?;
+//! let mut out = tokio::fs::File::create("copy.jpg").await.unwrap();
+//! client
+//!     .download_to(1234, "conv-1", &uploaded.attachment_id, Some(uploaded.sha256),
+//!                   DownloadOptions::default(), &mut out)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite};
+
+use crate::codec::base64::{Decoder, encoded_len};
+use crate::digest::Sha256Digest;
+use crate::download::{DownloadOptions, Downloader, RangeSource, Verified};
+use crate::error::{Error, Result};
+use crate::policy::{Policy, UploadMode};
+use crate::retry::RetryPolicy;
+use crate::sniff::{SNIFF_LEN, detect};
+use crate::stream::{BodyStream, read_body};
+use crate::upload::{RequestKind, Target, UploadPlan};
+use crate::wire::connectivity::{ChunkAction, ChunkResponse, DownloadResponse, FileInfo};
+use crate::wire::demand;
+use crate::wire::{self, Id};
+
+/// Largest answer read for a request that carries no file.
+const MAX_SMALL_ANSWER: usize = 1 << 20;
+
+/// An uploaded attachment, as the client saw it go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Uploaded {
+    /// The id the server gave it.
+    pub attachment_id: String,
+    /// Bytes sent.
+    pub size: u64,
+    /// Their SHA-256.
+    pub sha256: Sha256Digest,
+    /// The type it was sent as.
+    pub file_type: String,
+    /// Whether it went in chunks.
+    pub chunked: bool,
+    /// Times the upload started over (a chunk error, a fallback to the other endpoint).
+    pub restarts: u32,
+}
+
+/// The HTTP plumbing both clients share: base URL, credentials, retries, error mapping.
+#[derive(Debug, Clone)]
+struct Http {
+    http: reqwest::Client,
+    base: String,
+    headers: HeaderMap,
+    retry: RetryPolicy,
+}
+
+impl Http {
+    fn new(base_url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("attachments/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| io_error("building the HTTP client", &e))?;
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::InvalidField {
+                field: "base URL".into(),
+                problem: format!("must start with http:// or https://, got {base_url:?}"),
+            });
+        }
+        Ok(Http {
+            http,
+            base,
+            headers: HeaderMap::new(),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    fn credentials(&mut self, token: &str, affiliate_id: &str) -> Result<()> {
+        let value = |v: String, what: &str| {
+            HeaderValue::from_str(&v).map_err(|_| Error::InvalidField {
+                field: what.into(),
+                problem: "holds characters an HTTP header cannot carry".into(),
+            })
+        };
+        let mut bearer = value(format!("Bearer {token}"), "token")?;
+        bearer.set_sensitive(true);
+        self.headers.insert(AUTHORIZATION, bearer);
+        self.headers.insert(
+            "x-affiliate-id",
+            value(affiliate_id.to_owned(), "affiliate id")?,
+        );
+        Ok(())
+    }
+
+    /// Sends a request, retrying transient failures; returns the success body, read under
+    /// `limit` bytes.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let mut attempt = 1;
+        loop {
+            let err = match self
+                .send_once(method.clone(), path, body.clone(), limit)
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
+            let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+            match self.retry.delay(attempt, &err, random) {
+                Some(wait) => {
+                    tracing::debug!(%path, attempt, ?wait, error = %err, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => return Err(err),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .headers(self.headers.clone());
+        if let Some(body) = body {
+            req = req
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| io_error(&format!("sending {path}"), &e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let limit = if status.is_success() {
+            limit
+        } else {
+            MAX_SMALL_ANSWER
+        };
+        let answer = read_body(resp.bytes_stream(), limit).await?;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        Err(Error::Remote {
+            status: status.as_u16(),
+            message: error_message(&answer),
+            retry_after,
+        })
+    }
+}
+
+fn io_error(op: &str, err: &dyn std::fmt::Display) -> Error {
+    Error::Io {
+        op: op.to_owned(),
+        kind: std::io::ErrorKind::Other,
+        message: err.to_string(),
+    }
+}
+
+/// The message of an error answer: a Connectivity envelope's first error, a Demand error
+/// body's first message, or the start of the text.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Any {
+        #[serde(default)]
+        errors: Vec<serde_json::Value>,
+    }
+    if let Ok(any) = serde_json::from_slice::<Any>(body)
+        && let Some(first) = any.errors.first()
+    {
+        let text = first.get("message").and_then(|m| {
+            m.as_str()
+                .or_else(|| m.get("message").and_then(|m| m.as_str()))
+        });
+        if let Some(text) = text {
+            return text.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    if text.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        text.into_owned()
+    }
+}
+
+/// Whether an answer refuses the file's size for the endpoint it was sent to: the cue to
+/// try the other endpoint (SPEC.md).
+fn is_size_refusal(err: &Error) -> bool {
+    match err {
+        Error::Remote {
+            status: 400 | 413,
+            message,
+            ..
+        } => {
+            let m = message.to_ascii_lowercase();
+            (m.contains("size exceeds") && m.contains("limit"))
+                || m.contains("too small for a chunked upload")
+                || m.contains("too large for")
+        }
+        _ => false,
+    }
+}
+
+/// The file's type from its first bytes.
+async fn sniff_file(file: &mut tokio::fs::File, path: &Path) -> Result<String> {
+    let mut head = vec![0u8; SNIFF_LEN];
+    let mut got = 0;
+    while got < head.len() {
+        let n = file
+            .read(&mut head[got..])
+            .await
+            .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    file.rewind()
+        .await
+        .map_err(|e| Error::io(format!("rewinding {}", path.display()), &e))?;
+    Ok(detect(&head[..got])
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "application/octet-stream".to_owned()))
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::InvalidField {
+            field: "file".into(),
+            problem: format!("{} has no usable file name", path.display()),
+        })
+}
+
+async fn open(path: &Path) -> Result<(tokio::fs::File, u64)> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| Error::io(format!("reading the size of {}", path.display()), &e))?
+        .len();
+    Ok((file, size))
+}
+
+/// A client of the Connectivity (supply-xml) messaging API (seed 001).
+#[derive(Debug, Clone)]
+pub struct ConnectivityClient {
+    http: Http,
+    policy: Policy,
+}
+
+impl ConnectivityClient {
+    /// A client of the API at `base_url` (`https://supply-xml.booking.com`, or a sandbox).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidField`] for a URL that is not http(s); [`Error::Io`] when the TLS
+    /// stack cannot start.
+    pub fn new(base_url: &str) -> Result<Self> {
+        Ok(ConnectivityClient {
+            http: Http::new(base_url)?,
+            policy: Policy::connectivity(),
+        })
+    }
+
+    /// Sends `Authorization: Bearer <token>` and `X-Affiliate-Id` with every request.
+    ///
+    /// # Panics
+    ///
+    /// Never; credentials an HTTP header cannot carry are left out and every request
+    /// then answers 401. Use [`ConnectivityClient::try_with_credentials`] to be told.
+    pub fn with_credentials(self, token: &str, affiliate_id: &str) -> Self {
+        let fallback = self.clone();
+        self.try_with_credentials(token, affiliate_id)
+            .unwrap_or(fallback)
+    }
+
+    /// As [`ConnectivityClient::with_credentials`], refusing unusable values.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidField`] naming the value.
+    pub fn try_with_credentials(mut self, token: &str, affiliate_id: &str) -> Result<Self> {
+        self.http.credentials(token, affiliate_id)?;
+        Ok(self)
+    }
+
+    /// Sets the retry policy (default [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.http.retry = retry;
+        self
+    }
+
+    /// Sets the policy files are checked against before sending (default
+    /// [`Policy::connectivity`]).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn conversation_path(property: u64, conversation: &str) -> String {
+        format!("/messaging/properties/{property}/conversations/{conversation}")
+    }
+
+    /// Uploads the file at `path` (type sniffed from its content) to a conversation, in one
+    /// request or in chunks by its size. `progress` gets the bytes the server has
+    /// acknowledged and the total.
+    ///
+    /// # Errors
+    ///
+    /// What checking the file finds (before anything is sent when the declaration alone
+    /// shows it, else before the last request); [`Error::Remote`] for the server's
+    /// refusals; [`Error::Io`].
+    pub async fn upload_file(
+        &self,
+        property: u64,
+        conversation: &str,
+        path: &Path,
+        progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<Uploaded> {
+        let (mut file, size) = open(path).await?;
+        let file_type = sniff_file(&mut file, path).await?;
+        let name = file_name(path)?;
+        self.upload(
+            property,
+            conversation,
+            &name,
+            &file_type,
+            size,
+            file,
+            progress,
+        )
+        .await
+    }
+
+    /// Uploads `size` bytes from `reader` (which must be at its start, and can seek back
+    /// to it for a restart).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectivityClient::upload_file`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload<R>(
+        &self,
+        property: u64,
+        conversation: &str,
+        file_name: &str,
+        file_type: &str,
+        size: u64,
+        reader: R,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<Uploaded>
+    where
+        R: tokio::io::AsyncRead + tokio::io::AsyncSeek + Unpin + Send,
+    {
+        let base = Self::conversation_path(property, conversation);
+        let plan = UploadPlan::new(
+            &self.policy,
+            Target::Connectivity,
+            file_name,
+            file_type,
+            size,
+        )?;
+        let mut mode = plan.mode();
+        let mut bodies = BodyStream::new(plan, reader);
+        let mut restarts = 0u32;
+        let mut fell_back = false;
+        let mut chunk_restarted = false;
+        loop {
+            match self.send_bodies(&base, &mut bodies, &mut progress).await {
+                Ok(attachment_id) => {
+                    let inspection = bodies.plan().inspection().cloned();
+                    let sha256 = inspection.map(|i| i.sha256).ok_or(Error::AlreadyFinished)?;
+                    return Ok(Uploaded {
+                        attachment_id,
+                        size,
+                        sha256,
+                        file_type: file_type.to_owned(),
+                        chunked: mode == UploadMode::Chunked,
+                        restarts,
+                    });
+                }
+                Err(e) if !fell_back && is_size_refusal(&e) => {
+                    fell_back = true;
+                    mode = match mode {
+                        UploadMode::Single => UploadMode::Chunked,
+                        UploadMode::Chunked => UploadMode::Single,
+                    };
+                    tracing::info!(error = %e, ?mode, "size refused: trying the other endpoint");
+                    let plan = UploadPlan::new(
+                        &self.policy,
+                        Target::Connectivity,
+                        file_name,
+                        file_type,
+                        size,
+                    )?
+                    .with_mode(mode)?;
+                    bodies.restart().await?;
+                    bodies = BodyStream::new(plan, bodies.into_inner());
+                }
+                Err(
+                    e @ Error::Remote {
+                        status: 400 | 404 | 409,
+                        ..
+                    },
+                ) if mode == UploadMode::Chunked && !chunk_restarted => {
+                    chunk_restarted = true;
+                    tracing::info!(error = %e, "chunk refused: starting over with start");
+                    bodies.restart().await?;
+                }
+                Err(e) => return Err(e),
+            }
+            restarts += 1;
+            progress(0, size);
+        }
+    }
+
+    /// Sends every body of `bodies`; returns the attachment id. From the second chunk on,
+    /// the next body is built while the current one is in flight.
+    async fn send_bodies<R>(
+        &self,
+        base: &str,
+        bodies: &mut BodyStream<R>,
+        progress: &mut (impl FnMut(u64, u64) + Send),
+    ) -> Result<String>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        let total = bodies.plan().file_size();
+        let mut next = bodies.next().await;
+        let mut attachment_id = None;
+        while let Some(request) = next.take() {
+            let request = request?;
+            let (path, limit) = match request.kind {
+                RequestKind::Single => (format!("{base}/attachments"), MAX_SMALL_ANSWER),
+                RequestKind::Chunk { .. } => {
+                    (format!("{base}/attachment_chunks"), MAX_SMALL_ANSWER)
+                }
+            };
+            let starting = matches!(
+                request.kind,
+                RequestKind::Chunk {
+                    action: ChunkAction::Start,
+                    ..
+                }
+            );
+            let sent = self.http.send(
+                reqwest::Method::POST,
+                &path,
+                Some(request.body.clone()),
+                limit,
+            );
+            let answer = if starting || attachment_id.is_some() {
+                sent.await?
+            } else {
+                // Build the next body while this one travels and is checked.
+                let (answer, following) = futures::join!(sent, bodies.next());
+                next = following;
+                answer?
+            };
+            progress(request.range.end, total);
+            let data = match request.kind {
+                RequestKind::Single => {
+                    let resp: wire::connectivity::UploadResponse = wire::from_slice(&answer)?;
+                    let data = resp.data.ok_or_else(|| missing("data"))?;
+                    attachment_id = Some(data.attachment_id);
+                    continue;
+                }
+                RequestKind::Chunk { .. } => {
+                    let resp: ChunkResponse = wire::from_slice(&answer)?;
+                    resp.data.ok_or_else(|| missing("data"))?
+                }
+            };
+            if starting {
+                let id = data.upload_id.ok_or_else(|| missing("data.upload_id"))?;
+                bodies.set_upload_id(id);
+            }
+            if let Some(id) = data.attachment_id {
+                attachment_id = Some(id);
+            }
+            if next.is_none() && attachment_id.is_none() {
+                next = bodies.next().await;
+            }
+        }
+        attachment_id.ok_or_else(|| missing("data.attachment_id after the last chunk"))
+    }
+
+    /// Posts a message with `content` carrying `attachment_ids` (which links them, so
+    /// they are kept); returns the message id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] (404 for an attachment of another conversation); [`Error::Io`].
+    pub async fn post_message(
+        &self,
+        property: u64,
+        conversation: &str,
+        content: &str,
+        attachment_ids: &[String],
+    ) -> Result<String> {
+        let body = serde_json::json!({
+            "message": {"content": content, "attachment_ids": attachment_ids}
+        });
+        let answer = self
+            .http
+            .send(
+                reqwest::Method::POST,
+                &Self::conversation_path(property, conversation),
+                Some(Bytes::from(body.to_string())),
+                MAX_SMALL_ANSWER,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Posted {
+            message_id: String,
+        }
+        let resp: wire::connectivity::Envelope<Posted> = wire::from_slice(&answer)?;
+        Ok(resp.data.ok_or_else(|| missing("data"))?.message_id)
+    }
+
+    /// An attachment's name, type and size (`file_info`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`]; [`Error::Io`].
+    pub async fn file_info(
+        &self,
+        property: u64,
+        conversation: &str,
+        attachment_id: &str,
+    ) -> Result<FileInfo> {
+        let path = format!(
+            "{}/attachments/{attachment_id}/file_info",
+            Self::conversation_path(property, conversation)
+        );
+        let answer = self
+            .http
+            .send(reqwest::Method::GET, &path, None, MAX_SMALL_ANSWER)
+            .await?;
+        let resp: wire::connectivity::FileInfoResponse = wire::from_slice(&answer)?;
+        resp.data.ok_or_else(|| missing("data"))
+    }
+
+    /// The attachment as a [`RangeSource`] (`GET ...?from=&to=`), for a [`Downloader`].
+    pub fn ranges(&self, property: u64, conversation: &str, attachment_id: &str) -> ConnRanges {
+        ConnRanges {
+            http: self.http.clone(),
+            path: format!(
+                "{}/attachments/{attachment_id}",
+                Self::conversation_path(property, conversation)
+            ),
+        }
+    }
+
+    /// Downloads an attachment into `writer`: `file_info` for its size, then ranges with
+    /// `options.in_flight()` requests at once, verified against the size and, when given,
+    /// `sha256`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Downloader::write_to`]; [`Error::Remote`] from `file_info`.
+    pub async fn download_to<W: AsyncWrite + Unpin>(
+        &self,
+        property: u64,
+        conversation: &str,
+        attachment_id: &str,
+        sha256: Option<Sha256Digest>,
+        options: DownloadOptions,
+        writer: &mut W,
+    ) -> Result<Verified> {
+        let info = self
+            .file_info(property, conversation, attachment_id)
+            .await?;
+        let source = self.ranges(property, conversation, attachment_id);
+        Downloader::new(source, info.file_size, sha256, options)
+            .write_to(writer)
+            .await
+    }
+}
+
+fn missing(field: &str) -> Error {
+    Error::InvalidJson {
+        message: format!("the answer has no {field}"),
+    }
+}
+
+/// One Connectivity attachment as a [`RangeSource`]; see [`ConnectivityClient::ranges`].
+#[derive(Debug, Clone)]
+pub struct ConnRanges {
+    http: Http,
+    path: String,
+}
+
+#[async_trait]
+impl RangeSource for ConnRanges {
+    async fn fetch(&self, range: Range<u64>) -> Result<Bytes> {
+        // One attempt: the Downloader retries a range itself.
+        let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX / 2);
+        // An inclusive server sends one byte more; the envelope is small.
+        let limit = encoded_len(len.saturating_add(1)) + 16 * 1024;
+        let path = format!("{}?from={}&to={}", self.path, range.start, range.end);
+        let answer = self
+            .http
+            .send_once(reqwest::Method::GET, &path, None, limit)
+            .await?;
+        let resp: DownloadResponse<'_> = wire::from_slice(&answer)?;
+        let data = resp.data.ok_or_else(|| missing("data"))?;
+        let text = data.file_content.as_bytes();
+        let mut out = BytesMut::with_capacity(text.len() / 4 * 3 + 3);
+        let mut decoder = Decoder::new();
+        decoder.decode(text, &mut out)?;
+        decoder.finish(&mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+/// A client of the Demand API v3 messaging endpoints (seeds 000, 002, 004).
+#[derive(Debug, Clone)]
+pub struct DemandClient {
+    http: Http,
+    policy: Policy,
+}
+
+/// A Demand API conversation: where an upload or a download belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemandConversation {
+    /// The accommodation (property) id.
+    pub accommodation: u64,
+    /// The conversation id.
+    pub conversation: String,
+    /// The reservation id.
+    pub reservation: Id,
+}
+
+/// The answer to [`DemandClient::send`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Sent {
+    /// The new message's id.
+    pub message_id: String,
+    /// The conversation it went to (created by the first message of a reservation).
+    pub conversation: String,
+}
+
+impl DemandClient {
+    /// A client of the API at `base_url` (`https://demandapi.booking.com`, or a sandbox).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectivityClient::new`].
+    pub fn new(base_url: &str) -> Result<Self> {
+        Ok(DemandClient {
+            http: Http::new(base_url)?,
+            policy: Policy::demand(),
+        })
+    }
+
+    /// Sends the credentials with every request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidField`] for values an HTTP header cannot carry.
+    pub fn with_credentials(mut self, token: &str, affiliate_id: &str) -> Result<Self> {
+        self.http.credentials(token, affiliate_id)?;
+        Ok(self)
+    }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.http.retry = retry;
+        self
+    }
+
+    async fn post(&self, path: &str, body: Bytes, limit: usize) -> Result<Bytes> {
+        self.http
+            .send(
+                reqwest::Method::POST,
+                &format!("/3.1/messages/{path}"),
+                Some(body),
+                limit,
+            )
+            .await
+    }
+
+    /// Sends a message (seed 004); starts the reservation's conversation if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`]; [`Error::Io`].
+    pub async fn send(
+        &self,
+        accommodation: u64,
+        reservation: &Id,
+        content: &str,
+        attachments: &[String],
+    ) -> Result<Sent> {
+        let body = serde_json::json!({
+            "accommodation": accommodation,
+            "reservation": reservation,
+            "content": content,
+            "attachments": attachments,
+        });
+        let answer = self
+            .post("send", Bytes::from(body.to_string()), MAX_SMALL_ANSWER)
+            .await?;
+        let resp: demand::Response<Sent> = wire::from_slice(&answer)?;
+        Ok(resp.data)
+    }
+
+    /// Uploads the file at `path` (at most 1 MiB: the Demand API has no chunks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] before anything is sent for a larger file; what checking the
+    /// file finds; [`Error::Remote`]; [`Error::Io`].
+    pub async fn upload_file(&self, to: &DemandConversation, path: &Path) -> Result<Uploaded> {
+        let (mut file, size) = open(path).await?;
+        let file_type = sniff_file(&mut file, path).await?;
+        let target = Target::Demand {
+            accommodation: to.accommodation,
+            conversation: to.conversation.clone(),
+            reservation: to.reservation.clone(),
+        };
+        let plan = UploadPlan::new(&self.policy, target, &file_name(path)?, &file_type, size)?;
+        let mut bodies = BodyStream::new(plan, file);
+        let request = bodies.next().await.ok_or(Error::AlreadyFinished)??;
+        if let Some(extra) = bodies.next().await {
+            extra?;
+        }
+        let sha256 = bodies
+            .plan()
+            .inspection()
+            .map(|i| i.sha256)
+            .ok_or(Error::AlreadyFinished)?;
+        let answer = self
+            .post("attachments/upload", request.body, MAX_SMALL_ANSWER)
+            .await?;
+        let resp: demand::Response<demand::UploadData> = wire::from_slice(&answer)?;
+        Ok(Uploaded {
+            attachment_id: resp.data.attachment,
+            size,
+            sha256,
+            file_type,
+            chunked: false,
+            restarts: 0,
+        })
+    }
+
+    fn reference(to: &DemandConversation, attachment: &str) -> Bytes {
+        let body = demand::AttachmentRef {
+            conversation: to.conversation.clone(),
+            accommodation: to.accommodation,
+            attachment: attachment.to_owned(),
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// An attachment's name, type and size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`]; [`Error::Io`].
+    pub async fn metadata(
+        &self,
+        to: &DemandConversation,
+        attachment: &str,
+    ) -> Result<demand::Metadata> {
+        let answer = self
+            .post(
+                "attachments/metadata",
+                Self::reference(to, attachment),
+                MAX_SMALL_ANSWER,
+            )
+            .await?;
+        let resp: demand::Response<demand::MetadataData> = wire::from_slice(&answer)?;
+        Ok(resp.data.metadata)
+    }
+
+    /// Downloads a whole attachment (the Demand API has no ranges), checked against its
+    /// metadata's size and, when given, `sha256`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Piece`] for a wrong size or digest; [`Error::Remote`]; [`Error::Io`].
+    pub async fn download(
+        &self,
+        to: &DemandConversation,
+        attachment: &str,
+        sha256: Option<Sha256Digest>,
+    ) -> Result<(Bytes, Verified)> {
+        let meta = self.metadata(to, attachment).await?;
+        let size = usize::try_from(meta.file_size).unwrap_or(usize::MAX / 2);
+        let limit = encoded_len(size.min(self.policy.limits.max_single_size as usize)) + 16 * 1024;
+        let answer = self
+            .post(
+                "attachments/download",
+                Self::reference(to, attachment),
+                limit,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow)]
+            file_content: wire::Base64Text<'a>,
+        }
+        let resp: demand::Response<Data<'_>> = wire::from_slice(&answer)?;
+        let text = resp.data.file_content.as_bytes();
+        let mut out = BytesMut::with_capacity(text.len() / 4 * 3 + 3);
+        let mut decoder = Decoder::new();
+        decoder.decode(text, &mut out)?;
+        decoder.finish(&mut out)?;
+        let bytes = out.freeze();
+        let mut r = crate::download::Reassembler::new(meta.file_size, sha256);
+        r.insert_response(0..meta.file_size, bytes.clone())?;
+        while r.next_ready().is_some() {}
+        let verified = r.finish()?;
+        Ok((bytes, verified))
+    }
+}

@@ -1,0 +1,214 @@
+//! The sandbox's messages: enough of the messaging APIs to link attachments to messages and
+//! to run seed 004's use cases locally (send, poll `latest`, confirm, read a conversation).
+//!
+//! The seeds give the request bodies; the response shapes are the project's decisions
+//! (README, "Decisions"): Demand responses are `{"request_id", "data": {..}}` like the
+//! other Demand responses, Connectivity ones an envelope whose `data` has `ok` and
+//! `message_id`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::wire::{Id, OkFlag, lenient_u64};
+
+/// Longest message content accepted, in bytes.
+pub const MAX_CONTENT: usize = 8 * 1024;
+
+/// One message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Its id.
+    pub message_id: String,
+    /// The conversation it belongs to.
+    pub conversation: String,
+    /// The accommodation (property).
+    pub accommodation: u64,
+    /// The reservation, when sent through the Demand API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+    /// The text.
+    pub content: String,
+    /// Ids of the attachments it carries.
+    pub attachments: Vec<String>,
+    /// When it was posted, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+impl Message {
+    /// A message posted now (its id is set when posted).
+    pub fn new(
+        accommodation: u64,
+        conversation: String,
+        reservation: Option<String>,
+        content: String,
+        attachments: Vec<String>,
+    ) -> Self {
+        Message {
+            message_id: String::new(),
+            conversation,
+            accommodation,
+            reservation,
+            content,
+            attachments,
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        }
+    }
+}
+
+/// Every message posted, in order, and which ones `latest/confirm` acknowledged.
+#[derive(Debug, Default)]
+pub struct MessageBoard {
+    messages: Vec<Message>,
+    confirmed: HashSet<String>,
+    /// Conversation of each (accommodation, reservation), created by the first `send`.
+    conversations: HashMap<(u64, String), String>,
+}
+
+impl MessageBoard {
+    /// Posts `message` under a fresh id and returns the id.
+    pub fn post(&mut self, mut message: Message) -> String {
+        message.message_id = crate::stream::random_id()
+            .map(|id| id.to_string())
+            .unwrap_or_else(|_| format!("message-{}", self.messages.len()));
+        let id = message.message_id.clone();
+        self.messages.push(message);
+        id
+    }
+
+    /// The conversation of a reservation, started (with an id from `new_id`) if there is
+    /// none yet, as seed 004 describes.
+    pub fn conversation_for(
+        &mut self,
+        accommodation: u64,
+        reservation: &str,
+        new_id: impl FnOnce() -> String,
+    ) -> String {
+        self.conversations
+            .entry((accommodation, reservation.to_owned()))
+            .or_insert_with(new_id)
+            .clone()
+    }
+
+    /// Up to `limit` messages not confirmed yet, oldest first.
+    pub fn latest(&self, limit: usize) -> Vec<Message> {
+        self.messages
+            .iter()
+            .filter(|m| !self.confirmed.contains(&m.message_id))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Confirms these messages; returns how many were known and not yet confirmed.
+    pub fn confirm(&mut self, ids: &[String]) -> usize {
+        ids.iter()
+            .filter(|id| self.messages.iter().any(|m| &m.message_id == *id))
+            .filter(|id| self.confirmed.insert((*id).clone()))
+            .count()
+    }
+
+    /// Every message of a conversation, or `None` when it has none.
+    pub fn history(&self, accommodation: u64, conversation: &str) -> Option<Vec<Message>> {
+        let found: Vec<Message> = self
+            .messages
+            .iter()
+            .filter(|m| m.accommodation == accommodation && m.conversation == conversation)
+            .cloned()
+            .collect();
+        (!found.is_empty()).then_some(found)
+    }
+}
+
+/// Message content is required (Booking documents it) and bounded.
+pub(crate) fn check_content(content: &str) -> Result<()> {
+    if content.trim().is_empty() {
+        return Err(Error::InvalidField {
+            field: "content".into(),
+            problem: "is required and must not be empty".into(),
+        });
+    }
+    if content.len() > MAX_CONTENT {
+        return Err(Error::InvalidField {
+            field: "content".into(),
+            problem: format!(
+                "is {} bytes, more than the {MAX_CONTENT} bytes allowed",
+                content.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Connectivity `POST .../conversations/{conversation_id}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnPostMessage {
+    pub message: ConnMessage,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnMessage {
+    pub content: String,
+    #[serde(default)]
+    pub attachment_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ConnPosted {
+    pub ok: OkFlag,
+    pub message_id: String,
+}
+
+/// Demand `POST /messages/send` (seeds 002 and 004).
+#[derive(Debug, Deserialize)]
+pub(crate) struct DemandSend {
+    pub reservation: Id,
+    #[serde(with = "lenient_u64")]
+    pub accommodation: u64,
+    pub content: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct DemandSent {
+    pub message_id: String,
+    pub conversation: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Messages {
+    pub messages: Vec<Message>,
+}
+
+/// `POST /messages/latest/confirm` (seed 004).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Confirm {
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Confirmed {
+    pub confirmed: usize,
+}
+
+/// `POST /messages/conversations` (seed 004).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConversationQuery {
+    pub conversation: String,
+    #[serde(with = "lenient_u64")]
+    pub accommodation: u64,
+    #[allow(dead_code)]
+    pub reservation: Id,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct History {
+    pub conversation: String,
+    pub messages: Vec<Message>,
+}
