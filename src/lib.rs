@@ -72,7 +72,7 @@ pub use policy::{AllowedTypes, Depth, Flavour, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 
 /// The README's examples, compiled and run as doctests so they stay true (they use the
-/// async downloader, hence the feature).
-#[cfg(all(doctest, feature = "async"))]
+/// server and the client, hence the features).
+#[cfg(all(doctest, feature = "server", feature = "client"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

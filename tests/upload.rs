@@ -922,7 +922,8 @@ async fn single_upload_content_is_checked_once_by_the_decoder() {
         .unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "invalid JSON body: invalid type: sequence, expected base64 text as a JSON string"
+            "invalid JSON body: attachment.file_content: invalid type: sequence, expected base64 \
+             text as a JSON string"
         ),
         "{err}"
     );

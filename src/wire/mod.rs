@@ -63,7 +63,24 @@ pub(crate) fn write_json_str(body: &mut bytes::BytesMut, s: &str) {
 ///
 /// [`Error::InvalidJson`](crate::Error::InvalidJson).
 pub fn from_slice<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
-    Ok(serde_json::from_slice(body)?)
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(value),
+        // Parsed again only on failure, to name where the problem is: the happy path
+        // pays nothing for it.
+        Err(err) => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let path = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) if e.path().iter().next().is_some() => e.path().to_string(),
+                _ => String::new(),
+            };
+            let message = if path.is_empty() {
+                err.to_string()
+            } else {
+                format!("{path}: {err}")
+            };
+            Err(crate::Error::InvalidJson { message })
+        }
+    }
 }
 
 /// A base64 payload (`file_content`, `chunk_content`) as it stands in the JSON body.

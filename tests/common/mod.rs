@@ -121,6 +121,26 @@ pub fn structural_jpeg(len: usize) -> Vec<u8> {
     out
 }
 
+/// A structurally valid baseline JPEG of exactly `len` bytes (at least 150): as
+/// [`structural_jpeg`], with no 0xFF in the entropy-coded data so nothing is stuffed.
+pub fn exact_jpeg(len: usize) -> Vec<u8> {
+    let mut out = structural_jpeg(0);
+    out.truncate(out.len() - 2);
+    assert!(
+        len >= out.len() + 2,
+        "a JPEG needs at least {} bytes",
+        out.len() + 2
+    );
+    out.extend(
+        noise(len - out.len() - 2, 13)
+            .into_iter()
+            .map(|b| b.min(0xFE)),
+    );
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    assert_eq!(out.len(), len);
+    out
+}
+
 /// Pixel data for a `width` x `height` image with `bytes_per_row` bytes per row: a smooth
 /// pattern, so encoders compress it like a photo rather than like noise.
 pub fn pattern(bytes_per_row: usize, height: usize) -> Vec<u8> {
