@@ -201,3 +201,42 @@ fn the_demand_policy_applies_its_1mb_limit() {
             .contains("1MB")
     );
 }
+
+#[test]
+fn serve_prints_its_url_first_and_answers() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "t",
+            "--affiliate-id",
+            "a",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{url}/3.1/messages/latest"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 401);
+}

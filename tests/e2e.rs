@@ -665,3 +665,62 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_size_refusal_falls_back_once_to_the_other_endpoint() {
+    // A server whose single-request limit is 500,000 bytes, below the client's 1 MiB.
+    let mut config = ServerConfig::default();
+    let mut limits = attachments::Limits::connectivity();
+    limits.max_single_size = 500_000;
+    config.connectivity = attachments::Policy::connectivity().with_limits(limits);
+    let server = serve(config).await;
+    let file = common::exact_jpeg(700_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(&dir, "p.jpg", &file);
+    let client = ConnectivityClient::new(&server.url).unwrap();
+    let up = client
+        .upload_file(PROPERTY, CONV, &path, |_, _| {})
+        .await
+        .unwrap();
+    assert!(up.chunked);
+    assert_eq!(up.restarts, 1);
+    let mut copy = Vec::new();
+    client
+        .download_to(
+            PROPERTY,
+            CONV,
+            &up.attachment_id,
+            Some(up.sha256),
+            DownloadOptions::default(),
+            &mut copy,
+        )
+        .await
+        .unwrap();
+    assert!(copy == file);
+}
+
+#[tokio::test]
+async fn an_expired_upload_makes_the_client_start_over_once() {
+    // Sessions expire at once: `resume` finds the upload gone (404), the client starts
+    // over from `start` once, and then reports the server's answer.
+    let server = serve(ServerConfig::default().with_session_ttl(Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(&dir, "p.jpg", &common::exact_jpeg(3_000_000));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let err = ConnectivityClient::new(&server.url)
+        .unwrap()
+        .upload_file(PROPERTY, CONV, &path, |_, _| {})
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Remote {
+            status: 404,
+            message,
+            ..
+        } => {
+            assert!(message.contains("expired"), "{message}")
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(server.store.attachment_count(), 0);
+}

@@ -1,0 +1,98 @@
+//! End to end over loopback, group `e2e`, all on the same 10 MiB JPEG and counted in its
+//! bytes:
+//!
+//! - `upload`: `ConnectivityClient::upload` (chunked, 10 requests) against the sandbox
+//!   server (axum, memory store) on 127.0.0.1: the client checks, hashes and encodes every
+//!   byte, the server parses, decodes, checks, hashes and stores it.
+//! - `sha256_only`: SHA-256 over the same bytes on one core: the ceiling of either side.
+//! - `drain_only`: the same bytes posted raw in one request to an axum route that only
+//!   reads the body: what HTTP over loopback costs by itself.
+//!
+//! The runtime has two worker threads, so client and server can overlap their work.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use attachments::client::ConnectivityClient;
+use attachments::server::{Sandbox, ServerConfig};
+use attachments::store::{Expired, MemoryStore, Store};
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn e2e(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let jpeg = common::exact_jpeg(10 << 20);
+    let store = Arc::new(MemoryStore::new());
+    let (url, drain_url) = rt.block_on(async {
+        let sandbox = Sandbox::new(store.clone() as Arc<dyn Store>, ServerConfig::default());
+        let app = sandbox.router().route(
+            "/drain",
+            axum::routing::post(|body: Bytes| async move { body.len().to_string() })
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.clone(), format!("{url}/drain"))
+    });
+    let client = ConnectivityClient::new(&url).expect("a client");
+    let http = reqwest::Client::new();
+
+    let mut group = c.benchmark_group("e2e");
+    group.throughput(Throughput::Bytes(jpeg.len() as u64));
+    group.sample_size(20);
+    group.bench_function("upload/10MiB_jpeg", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let reader = std::io::Cursor::new(&jpeg[..]);
+                let up = client
+                    .upload(
+                        1,
+                        "c",
+                        "photo.jpg",
+                        "image/jpeg",
+                        jpeg.len() as u64,
+                        reader,
+                        |_, _| {},
+                    )
+                    .await
+                    .expect("uploaded");
+                store
+                    .remove(&Expired::Attachment(up.attachment_id.clone()))
+                    .await
+                    .expect("removed");
+                black_box(up)
+            })
+        })
+    });
+    group.bench_function("sha256_only/10MiB_jpeg", |b| {
+        b.iter(|| black_box(attachments::digest::sha256(black_box(&jpeg))))
+    });
+    let body = Bytes::from(jpeg.clone());
+    group.bench_function("drain_only/10MiB_jpeg", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let resp = http
+                    .post(&drain_url)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("sent");
+                black_box(resp.bytes().await.expect("answered"))
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, e2e);
+criterion_main!(benches);
