@@ -92,7 +92,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let mut client = ConnectivityClient::new(&endpoint)?;
     if let (Some(token), Some(affiliate)) = (&args.token, &args.affiliate_id) {
-        client = client.try_with_credentials(token, affiliate)?;
+        client = client.with_credentials(token, affiliate)?;
     }
     let (property, conversation) = (args.property, args.conversation.as_str());
 

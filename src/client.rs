@@ -20,7 +20,7 @@
 //! use attachments::download::DownloadOptions;
 //!
 //! let client = ConnectivityClient::new("https://supply-xml.booking.com")?
-//!     .with_credentials("token", "affiliate-id");
+//!     .with_credentials("token", "affiliate-id")?;
 //! let uploaded = client
 //!     .upload_file(1234, "conv-1", "photo.jpg".as_ref(), |done, total| {
 //!         eprintln!("{done}/{total}")
@@ -326,22 +326,10 @@ impl ConnectivityClient {
 
     /// Sends `Authorization: Bearer <token>` and `X-Affiliate-Id` with every request.
     ///
-    /// # Panics
-    ///
-    /// Never; credentials an HTTP header cannot carry are left out and every request
-    /// then answers 401. Use [`ConnectivityClient::try_with_credentials`] to be told.
-    pub fn with_credentials(self, token: &str, affiliate_id: &str) -> Self {
-        let fallback = self.clone();
-        self.try_with_credentials(token, affiliate_id)
-            .unwrap_or(fallback)
-    }
-
-    /// As [`ConnectivityClient::with_credentials`], refusing unusable values.
-    ///
     /// # Errors
     ///
-    /// [`Error::InvalidField`] naming the value.
-    pub fn try_with_credentials(mut self, token: &str, affiliate_id: &str) -> Result<Self> {
+    /// [`Error::InvalidField`] for values an HTTP header cannot carry.
+    pub fn with_credentials(mut self, token: &str, affiliate_id: &str) -> Result<Self> {
         self.http.credentials(token, affiliate_id)?;
         Ok(self)
     }
@@ -639,6 +627,16 @@ impl ConnectivityClient {
     }
 }
 
+/// A downloaded base64 payload, decoded into its own buffer (its size is bounded by the
+/// answer's, which was read under a limit).
+fn decode_payload(text: &[u8]) -> Result<Bytes> {
+    let mut out = BytesMut::with_capacity(text.len() / 4 * 3 + 3);
+    let mut decoder = Decoder::new();
+    decoder.decode(text, &mut out)?;
+    decoder.finish(&mut out)?;
+    Ok(out.freeze())
+}
+
 fn missing(field: &str) -> Error {
     Error::InvalidJson {
         message: format!("the answer has no {field}"),
@@ -666,12 +664,7 @@ impl RangeSource for ConnRanges {
             .await?;
         let resp: DownloadResponse<'_> = wire::from_slice(&answer)?;
         let data = resp.data.ok_or_else(|| missing("data"))?;
-        let text = data.file_content.as_bytes();
-        let mut out = BytesMut::with_capacity(text.len() / 4 * 3 + 3);
-        let mut decoder = Decoder::new();
-        decoder.decode(text, &mut out)?;
-        decoder.finish(&mut out)?;
-        Ok(out.freeze())
+        decode_payload(data.file_content.as_bytes())
     }
 }
 
@@ -865,12 +858,7 @@ impl DemandClient {
             file_content: wire::Base64Text<'a>,
         }
         let resp: demand::Response<Data<'_>> = wire::from_slice(&answer)?;
-        let text = resp.data.file_content.as_bytes();
-        let mut out = BytesMut::with_capacity(text.len() / 4 * 3 + 3);
-        let mut decoder = Decoder::new();
-        decoder.decode(text, &mut out)?;
-        decoder.finish(&mut out)?;
-        let bytes = out.freeze();
+        let bytes = decode_payload(resp.data.file_content.as_bytes())?;
         let mut r = crate::download::Reassembler::new(meta.file_size, sha256);
         r.insert_response(0..meta.file_size, bytes.clone())?;
         while r.next_ready().is_some() {}

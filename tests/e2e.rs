@@ -356,7 +356,7 @@ async fn access_matrix_leaks_nothing() {
     let path = write_temp(&dir, "p.jpg", &common::exact_jpeg(5_000));
     let up = ConnectivityClient::new(&server.url)
         .unwrap()
-        .try_with_credentials("good", "aff-1")
+        .with_credentials("good", "aff-1")
         .unwrap()
         .upload_file(PROPERTY, CONV, &path, |_, _| {})
         .await

@@ -94,7 +94,7 @@ impl Remote {
     fn client(&self) -> Result<attachments::client::ConnectivityClient, Error> {
         let client = attachments::client::ConnectivityClient::new(&self.endpoint)?;
         match (&self.token, &self.affiliate_id) {
-            (Some(t), Some(a)) => client.try_with_credentials(t, a),
+            (Some(t), Some(a)) => client.with_credentials(t, a),
             _ => Ok(client),
         }
     }

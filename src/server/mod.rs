@@ -463,17 +463,28 @@ async fn not_found(req: Request) -> Response {
 
 // ---- Connectivity ----
 
+/// The scope and the body (read under the upload limit) of a Connectivity upload request.
+async fn conn_upload_request(
+    s: &Sandbox,
+    property: &str,
+    conversation: &str,
+    body: Body,
+) -> std::result::Result<(String, Bytes), Failure> {
+    let scope = scope(
+        parse_property(property).map_err(Failure::conn)?,
+        conversation,
+    );
+    let limit = max_body_len(&s.inner.config.connectivity);
+    let body = Sandbox::body(body, limit).await.map_err(Failure::conn)?;
+    Ok((scope, body))
+}
+
 async fn conn_upload(
     State(s): State<Sandbox>,
     Path((property, conversation)): Path<(String, String)>,
     body: Body,
 ) -> Reply {
-    let scope = scope(
-        parse_property(&property).map_err(Failure::conn)?,
-        &conversation,
-    );
-    let limit = max_body_len(&s.inner.config.connectivity);
-    let body = Sandbox::body(body, limit).await.map_err(Failure::conn)?;
+    let (scope, body) = conn_upload_request(&s, &property, &conversation, body).await?;
     let attachment_id = s
         .inner
         .connectivity
@@ -492,12 +503,7 @@ async fn conn_chunk(
     Path((property, conversation)): Path<(String, String)>,
     body: Body,
 ) -> Reply {
-    let scope = scope(
-        parse_property(&property).map_err(Failure::conn)?,
-        &conversation,
-    );
-    let limit = max_body_len(&s.inner.config.connectivity);
-    let body = Sandbox::body(body, limit).await.map_err(Failure::conn)?;
+    let (scope, body) = conn_upload_request(&s, &property, &conversation, body).await?;
     let data = s
         .inner
         .connectivity
