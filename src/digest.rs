@@ -142,23 +142,43 @@ impl Sha256 {
     /// [`StateError`] when `state` has the wrong length or an impossible partial block.
     pub fn from_state(state: &[u8]) -> Result<Self, StateError> {
         let expected = SerializedState::<sha2::Sha256>::default().len();
-        let array = SerializedState::<sha2::Sha256>::try_from(state).map_err(|_| StateError {
+        let refuse = || StateError {
             len: state.len(),
             expected,
-        })?;
-        let inner = sha2::Sha256::deserialize(&array).map_err(|_| StateError {
-            len: state.len(),
-            expected,
-        })?;
+        };
+        let array = SerializedState::<sha2::Sha256>::try_from(state).map_err(|_| refuse())?;
+        // sha2's layout: 8 state words, the block count (u64 LE), the partial block's
+        // length, the partial block. A count whose bit length overflows a u64 makes sha2's
+        // finalisation overflow: no real state has one (SHA-256 takes < 2^64 bits).
+        let blocks = u64::from_le_bytes(state[32..40].try_into().map_err(|_| refuse())?);
+        if blocks >= MAX_BLOCKS {
+            return Err(refuse());
+        }
+        let inner = sha2::Sha256::deserialize(&array).map_err(|_| refuse())?;
         Ok(Sha256 { inner })
     }
+
+    /// How many bytes the hasher has been fed.
+    pub fn bytes_hashed(&self) -> u64 {
+        let state = self.state();
+        let blocks = state
+            .get(32..40)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let partial = state.get(40).copied().map_or(0, u64::from);
+        blocks.wrapping_mul(64).wrapping_add(partial)
+    }
 }
+
+/// Blocks a saved state may count: SHA-256 hashes fewer than 2^64 bits.
+const MAX_BLOCKS: u64 = 1 << 55;
 
 /// A saved SHA-256 state that cannot be resumed; see [`Sha256::from_state`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "not a saved SHA-256 state: {len} bytes, expected {expected} with a partial block \
-     shorter than 64 bytes; start the download again from the beginning"
+     shorter than 64 bytes and fewer than 2^55 blocks; start the download again from the \
+     beginning"
 )]
 pub struct StateError {
     /// Bytes given.

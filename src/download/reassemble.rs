@@ -284,6 +284,13 @@ impl Reassembler {
         let state = hex::decode(&checkpoint.sha256_state)
             .map_err(|e| refuse(format!("its digest state is not hex: {e}")))?;
         let hasher = Sha256::from_state(&state).map_err(|e| refuse(e.to_string()))?;
+        if hasher.bytes_hashed() != checkpoint.offset {
+            return Err(refuse(format!(
+                "its digest state covers {} bytes, not the offset {}",
+                hasher.bytes_hashed(),
+                checkpoint.offset
+            )));
+        }
         let mut r = Reassembler::new(file_size, sha256);
         r.delivered = checkpoint.offset;
         r.frontier = checkpoint.offset;
