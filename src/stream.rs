@@ -263,9 +263,25 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    read_body_sized(stream, limit, 0).await
+}
+
+/// As [`read_body`], with the body's announced length (`Content-Length`, 0 when unknown):
+/// a body in several buffers is then gathered into one allocation of that size (capped
+/// at `limit`) instead of a buffer that doubles as it grows.
+///
+/// # Errors
+///
+/// As [`read_body`].
+pub async fn read_body_sized<S, E>(stream: S, limit: usize, announced: u64) -> Result<Bytes>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
     let mut stream = std::pin::pin!(stream);
     // One buffer is kept as it is; only a body in several buffers is copied together.
     let mut first: Option<Bytes> = None;
+    let announced = usize::try_from(announced).unwrap_or(usize::MAX).min(limit);
     let mut body = BytesMut::new();
     let mut size = 0usize;
     while let Some(part) = stream.next().await {
@@ -286,6 +302,7 @@ where
             None if body.is_empty() => first = Some(part),
             held => {
                 if let Some(held) = held {
+                    body.reserve(announced.max(held.len() + part.len()));
                     body.extend_from_slice(&held);
                 }
                 body.extend_from_slice(&part);

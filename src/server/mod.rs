@@ -57,7 +57,7 @@ use crate::download::{RangeQuery, write_connectivity_download, write_demand_down
 use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::store::{AttachmentMeta, Store, UNLINKED_TTL};
-use crate::stream::{UploadReceiver, max_body_len, random_id, read_body};
+use crate::stream::{UploadReceiver, max_body_len, random_id, read_body_sized};
 use crate::upload::DEFAULT_SESSION_TTL;
 use crate::wire::connectivity::{Envelope, FileInfo, UploadData};
 use crate::wire::demand::{self, ErrorResponse};
@@ -343,7 +343,8 @@ impl Sandbox {
     }
 
     async fn body(body: Body, limit: usize) -> Result<Bytes> {
-        read_body(body.into_data_stream(), limit).await
+        let announced = axum::body::HttpBody::size_hint(&body).lower();
+        read_body_sized(body.into_data_stream(), limit, announced).await
     }
 
     /// The attachment's metadata, if it lies in `scope`; otherwise not found.

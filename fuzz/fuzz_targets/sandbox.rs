@@ -1,0 +1,85 @@
+//! Arbitrary requests to the sandbox server's routes, in-process (the axum Router as a
+//! tower Service, memory store, rate limit on): never a panic and never a 5xx; every
+//! refusal carries an error message in its API's shape.
+//!
+//! Input layout: byte 0 picks the route and method, byte 1 the query (downloads), the
+//! rest is the body. One sandbox lives across runs, so uploads and sessions accumulate
+//! as on a long-running server.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use attachments::server::{Sandbox, ServerConfig};
+use attachments::store::MemoryStore;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use libfuzzer_sys::fuzz_target;
+use tower::ServiceExt;
+
+const CONV: &str = "/messaging/properties/7/conversations/c1";
+
+fn sandbox() -> &'static (tokio::runtime::Runtime, Sandbox) {
+    static CELL: OnceLock<(tokio::runtime::Runtime, Sandbox)> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let sandbox = Sandbox::new(Arc::new(MemoryStore::new()), ServerConfig::default().with_rate(1_000_000));
+        (rt, sandbox)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (Some(&pick), Some(&q)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let body = data[2..].to_vec();
+    let queries = ["", "?from=0", "?from=1&to=3", "?from=9999999", "?to=1", "?from=x", "?from=0&from=1"];
+    let query = queries[usize::from(q) % queries.len()];
+    let (method, path) = match pick % 13 {
+        0 => (Method::POST, format!("{CONV}/attachments")),
+        1 => (Method::POST, format!("{CONV}/attachment_chunks")),
+        2 => (Method::POST, CONV.to_owned()),
+        3 => (Method::GET, format!("{CONV}/attachments/{}{query}", id(&body))),
+        4 => (Method::GET, format!("{CONV}/attachments/{}/file_info", id(&body))),
+        5 => (Method::POST, "/3.1/messages/attachments/upload".to_owned()),
+        6 => (Method::POST, "/3.1/messages/attachments/metadata".to_owned()),
+        7 => (Method::POST, "/3.1/messages/attachments/download".to_owned()),
+        8 => (Method::POST, "/3.1/messages/send".to_owned()),
+        9 => (Method::GET, "/3.1/messages/latest".to_owned()),
+        10 => (Method::POST, "/3.1/messages/latest/confirm".to_owned()),
+        11 => (Method::POST, "/3.1/messages/conversations".to_owned()),
+        _ => (Method::PUT, format!("/messaging/properties/{}/x", id(&body))),
+    };
+    let (rt, sandbox) = sandbox();
+    let request = Request::builder()
+        .method(method)
+        .uri(&path)
+        .body(Body::from(body))
+        .expect("a request");
+    let response = rt
+        .block_on(sandbox.router().oneshot(request))
+        .expect("infallible");
+    let status = response.status();
+    assert!(!status.is_server_error(), "{path} answered {status}");
+    if !status.is_success() {
+        let bytes = rt
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .expect("a body");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("an error body is JSON");
+        let message = v["errors"][0]["message"]
+            .as_str()
+            .or_else(|| v["errors"][0]["message"]["message"].as_str());
+        assert!(message.is_some_and(|m| !m.is_empty()), "{path} {status}: {v}");
+    }
+});
+
+/// A path segment from the body: URL-safe, so the request can be built.
+fn id(body: &[u8]) -> String {
+    let s: String = body
+        .iter()
+        .take(40)
+        .map(|&b| if b.is_ascii_alphanumeric() || b == b'-' { b as char } else { 'a' })
+        .collect();
+    if s.is_empty() { "a".into() } else { s }
+}
