@@ -79,6 +79,18 @@ async fn raw(
     (status, retry, json)
 }
 
+/// A raw JSON POST without credentials.
+async fn post_json(server: &Server, path: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let url = format!("{}{path}", server.url);
+    raw(
+        reqwest::Method::POST,
+        url,
+        Some(body.to_string().into_bytes()),
+        None,
+    )
+    .await
+}
+
 fn conn_error(body: &Value) -> &str {
     assert_eq!(body["warnings"], json!([]), "{body}");
     assert!(body["meta"]["ruid"].is_string(), "{body}");
@@ -157,13 +169,7 @@ async fn ten_mib_and_one_byte_is_refused_before_sending_and_by_the_server() {
     let body = json!({"attachment": {"action": "start", "file_name": "big.jpg",
         "file_type": "image/jpeg", "file_size": (10 << 20) + 1,
         "chunk": {"chunk_number": 0, "chunk_size": 3, "chunk_content": "/9j/"}}});
-    let (status, _, resp) = raw(
-        reqwest::Method::POST,
-        format!("{}{}", server.url, conn_path("/attachment_chunks")),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (status, _, resp) = post_json(&server, &conn_path("/attachment_chunks"), &body).await;
     assert_eq!(status, 400);
     assert_eq!(conn_error(&resp), "File size exceeds the 10MB limit");
     assert_eq!(server.store.attachment_count(), 0);
@@ -235,26 +241,14 @@ async fn seed_error_texts_are_exact() {
         "Request failed with code: 400, message: Content length is 35 but metadata size is 350";
     let body = json!({"accommodation": PROPERTY, "conversation": CONV, "reservation": "4380765874",
         "file_content": content, "file_name": "a.png", "file_type": "image/png", "file_size": 350});
-    let (status, _, resp) = raw(
-        reqwest::Method::POST,
-        format!("{}/3.1/messages/attachments/upload", server.url),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (status, _, resp) = post_json(&server, "/3.1/messages/attachments/upload", &body).await;
     assert_eq!(status, 400);
     assert_eq!(demand_error(&resp), expected);
     assert_eq!(resp["errors"][0]["id"], 400);
     assert_eq!(resp["errors"][0]["message"]["error"], "bad request");
     let body = json!({"attachment": {"file_content": content, "file_name": "a.png",
         "file_type": "image/png", "file_size": 350}});
-    let (status, _, resp) = raw(
-        reqwest::Method::POST,
-        format!("{}{}", server.url, conn_path("/attachments")),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (status, _, resp) = post_json(&server, &conn_path("/attachments"), &body).await;
     assert_eq!(status, 400);
     assert_eq!(conn_error(&resp), expected);
     assert_eq!(resp["errors"][0]["code"], 400);
@@ -262,13 +256,7 @@ async fn seed_error_texts_are_exact() {
     // Seed 000: over 1 MB.
     let body = json!({"accommodation": PROPERTY, "conversation": CONV, "reservation": 4380765874u64,
         "file_content": content, "file_name": "a.png", "file_type": "image/png", "file_size": 1_048_577});
-    let (status, _, resp) = raw(
-        reqwest::Method::POST,
-        format!("{}/3.1/messages/attachments/upload", server.url),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (status, _, resp) = post_json(&server, "/3.1/messages/attachments/upload", &body).await;
     assert_eq!(
         (status, demand_error(&resp)),
         (400, "File size exceeds the 1MB limit")
@@ -549,23 +537,11 @@ async fn demand_flow_runs_the_seed_004_use_cases() {
         .collect();
     assert_eq!(ids.len(), 3);
     let body = json!({"messages": ids});
-    let (_, _, v) = raw(
-        reqwest::Method::POST,
-        format!("{}/3.1/messages/latest/confirm", server.url),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (_, _, v) = post_json(&server, "/3.1/messages/latest/confirm", &body).await;
     assert_eq!(v["data"]["confirmed"], 3);
     assert_eq!(latest(&server).await.2["data"]["messages"], json!([]));
     let body = json!({"conversation": welcome.conversation, "accommodation": PROPERTY, "reservation": 4380765874u64});
-    let (_, _, v) = raw(
-        reqwest::Method::POST,
-        format!("{}/3.1/messages/conversations", server.url),
-        Some(body.to_string().into_bytes()),
-        None,
-    )
-    .await;
+    let (_, _, v) = post_json(&server, "/3.1/messages/conversations", &body).await;
     assert_eq!(v["data"]["messages"].as_array().unwrap().len(), 3);
 }
 
