@@ -240,3 +240,75 @@ fn serve_prints_its_url_first_and_answers() {
     child.wait().unwrap();
     assert_eq!(status, 401);
 }
+
+#[test]
+fn upload_then_download_through_the_commands() {
+    use std::io::BufRead;
+    let dir = Dir::new("updown");
+    let photo = dir.file("photo.jpg", &exact_jpeg(1_500_000));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = url.trim().to_owned();
+    let remote = [
+        "--endpoint",
+        &url,
+        "--property",
+        "7",
+        "--conversation",
+        "c1",
+    ];
+    let mut args = vec!["upload", photo.as_str()];
+    args.extend(remote);
+    args.extend(["--message", "the photo"]);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let id = field("attachment_id ");
+    let sha = out
+        .lines()
+        .find_map(|l| l.split_once(" sha256 ").map(|(_, s)| s.to_owned()))
+        .unwrap();
+    assert!(out.contains("chunked"), "{out}");
+    assert!(out.contains("message_id "), "{out}");
+
+    let copy = dir.0.join("copy.jpg").display().to_string();
+    let mut args = vec!["download", id.as_str()];
+    args.extend(remote);
+    args.extend(["--out", copy.as_str(), "--sha256", sha.as_str()]);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1500000 bytes"), "{out}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&photo).unwrap()
+    );
+
+    // Another conversation cannot see it.
+    let mut args = vec![
+        "download",
+        id.as_str(),
+        "--endpoint",
+        &url,
+        "--property",
+        "7",
+    ];
+    args.extend(["--conversation", "c2", "--out", copy.as_str()]);
+    let (code, _, err) = run(&args);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}
