@@ -6,7 +6,7 @@
 //! other Demand responses, Connectivity ones an envelope whose `data` has `ok` and
 //! `message_id`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,10 @@ use crate::wire::{Id, OkFlag, lenient_u64};
 
 /// Longest message content accepted, in bytes.
 pub const MAX_CONTENT: usize = 8 * 1024;
+
+/// Messages the sandbox keeps; beyond it the oldest are forgotten, so its memory stays
+/// bounded (about 100,000 x 8 KiB at most) however long it runs.
+pub const MAX_MESSAGES: usize = 100_000;
 
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +62,11 @@ impl Message {
     }
 }
 
-/// Every message posted, in order, and which ones `latest/confirm` acknowledged.
+/// The messages posted (the last [`MAX_MESSAGES`]), in order, and which ones
+/// `latest/confirm` acknowledged.
 #[derive(Debug, Default)]
 pub struct MessageBoard {
-    messages: Vec<Message>,
+    messages: VecDeque<Message>,
     confirmed: HashSet<String>,
     /// Conversation of each (accommodation, reservation), created by the first `send`.
     conversations: HashMap<(u64, String), String>,
@@ -74,7 +79,12 @@ impl MessageBoard {
             .map(|id| id.to_string())
             .unwrap_or_else(|_| format!("message-{}", self.messages.len()));
         let id = message.message_id.clone();
-        self.messages.push(message);
+        if self.messages.len() >= MAX_MESSAGES
+            && let Some(old) = self.messages.pop_front()
+        {
+            self.confirmed.remove(&old.message_id);
+        }
+        self.messages.push_back(message);
         id
     }
 
@@ -86,10 +96,16 @@ impl MessageBoard {
         reservation: &str,
         new_id: impl FnOnce() -> String,
     ) -> String {
-        self.conversations
-            .entry((accommodation, reservation.to_owned()))
-            .or_insert_with(new_id)
-            .clone()
+        let key = (accommodation, reservation.to_owned());
+        // Bounded: past the cap one is forgotten (its reservation gets a new conversation
+        // on its next message).
+        if self.conversations.len() >= MAX_MESSAGES
+            && !self.conversations.contains_key(&key)
+            && let Some(old) = self.conversations.keys().next().cloned()
+        {
+            self.conversations.remove(&old);
+        }
+        self.conversations.entry(key).or_insert_with(new_id).clone()
     }
 
     /// Up to `limit` messages not confirmed yet, oldest first.
@@ -211,4 +227,45 @@ pub(crate) struct ConversationQuery {
 pub(crate) struct History {
     pub conversation: String,
     pub messages: Vec<Message>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: usize) -> Message {
+        Message::new(1, "c".into(), None, format!("m{n}"), Vec::new())
+    }
+
+    #[test]
+    fn the_board_keeps_the_newest_messages_up_to_its_cap() {
+        let mut board = MessageBoard::default();
+        let first = board.post(message(0));
+        assert_eq!(board.confirm(&[first.clone(), "unknown".into()]), 1);
+        assert_eq!(board.confirm(std::slice::from_ref(&first)), 0);
+        for n in 1..MAX_MESSAGES + 5 {
+            board.post(message(n));
+        }
+        let kept = board.latest(usize::MAX);
+        assert_eq!(kept.len(), MAX_MESSAGES);
+        assert_eq!(kept[0].content, "m5");
+        assert_eq!(kept.last().map(|m| m.content.as_str()), Some("m100004"));
+        assert_eq!(board.history(1, "c").map(|h| h.len()), Some(MAX_MESSAGES));
+        assert_eq!(board.history(2, "c"), None);
+    }
+
+    #[test]
+    fn content_is_required_and_bounded() {
+        assert!(check_content("hi").is_ok());
+        assert_eq!(
+            check_content("  ").unwrap_err().to_string(),
+            "content is required and must not be empty"
+        );
+        assert_eq!(
+            check_content(&"x".repeat(MAX_CONTENT + 1))
+                .unwrap_err()
+                .to_string(),
+            "content is 8193 bytes, more than the 8192 bytes allowed"
+        );
+    }
 }

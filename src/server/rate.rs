@@ -76,3 +76,39 @@ impl RateLimiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the arrival times, a client never gets more than its burst plus the
+        /// refill, and a refusal's wait is enough for the next request to pass.
+        #[test]
+        fn accepted_requests_stay_within_the_rate(
+            per_minute in 1u32..200,
+            steps in proptest::collection::vec((0u8..3, 0u64..5_000), 1..300),
+        ) {
+            let mut limiter = RateLimiter::new(per_minute);
+            let mut now = Duration::ZERO;
+            let mut accepted = [0u64; 3];
+            for (key, advance_ms) in steps {
+                now += Duration::from_millis(advance_ms);
+                let name = ["a", "b", "c"][usize::from(key)];
+                match limiter.check(name, now) {
+                    Ok(()) => accepted[usize::from(key)] += 1,
+                    Err(wait) => {
+                        prop_assert!(wait >= Duration::from_secs(1));
+                        // Waiting as told lets the next request through.
+                        let mut probe = limiter.clone();
+                        prop_assert!(probe.check(name, now + wait).is_ok());
+                    }
+                }
+                let ceiling = u64::from(per_minute)
+                    + (now.as_secs_f64() * f64::from(per_minute) / 60.0).floor() as u64;
+                prop_assert!(accepted.iter().all(|&n| n <= ceiling), "{accepted:?} > {ceiling}");
+            }
+        }
+    }
+}
