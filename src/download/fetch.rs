@@ -280,15 +280,11 @@ impl<S: RangeSource + 'static> Downloader<S> {
         let reassembler = reassembler
             .with_cap(options.out_of_order_cap())
             .with_verify_window(options.range_size);
-        let mut queue = VecDeque::new();
-        let mut at = reassembler.delivered();
-        while at < reassembler.file_size() {
-            let end = at
-                .saturating_add(options.range_size)
-                .min(reassembler.file_size());
-            queue.push_back(at..end);
-            at = end;
-        }
+        let queue = split(
+            reassembler.delivered()..reassembler.file_size(),
+            options.range_size,
+        )
+        .collect();
         Downloader {
             source: Arc::new(source),
             reassembler,
@@ -354,13 +350,17 @@ impl<S: RangeSource + 'static> Downloader<S> {
             }
             self.launch();
             let Some(done) = self.running.next().await else {
-                // Nothing left to ask and nothing in flight, yet bytes are missing: ask
-                // for them again (cannot happen with a well-formed queue, but never hang).
+                // Nothing in flight and nothing could start, yet bytes are missing: the
+                // reassembler's gaps are then the whole truth, so they become the queue,
+                // delivery point first (never expected, but a download must not hang).
                 let gaps = self.reassembler.missing();
                 if gaps.is_empty() {
                     return None;
                 }
-                self.queue.extend(gaps);
+                self.queue = gaps
+                    .into_iter()
+                    .flat_map(|gap| split(gap, self.options.range_size))
+                    .collect();
                 continue;
             };
             let failure = match done.result {
@@ -519,6 +519,20 @@ impl<S: RangeSource + 'static> Downloader<S> {
         self.parked.clear();
         err
     }
+}
+
+/// `range` in pieces of at most `size` (at least 1) bytes, in order.
+fn split(range: Range<u64>, size: u64) -> impl Iterator<Item = Range<u64>> {
+    let size = size.max(1);
+    let mut at = range.start;
+    std::iter::from_fn(move || {
+        (at < range.end).then(|| {
+            let end = at.saturating_add(size).min(range.end);
+            let piece = at..end;
+            at = end;
+            piece
+        })
+    })
 }
 
 /// A checkpoint for a file whose first bytes are already written: reads `prefix` to its
