@@ -57,7 +57,7 @@ use crate::policy::{Policy, UploadMode};
 use crate::retry::RetryPolicy;
 use crate::sniff::{SNIFF_LEN, detect};
 use crate::stream::{BodyStream, read_body};
-use crate::upload::{RequestKind, Target, UploadPlan};
+use crate::upload::{Request, RequestKind, Target, UploadPlan};
 use crate::wire::connectivity::{ChunkAction, ChunkResponse, DownloadResponse, FileInfo};
 use crate::wire::demand;
 use crate::wire::{self, Id};
@@ -479,26 +479,21 @@ impl ConnectivityClient {
         let mut next = bodies.next().await;
         let mut attachment_id = None;
         while let Some(request) = next.take() {
-            let request = request?;
-            let (path, limit) = match request.kind {
-                RequestKind::Single => (format!("{base}/attachments"), MAX_SMALL_ANSWER),
-                RequestKind::Chunk { .. } => {
-                    (format!("{base}/attachment_chunks"), MAX_SMALL_ANSWER)
-                }
+            let Request { kind, range, body } = request?;
+            let path = match kind {
+                RequestKind::Single => format!("{base}/attachments"),
+                RequestKind::Chunk { .. } => format!("{base}/attachment_chunks"),
             };
             let starting = matches!(
-                request.kind,
+                kind,
                 RequestKind::Chunk {
                     action: ChunkAction::Start,
                     ..
                 }
             );
-            let sent = self.http.send(
-                reqwest::Method::POST,
-                &path,
-                Some(request.body.clone()),
-                limit,
-            );
+            let sent = self
+                .http
+                .send(reqwest::Method::POST, &path, Some(body), MAX_SMALL_ANSWER);
             let answer = if starting || attachment_id.is_some() {
                 sent.await?
             } else {
@@ -507,8 +502,8 @@ impl ConnectivityClient {
                 next = following;
                 answer?
             };
-            progress(request.range.end, total);
-            let data = match request.kind {
+            progress(range.end, total);
+            let data = match kind {
                 RequestKind::Single => {
                     let resp: wire::connectivity::UploadResponse = wire::from_slice(&answer)?;
                     let data = resp.data.ok_or_else(|| missing("data"))?;

@@ -421,10 +421,7 @@ impl<S: RangeSource + 'static> Downloader<S> {
     /// The bytes in order as a `Stream`. After the last bytes it checks size and SHA-256
     /// and yields an error as its last item when they are wrong; a stream that ends
     /// without an error delivered the verified file.
-    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> + Send
-    where
-        S: 'static,
-    {
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> + Send {
         futures::stream::unfold(Some(self), |state| async move {
             let mut download = state?;
             match download.next().await {

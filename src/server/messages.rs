@@ -177,16 +177,14 @@ pub(crate) struct ConnPosted {
     pub message_id: String,
 }
 
-/// Demand `POST /messages/send` (seeds 002 and 004).
+/// Demand `POST /messages/send` (seeds 002 and 004). `reply_to` is accepted and, like
+/// every unknown field, ignored: the sandbox does not thread messages.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DemandSend {
     pub reservation: Id,
     #[serde(with = "lenient_u64")]
     pub accommodation: u64,
     pub content: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub reply_to: Option<String>,
     #[serde(default)]
     pub attachments: Vec<String>,
 }
