@@ -2,6 +2,9 @@
 //! tower Service, memory store, rate limit on): never a panic and never a 5xx; every
 //! refusal carries an error message in its API's shape.
 //!
+//! The same input also drives a `RateLimiter` as (key, milliseconds) steps: a client never
+//! gets more than its burst plus the refill, and a refusal's wait always suffices.
+//!
 //! Input layout: byte 0 picks the route and method, byte 1 the query (downloads), the
 //! rest is the body. One sandbox lives across runs, so uploads and sessions accumulate
 //! as on a long-running server.
@@ -33,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let (Some(&pick), Some(&q)) = (data.first(), data.get(1)) else {
         return;
     };
+    rate_limiter(pick, &data[2..]);
     let body = data[2..].to_vec();
     let queries = ["", "?from=0", "?from=1&to=3", "?from=9999999", "?to=1", "?from=x", "?from=0&from=1"];
     let query = queries[usize::from(q) % queries.len()];
@@ -82,4 +86,28 @@ fn id(body: &[u8]) -> String {
         .map(|&b| if b.is_ascii_alphanumeric() || b == b'-' { b as char } else { 'a' })
         .collect();
     if s.is_empty() { "a".into() } else { s }
+}
+
+fn rate_limiter(per_minute: u8, steps: &[u8]) {
+    use attachments::server::RateLimiter;
+    use std::time::Duration;
+    let per_minute = u32::from(per_minute).max(1);
+    let mut limiter = RateLimiter::new(per_minute);
+    let mut now = Duration::ZERO;
+    let mut accepted = [0u64; 4];
+    for step in steps.chunks_exact(2) {
+        let key = usize::from(step[0] % 4);
+        now += Duration::from_millis(u64::from(step[1]) * 40);
+        let name = ["a", "b", "c", "d"][key];
+        match limiter.check(name, now) {
+            Ok(()) => accepted[key] += 1,
+            Err(wait) => {
+                assert!(wait >= Duration::from_secs(1));
+                assert!(limiter.clone().check(name, now + wait).is_ok(), "the wait was too short");
+            }
+        }
+        let ceiling =
+            u64::from(per_minute) + (now.as_secs_f64() * f64::from(per_minute) / 60.0) as u64;
+        assert!(accepted[key] <= ceiling, "{} accepted, at most {ceiling}", accepted[key]);
+    }
 }
