@@ -325,6 +325,27 @@ pub enum Error {
         last: Box<Error>,
     },
 
+    /// An error recorded earlier (in a saved upload session), as its status and message.
+    #[error("{message}")]
+    Recorded {
+        /// The HTTP status it was answered with.
+        status: u16,
+        /// Its wire message.
+        message: String,
+    },
+
+    /// Another request changed the same record at the same time (a conditional write in
+    /// the store lost the race); send the request again.
+    #[error(
+        "the {what} {id} was changed by another request at the same time; send the request again"
+    )]
+    Contended {
+        /// What was changed (`upload`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+
     /// A saved download checkpoint cannot be used to resume.
     #[error("cannot resume the download: {reason}")]
     Resume {
@@ -802,7 +823,10 @@ impl Error {
             Error::UploadNotFound { .. } | Error::UploadExpired { .. } | Error::NotFound { .. } => {
                 404
             }
-            Error::UploadBusy { .. } | Error::UploadFinished { .. } => 409,
+            Error::UploadBusy { .. } | Error::UploadFinished { .. } | Error::Contended { .. } => {
+                409
+            }
+            Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
             Error::RateLimited { .. } => 429,
             Error::RangeOutside { .. } => 416,

@@ -6,8 +6,10 @@ use std::fmt;
 use crate::codec::base64::{Decoder, Encoder, OutputBuffer, encoded_len};
 use crate::digest::{Sha256, Sha256Digest};
 use crate::error::{Error, Result, SizeLimit};
+use crate::image::ValidatorState;
 use crate::policy::Policy;
 use crate::sniff::{MediaType, SNIFF_LEN, Sniffer};
+use serde::{Deserialize, Serialize};
 
 /// Bytes per step of [`Inspector::update_encode`]: three SHA-256 blocks, the smallest
 /// multiple of both the 64-byte block and the 3-byte base64 group. Measured best among
@@ -47,6 +49,13 @@ pub trait Validator: Send {
     fn dimensions(&self) -> Option<(u32, u32)> {
         None
     }
+
+    /// Saves the validator's progress, to continue in another process with
+    /// [`ValidatorState::restore`] (what [`Inspector::save`] needs). `None`, the default,
+    /// when the validator cannot be saved: the crate's validators all can.
+    fn save(&self) -> Option<ValidatorState> {
+        None
+    }
 }
 
 /// Whether [`Inspector::admit`] left the slice for the validator.
@@ -78,6 +87,27 @@ impl Validator for AcceptAll {
     fn finish(&mut self) -> Result<ContentInfo> {
         Ok(ContentInfo::default())
     }
+
+    fn save(&self) -> Option<ValidatorState> {
+        Some(ValidatorState::any())
+    }
+}
+
+/// An [`Inspector`]'s progress through a file, from [`Inspector::save`]; serialises with
+/// serde (JSON: about 300 bytes plus the validator's few kept header bytes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InspectorState {
+    declared_type: String,
+    declared_size: Option<u64>,
+    count: u64,
+    /// Hex of the bytes held while the type is undecided.
+    window: String,
+    /// Whether the sniffer has decided (then `detected` is its verdict).
+    decided: bool,
+    detected: Option<String>,
+    /// Hex of the SHA-256 state ([`Sha256::state`]).
+    sha256: String,
+    validator: ValidatorState,
 }
 
 /// The verdict of an [`Inspector`] on a complete file.
@@ -460,6 +490,111 @@ impl Inspector {
             self.validator.update(data)?;
         }
         Ok(Validate::Done)
+    }
+
+    /// Saves the inspector's progress through the file, to continue in another process
+    /// with [`Inspector::restore`]: what a stateless server keeps in its store between two
+    /// chunks of an upload. The state holds the SHA-256 state (104 bytes), the sniff window
+    /// while the type is undecided (under [`SNIFF_LEN`] bytes), and the validator's
+    /// position with the few header bytes it keeps; at the full-decode depth, also the bytes
+    /// so far.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyFailed`] / [`Error::AlreadyFinished`] once the file was rejected or
+    /// finished; [`Error::Io`] (kind `Unsupported`) for a validator that cannot be saved
+    /// ([`Validator::save`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::{Inspector, InspectorState, Policy};
+    ///
+    /// let policy = Policy::demand();
+    /// let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    /// let mut first = Inspector::new(&policy, "image/png", None)?;
+    /// first.update(&png[..10])?;
+    /// // ... stored as JSON between two requests, perhaps read by another process ...
+    /// let json = serde_json::to_vec(&first.save()?)?;
+    /// let state: InspectorState = serde_json::from_slice(&json)?;
+    /// let mut second = Inspector::restore(&policy, state)?;
+    /// second.update(&png[10..])?;
+    /// assert_eq!(second.bytes_seen(), png.len() as u64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save(&self) -> Result<InspectorState> {
+        self.check_alive()?;
+        let validator = self.validator.save().ok_or_else(|| Error::Io {
+            op: "saving an inspector".into(),
+            kind: std::io::ErrorKind::Unsupported,
+            message: "its validator cannot be saved (Validator::save gives None)".into(),
+        })?;
+        let (window, verdict) = self.sniffer.parts();
+        Ok(InspectorState {
+            declared_type: self.declared_type.to_string(),
+            declared_size: self.declared_size,
+            count: self.count,
+            window: hex::encode(window),
+            decided: verdict.is_some(),
+            detected: verdict.flatten().map(ToString::to_string),
+            sha256: hex::encode(self.hasher.state()),
+            validator,
+        })
+    }
+
+    /// An inspector continued from [`Inspector::save`], under `policy` (the policy the file
+    /// started under, or one that accepts what was seen so far: the declared type, size and
+    /// sniffed type are checked again).
+    ///
+    /// # Errors
+    ///
+    /// As [`Inspector::new`] for the declaration; [`Error::Io`] (kind `InvalidData`) for a
+    /// state no inspector could have saved (a damaged or forged record).
+    pub fn restore(policy: &Policy, state: InspectorState) -> Result<Self> {
+        let bad = |problem: &str| crate::image::bad_state(&format!("inspector state: {problem}"));
+        let validator = state.validator.restore()?;
+        let mut insp =
+            Self::with_validator(policy, &state.declared_type, state.declared_size, validator)?;
+        let window = hex::decode(&state.window).map_err(|_| bad("window is not hex"))?;
+        let detected = match state.detected {
+            None => None,
+            Some(t) => {
+                Some(MediaType::parse(&t).map_err(|_| bad("sniffed type is not a media type"))?)
+            }
+        };
+        if detected.is_some() && !state.decided {
+            return Err(bad("a sniffed type while undecided"));
+        }
+        let verdict = state.decided.then_some(detected);
+        let undecided = verdict.is_none();
+        insp.sniffer =
+            Sniffer::from_parts(window, verdict).ok_or_else(|| bad("sniff window too long"))?;
+        let sha = hex::decode(&state.sha256).map_err(|_| bad("SHA-256 state is not hex"))?;
+        insp.hasher = Sha256::from_state(&sha).map_err(|e| bad(&e.to_string()))?;
+        insp.count = state.count;
+        if insp.hasher.bytes_hashed() != state.count
+            || state.count > insp.max_size
+            || state.declared_size.is_some_and(|d| state.count > d)
+        {
+            return Err(bad("byte count does not match the hash or the limits"));
+        }
+        if undecided {
+            if insp.sniffer.buffered() as u64 != state.count {
+                return Err(bad(&format!(
+                    "the undecided sniff window holds {} bytes but {} were seen",
+                    insp.sniffer.buffered(),
+                    state.count
+                )));
+            }
+        } else {
+            insp.check_sniffed()?;
+        }
+        Ok(insp)
+    }
+
+    /// The SHA-256 state of the bytes so far ([`Sha256::state`]).
+    pub(crate) fn hash_state(&self) -> Vec<u8> {
+        self.hasher.state()
     }
 
     /// After a failure or the end of the file, every call says so.

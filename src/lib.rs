@@ -67,7 +67,9 @@ pub mod upload;
 pub mod wire;
 
 pub use error::{Error, Result};
-pub use inspect::{AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, Validator};
+pub use inspect::{
+    AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, InspectorState, Validator,
+};
 pub use policy::{AllowedTypes, Depth, Flavour, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 

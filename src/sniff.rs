@@ -191,4 +191,14 @@ impl Sniffer {
     fn decide(&mut self) {
         self.verdict = Some(detect(&self.window));
     }
+
+    /// The window and the verdict, to save.
+    pub(crate) fn parts(&self) -> (&[u8], Option<Option<&MediaType>>) {
+        (&self.window, self.verdict())
+    }
+
+    /// A sniffer from saved parts; `None` when the window is longer than [`SNIFF_LEN`].
+    pub(crate) fn from_parts(window: Vec<u8>, verdict: Option<Option<MediaType>>) -> Option<Self> {
+        (window.len() <= SNIFF_LEN).then_some(Sniffer { window, verdict })
+    }
 }

@@ -5,12 +5,12 @@
 //!   `Stream<Item = io::Result<Bytes>>` in; a `Stream` of request bodies out, with at most
 //!   one body built ahead of the one being sent, and a progress callback.
 //! - [`UploadReceiver`] (server): request bodies in (read with [`read_body`] under a
-//!   length limit); [`UploadSession`]s, [`Sessions`] and a [`Store`] behind; the response
-//!   `data` out.
+//!   length limit); [`UploadSession`]s saved in a [`Store`] between chunks (so several
+//!   processes may share one upload); the response `data` out.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -22,10 +22,10 @@ use tokio_util::io::StreamReader;
 use crate::codec::base64::encoded_len;
 use crate::error::{ChunkProblem, Error, Result, SizeLimit};
 use crate::policy::Policy;
-use crate::store::{AttachmentMeta, Store, UNLINKED_TTL};
+use crate::store::{AttachmentMeta, Expired, Store, UNLINKED_TTL};
 use crate::upload::{
-    DEFAULT_SESSION_TTL, RandomId, Received, Request, Sessions, Step, UploadPlan, UploadSession,
-    receive_single,
+    DEFAULT_SESSION_TTL, RandomId, Received, Request, SessionRecord, Step, UploadPlan,
+    UploadSession, receive_single,
 };
 use crate::wire::OkFlag;
 use crate::wire::connectivity::{ChunkAttachment, ChunkData, ChunkRequest, UploadRequest};
@@ -341,7 +341,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 pub struct UploadReceiver {
     policy: Policy,
     store: Arc<dyn Store>,
-    sessions: Arc<Mutex<Sessions>>,
+    ttl: Duration,
     clock: Clock,
     unlinked_ttl: Duration,
 }
@@ -362,7 +362,7 @@ impl UploadReceiver {
         UploadReceiver {
             policy,
             store,
-            sessions: Arc::new(Mutex::new(Sessions::new(DEFAULT_SESSION_TTL))),
+            ttl: DEFAULT_SESSION_TTL,
             clock: Arc::new(SystemTime::now),
             unlinked_ttl: UNLINKED_TTL,
         }
@@ -376,8 +376,8 @@ impl UploadReceiver {
     }
 
     /// Sets the session TTL.
-    pub fn with_ttl(self, ttl: Duration) -> Self {
-        *self.lock() = Sessions::new(ttl);
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
         self
     }
 
@@ -395,11 +395,6 @@ impl UploadReceiver {
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Sessions> {
-        // Sessions' methods leave it consistent even if a caller panicked.
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A single-request upload (Connectivity `POST .../attachments`): the body parsed with
@@ -466,62 +461,136 @@ impl UploadReceiver {
     /// named by `upload_id`. Returns the response `data`: `upload_id` after `start`,
     /// `attachment_id` after `finish`.
     ///
+    /// Stateless: the session lives in the store as a [`SessionRecord`]. Each chunk loads
+    /// it, restores the [`UploadSession`], lets it judge the chunk, and saves it back with
+    /// a conditional write naming the version it loaded *before* storing the chunk's bytes.
+    /// So any process sharing the store can take the next chunk, and when two take the same
+    /// upload at once only one save wins; the other loads the winner's record and judges
+    /// again (an identical retry is then a [`Received::Repeat`], anything else is refused).
+    ///
     /// # Errors
     ///
-    /// What [`UploadSession::start`], [`Sessions::check_out`] and
-    /// [`UploadSession::receive`] find; [`Error::Io`] from the store (the session then
-    /// fails and its bytes are released).
+    /// What [`UploadSession::start`], [`UploadSession::restore`] and
+    /// [`UploadSession::receive`] find; [`Error::UploadNotFound`] for an unknown id or one
+    /// of another scope; [`Error::Contended`] when other requests kept winning the race;
+    /// [`Error::Io`] from the store (the session then fails and its bytes are released).
     pub async fn chunk_request(&self, req: &ChunkAttachment<'_>, scope: &str) -> Result<ChunkData> {
         let now = (self.clock)();
-        self.expire_at(now).await;
         let Some(upload_id) = &req.upload_id else {
             return self.start(req, scope, now).await;
         };
-        let session = self
-            .lock()
-            .check_out(upload_id, req.chunk.chunk_number, now)?;
-        let mut out = CheckedOut {
-            receiver: self,
-            session: Some(session),
-            now,
-            settled: false,
+        let not_found = || Error::UploadNotFound {
+            upload_id: upload_id.clone(),
         };
-        let session = out.session.as_mut().expect("checked out above");
-        if session.scope() != scope {
-            // Another party's upload answers exactly like a missing one.
-            out.settled = true;
-            return Err(Error::UploadNotFound {
-                upload_id: upload_id.clone(),
-            });
-        }
-        let id = session.id().to_string();
-        let received = match session.receive(req, now) {
-            Ok(received) => received,
-            Err(e) => {
-                if session.failure().is_some() && !matches!(e, Error::UploadFailed { .. }) {
-                    // The session just failed: release what it stored.
+        let id: RandomId = upload_id.parse().map_err(|_| not_found())?;
+        let id = id.to_string();
+        for _ in 0..MAX_CONTENDED {
+            let Some(stored) = self.store.load_session(&id).await? else {
+                return Err(not_found());
+            };
+            let mut session = restore_session(&self.policy, &id, &stored.record)?;
+            if session.scope() != scope {
+                // Another party's upload answers exactly like a missing one.
+                return Err(not_found());
+            }
+            let version = Some(stored.version.as_str());
+            if let Some(expired) = session.expire_if_idle(now, self.ttl) {
+                let save = self.save(&session, version, now);
+                if save.await.is_ok() {
                     let _ = self.store.abort(&id).await;
                 }
-                out.settled = true;
-                return Err(e);
+                return Err(expired);
             }
-        };
-        let stored = self.store_received(&id, received, scope).await;
-        let session = out.session.as_mut().expect("checked out above");
-        out.settled = true;
-        match stored {
-            Ok(data) => {
-                if let Some(att) = &data.attachment_id {
-                    session.committed(att.clone());
+            let received = match session.receive(req, now) {
+                Ok(received) => received,
+                Err(e) => {
+                    let just_failed = session.failure().is_some()
+                        && !matches!(e, Error::UploadFailed { .. } | Error::UploadExpired { .. });
+                    if just_failed {
+                        let save = self.save(&session, version, now);
+                        match save.await {
+                            Err(Error::Contended { .. }) => continue,
+                            Err(store_err) => return Err(store_err),
+                            Ok(_) => {
+                                let _ = self.store.abort(&id).await;
+                            }
+                        }
+                    }
+                    return Err(e);
                 }
-                Ok(data)
+            };
+            let mut data = ChunkData {
+                attachment_id: None,
+                upload_id: None,
+                ok: OkFlag(true),
+            };
+            match received {
+                Received::Chunk {
+                    number,
+                    offset,
+                    data: bytes,
+                } => {
+                    let save = self.save(&session, version, now);
+                    match save.await {
+                        Err(Error::Contended { .. }) => continue,
+                        other => other?,
+                    };
+                    if let Err(e) = self.store.put_chunk(&id, number, offset, bytes).await {
+                        return Err(self.fail(session, e, now).await);
+                    }
+                }
+                Received::Last {
+                    number,
+                    offset,
+                    data: bytes,
+                    attachment,
+                } => {
+                    // Claimed as committing first: a second `finish` now answers "busy".
+                    let save = self.save(&session, version, now);
+                    let committing = match save.await {
+                        Err(Error::Contended { .. }) => continue,
+                        other => other?,
+                    };
+                    let committed = async {
+                        self.store.put_chunk(&id, number, offset, bytes).await?;
+                        let attachment_id = random_id()?.to_string();
+                        let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
+                        self.store.commit(&id, &meta).await?;
+                        Ok(attachment_id)
+                    }
+                    .await;
+                    match committed {
+                        Ok(attachment_id) => {
+                            session.committed(attachment_id.clone());
+                            // Only this request may change a committing record: best effort.
+                            let save = self.save(&session, Some(&committing), now);
+                            let _ = save.await;
+                            data.attachment_id = Some(attachment_id);
+                        }
+                        Err(e) => return Err(self.fail(session, e, now).await),
+                    }
+                }
+                Received::Repeat {
+                    number,
+                    offset,
+                    data: bytes,
+                    attachment_id,
+                    ..
+                } => {
+                    // Stored again: identical bytes, and it repairs a write an interrupted
+                    // request left undone.
+                    if let Some(bytes) = bytes {
+                        self.store.put_chunk(&id, number, offset, bytes).await?;
+                    }
+                    data.attachment_id = attachment_id;
+                }
             }
-            Err(e) => {
-                session.fail(e.clone());
-                let _ = self.store.abort(&id).await;
-                Err(e)
-            }
+            return Ok(data);
         }
+        Err(Error::Contended {
+            what: "upload",
+            id: id.clone(),
+        })
     }
 
     async fn start(
@@ -534,12 +603,24 @@ impl UploadReceiver {
         let (session, received) = UploadSession::start(&self.policy, id, req, now)?;
         let session = session.with_scope(scope);
         let upload_id = id.to_string();
+        let Received::Chunk {
+            number,
+            offset,
+            data,
+        } = received
+        else {
+            unreachable!("start never completes a chunked upload");
+        };
         self.store.begin_upload(&upload_id, now).await?;
-        if let Err(e) = self.store_received(&upload_id, received, scope).await {
-            let _ = self.store.abort(&upload_id).await;
-            return Err(e);
+        let save = self.save(&session, None, now);
+        let stored = async {
+            save.await?;
+            self.store.put_chunk(&upload_id, number, offset, data).await
         }
-        self.lock().insert(session, now);
+        .await;
+        if let Err(e) = stored {
+            return Err(self.fail(session, e, now).await);
+        }
         Ok(ChunkData {
             attachment_id: None,
             upload_id: Some(upload_id),
@@ -547,74 +628,90 @@ impl UploadReceiver {
         })
     }
 
-    async fn store_received(
+    /// Saves `session` at version `expected`; returns the new version. (The record is
+    /// encoded before the first await: a session is `Send` but not `Sync`.)
+    fn save(
         &self,
-        upload_id: &str,
-        received: Received,
-        scope: &str,
-    ) -> Result<ChunkData> {
-        let mut data = ChunkData {
-            attachment_id: None,
-            upload_id: None,
-            ok: OkFlag(true),
-        };
-        match received {
-            Received::Chunk {
-                number,
-                offset,
-                data: bytes,
-            } => {
-                self.store
-                    .put_chunk(upload_id, number, offset, bytes)
-                    .await?;
-            }
-            Received::Last {
-                number,
-                offset,
-                data: bytes,
-                attachment,
-            } => {
-                self.store
-                    .put_chunk(upload_id, number, offset, bytes)
-                    .await?;
-                let attachment_id = random_id()?.to_string();
-                let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
-                self.store.commit(upload_id, &meta).await?;
-                data.attachment_id = Some(attachment_id);
-            }
-            Received::Repeat { attachment_id, .. } => data.attachment_id = attachment_id,
+        session: &UploadSession,
+        expected: Option<&str>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<String>> + Send + use<> {
+        let encoded = session
+            .save()
+            .and_then(|r| Ok(Bytes::from(serde_json::to_vec(&r)?)));
+        let id = session.id().to_string();
+        let expected = expected.map(str::to_owned);
+        let store = Arc::clone(&self.store);
+        async move {
+            store
+                .save_session(&id, encoded?, expected.as_deref(), now)
+                .await
         }
-        Ok(data)
     }
 
-    /// Expires idle sessions now and releases their stored bytes; returns how many expired.
-    pub async fn expire(&self) -> usize {
-        self.expire_at((self.clock)()).await
-    }
-
-    async fn expire_at(&self, now: SystemTime) -> usize {
-        let release = self.lock().expire(now);
-        for id in &release {
-            let _ = self.store.abort(&id.to_string()).await;
+    /// Ends `session` with the store error `e`: the failure is recorded (best effort: the
+    /// record may have moved on) and the upload's bytes are released.
+    async fn fail(&self, mut session: UploadSession, e: Error, now: SystemTime) -> Error {
+        let id = session.id().to_string();
+        session.fail(e.clone());
+        if let Ok(Some(stored)) = self.store.load_session(&id).await {
+            let save = self.save(&session, Some(&stored.version), now);
+            let _ = save.await;
         }
-        release.len()
+        let _ = self.store.abort(&id).await;
+        e
     }
 
-    /// Sweeps the store: removes uploads started more than two session TTLs ago (left by
-    /// a crash or another process) and attachments unlinked for the unlinked TTL
-    /// ([`UploadReceiver::with_unlinked_ttl`]). Returns
-    /// how many were removed.
+    /// Expires uploads idle past the session TTL and releases their stored bytes; returns
+    /// how many expired. Later chunks of an expired upload answer
+    /// [`Error::UploadExpired`] until [`UploadReceiver::sweep_store`] removes its record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] from the store.
+    pub async fn expire(&self) -> Result<usize> {
+        let now = (self.clock)();
+        let idle_since = now.checked_sub(self.ttl).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut expired = 0;
+        for item in self
+            .store
+            .list_expired(idle_since, SystemTime::UNIX_EPOCH)
+            .await?
+        {
+            let Expired::Upload(id) = item else { continue };
+            let Some(stored) = self.store.load_session(&id).await? else {
+                // Begun but never saved: a crash between the two writes of `start`.
+                self.store.abort(&id).await?;
+                continue;
+            };
+            let Ok(mut session) = restore_session(&self.policy, &id, &stored.record) else {
+                continue;
+            };
+            if session.expire_if_idle(now, self.ttl).is_none() {
+                continue;
+            }
+            let save = self.save(&session, Some(&stored.version), now);
+            if save.await.is_ok() {
+                self.store.abort(&id).await?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Sweeps the store: removes uploads idle for more than two session TTLs (their
+    /// records and anything a crash left) and attachments unlinked for the unlinked TTL
+    /// ([`UploadReceiver::with_unlinked_ttl`]). Returns how many were removed.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] from the store.
     pub async fn sweep_store(&self) -> Result<usize> {
         let now = (self.clock)();
-        let ttl = self.lock().ttl();
         let before = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
         let expired = self
             .store
-            .list_expired(before(ttl * 2), before(self.unlinked_ttl))
+            .list_expired(before(self.ttl * 2), before(self.unlinked_ttl))
             .await?;
         for item in &expired {
             self.store.remove(item).await?;
@@ -623,39 +720,17 @@ impl UploadReceiver {
     }
 }
 
-/// A session taken out of [`Sessions`] while a chunk is processed. Dropping it puts the
-/// session back, so a request abandoned mid-way (its future dropped) cannot leave the
-/// upload marked busy; if the chunk's fate was not settled (stored and answered, or failed
-/// and released), the session is failed and its bytes released, so no retry is answered
-/// for bytes that were never stored.
-struct CheckedOut<'a> {
-    receiver: &'a UploadReceiver,
-    session: Option<UploadSession>,
-    now: SystemTime,
-    settled: bool,
-}
+/// How many times a chunk is judged again after losing a race for its session record.
+const MAX_CONTENDED: usize = 8;
 
-impl Drop for CheckedOut<'_> {
-    fn drop(&mut self) {
-        let Some(mut session) = self.session.take() else {
-            return;
-        };
-        if !self.settled && session.failure().is_none() && session.attachment_id().is_none() {
-            session.fail(Error::Io {
-                op: "processing a chunk".into(),
-                kind: io::ErrorKind::Interrupted,
-                message: "the request was abandoned before the chunk was stored".into(),
-            });
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let store = Arc::clone(&self.receiver.store);
-                let id = session.id().to_string();
-                runtime.spawn(async move {
-                    let _ = store.abort(&id).await;
-                });
-            }
-        }
-        self.receiver.lock().check_in(session, self.now);
-    }
+/// Parses and restores a stored session record.
+fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
+    let record: SessionRecord = serde_json::from_slice(record).map_err(|e| Error::Io {
+        op: format!("reading the session record of upload {id}"),
+        kind: io::ErrorKind::InvalidData,
+        message: e.to_string(),
+    })?;
+    UploadSession::restore(policy, record)
 }
 
 /// 128 random bits from the operating system.

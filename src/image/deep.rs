@@ -101,7 +101,61 @@ impl DecodeValidator {
     }
 }
 
+/// A [`DecodeValidator`] saved: the structural validator's state and the bytes held so
+/// far (the full decode needs them all; hex in JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedDecode {
+    structural: Box<crate::image::ValidatorState>,
+    jpeg: bool,
+    media_type: String,
+    file: String,
+    max_file: u64,
+    max_width: u32,
+    max_height: u32,
+    max_alloc: u64,
+}
+
+impl SavedDecode {
+    pub(crate) fn restore(self) -> Result<Box<dyn Validator>> {
+        let structural = self.structural.restore()?;
+        let file = hex::decode(&self.file)
+            .map_err(|_| crate::image::bad_state("decode state: held bytes are not hex"))?;
+        if file.len() as u64 > self.max_file {
+            return Err(crate::image::bad_state(
+                "decode state: more bytes held than the file limit",
+            ));
+        }
+        Ok(Box::new(DecodeValidator {
+            structural,
+            format: if self.jpeg {
+                ImageFormat::Jpeg
+            } else {
+                ImageFormat::Png
+            },
+            media_type: self.media_type,
+            file,
+            max_file: self.max_file,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_alloc: self.max_alloc,
+        }))
+    }
+}
+
 impl Validator for DecodeValidator {
+    fn save(&self) -> Option<crate::image::ValidatorState> {
+        Some(crate::image::ValidatorState::decode(SavedDecode {
+            structural: Box::new(self.structural.save()?),
+            jpeg: self.format == ImageFormat::Jpeg,
+            media_type: self.media_type.clone(),
+            file: hex::encode(&self.file),
+            max_file: self.max_file,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_alloc: self.max_alloc,
+        }))
+    }
+
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.structural.update(data)?;
         let held = (self.file.len() + data.len()) as u64;

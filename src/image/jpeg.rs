@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
+use serde::{Deserialize, Serialize};
 
 const MEDIA_TYPE: &str = "image/jpeg";
 
@@ -28,7 +29,7 @@ const MEDIA_TYPE: &str = "image/jpeg";
 const MAX_KEPT_BODY: usize = 6 + 3 * 255;
 
 /// Where the walk is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum State {
     /// Reading SOI (`FF D8`); `have` bytes so far.
     Soi,
@@ -47,7 +48,7 @@ enum State {
 }
 
 /// The frame header's facts the other rules need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Frame {
     width: u16,
     height: u16,
@@ -67,7 +68,7 @@ struct Frame {
 /// let err = v.update(b"\xff\xd9").unwrap_err(); // EOI with no image in between
 /// assert!(err.to_string().contains("no scan"), "{err}");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JpegValidator {
     budget: Budget,
     allow_trailing: bool,
@@ -89,6 +90,40 @@ pub struct JpegValidator {
 }
 
 impl JpegValidator {
+    /// Checks a restored state against the invariants the walk indexes by
+    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)).
+    pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
+        let have_ok = match self.state {
+            State::Soi | State::Length => self.have < 2,
+            _ => self.have == 0,
+        };
+        if !have_ok {
+            return Err("JPEG state: partial marker bytes out of range");
+        }
+        if self.state == State::Segment && self.remaining == 0 {
+            return Err("JPEG state: inside a segment with nothing left to read");
+        }
+        if self.keep_body {
+            if self.body.len() + usize::from(self.remaining) > MAX_KEPT_BODY {
+                return Err("JPEG state: kept segment body over its maximum");
+            }
+        } else if !self.body.is_empty() {
+            return Err("JPEG state: a body kept for a segment that needs none");
+        }
+        if self.state == State::Segment && self.marker == 0xDA && self.frame.is_none() {
+            return Err("JPEG state: a scan header before any frame header");
+        }
+        if self
+            .frame
+            .as_ref()
+            .is_some_and(|f| f.component_ids.len() > 4)
+            || self.next_rst >= 8
+        {
+            return Err("JPEG state: frame or restart counters out of range");
+        }
+        Ok(())
+    }
+
     /// A validator for a file starting now, with the image limits of `limits`.
     /// `allow_trailing` accepts bytes after EOI.
     pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
@@ -577,6 +612,10 @@ impl Walk for JpegValidator {
 }
 
 impl Validator for JpegValidator {
+    fn save(&self) -> Option<crate::image::ValidatorState> {
+        Some(crate::image::ValidatorState::jpeg(self))
+    }
+
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.feed(data)
     }

@@ -11,6 +11,8 @@ pub mod jpeg;
 pub mod png;
 pub mod strip;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, ImageLimit, Result};
 use crate::inspect::{AcceptAll, Validator};
 use crate::policy::{Limits, Policy};
@@ -33,6 +35,102 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
         return Box::new(deep::DecodeValidator::new(structural, media_type, limits));
     }
     structural
+}
+
+/// A validator's progress through a file, saved to continue in another process (see
+/// [`Validator::save`]): what a stateless server keeps in its store between two chunks.
+///
+/// It serialises with serde. [`ValidatorState::restore`] checks the invariants the
+/// validators index by, so a damaged or forged state is refused, never a panic; the
+/// policy's limits travel inside it, as they were when the file started.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::image::{jpeg::JpegValidator, ValidatorState};
+/// use attachments::{Limits, Validator};
+///
+/// let mut v = JpegValidator::new(&Limits::demand(), false);
+/// v.update(b"\xff\xd8\xff")?;
+/// let json = serde_json::to_string(&v.save().expect("the JPEG validator saves"))?;
+/// let mut again = serde_json::from_str::<ValidatorState>(&json)?.restore()?;
+/// let err = again.update(b"\xd9").unwrap_err(); // EOI at once: the same verdict as `v`'s
+/// assert!(err.to_string().contains("no scan"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidatorState(Saved);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Saved {
+    Any,
+    Png(Box<png::PngValidator>),
+    Jpeg(Box<jpeg::JpegValidator>),
+    #[cfg(feature = "decode")]
+    Decode(deep::SavedDecode),
+}
+
+impl ValidatorState {
+    pub(crate) fn any() -> Self {
+        ValidatorState(Saved::Any)
+    }
+
+    pub(crate) fn png(v: &png::PngValidator) -> Self {
+        ValidatorState(Saved::Png(Box::new(v.clone())))
+    }
+
+    pub(crate) fn jpeg(v: &jpeg::JpegValidator) -> Self {
+        ValidatorState(Saved::Jpeg(Box::new(v.clone())))
+    }
+
+    #[cfg(feature = "decode")]
+    pub(crate) fn decode(saved: deep::SavedDecode) -> Self {
+        ValidatorState(Saved::Decode(saved))
+    }
+
+    /// The validator again, where it was saved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (kind `InvalidData`) for a state no validator could have saved.
+    pub fn restore(self) -> Result<Box<dyn Validator>> {
+        let checked = match self.0 {
+            Saved::Any => return Ok(Box::new(AcceptAll)),
+            Saved::Png(v) => v.check_saved().map(|()| v as Box<dyn Validator>),
+            Saved::Jpeg(v) => v.check_saved().map(|()| v as Box<dyn Validator>),
+            #[cfg(feature = "decode")]
+            Saved::Decode(saved) => return saved.restore(),
+        };
+        checked.map_err(bad_state)
+    }
+}
+
+/// The error for a saved state that cannot be restored.
+pub(crate) fn bad_state(problem: &str) -> Error {
+    Error::Io {
+        op: "restoring a saved validator".into(),
+        kind: std::io::ErrorKind::InvalidData,
+        message: problem.to_owned(),
+    }
+}
+
+/// Saves and restores a `crc32fast::Hasher` as its running value: the CRC of the bytes
+/// so far is all the state it has.
+pub(crate) mod crc_state {
+    pub fn serialize<S: serde::Serializer>(
+        h: &crc32fast::Hasher,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u32(h.clone().finalize())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<crc32fast::Hasher, D::Error> {
+        let crc = <u32 as serde::Deserialize>::deserialize(d)?;
+        Ok(crc32fast::Hasher::new_with_initial(crc))
+    }
 }
 
 /// A byte-level state machine fed slices: the validators' shared driver.
@@ -74,10 +172,12 @@ pub(crate) trait Walk {
 }
 
 /// Position and first error of a [`Walk`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Progress {
     /// Bytes consumed so far.
     pub(crate) offset: u64,
+    /// Not saved: only a validator that has not failed is saved.
+    #[serde(skip)]
     failed: Option<Box<Error>>,
 }
 
@@ -99,7 +199,7 @@ impl Progress {
 
 /// The image limits a validator enforces as it walks a file, with its running counts:
 /// shared by the PNG and JPEG validators.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Budget {
     max_width: u32,
     max_height: u32,

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
 use crate::policy::Limits;
+use serde::{Deserialize, Serialize};
 
 /// The PNG signature.
 pub const SIGNATURE: [u8; 8] = *b"\x89PNG\r\n\x1a\n";
@@ -35,7 +36,7 @@ const MAX_KEPT_BODY: usize = 768;
 const MEDIA_TYPE: &str = "image/png";
 
 /// Where the walk is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum State {
     /// Reading the 8-byte signature.
     Signature,
@@ -50,7 +51,7 @@ enum State {
 }
 
 /// IDAT progress, for the "consecutive IDAT" rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Idat {
     NotYet,
     Inside,
@@ -58,7 +59,7 @@ enum Idat {
 }
 
 /// The fields of IHDR the other rules need.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Header {
     width: u32,
     height: u32,
@@ -79,7 +80,7 @@ struct Header {
 /// let err = v.update(b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\xaeB`\x82").unwrap_err();
 /// assert!(err.to_string().contains("IHDR"), "{err}");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PngValidator {
     budget: Budget,
     allow_trailing: bool,
@@ -94,6 +95,7 @@ pub struct PngValidator {
     chunk_len: u32,
     chunk_start: u64,
     remaining: u32,
+    #[serde(with = "crate::image::crc_state")]
     crc: crc32fast::Hasher,
     body: Vec<u8>,
     keep_body: bool,
@@ -104,6 +106,50 @@ pub struct PngValidator {
 }
 
 impl PngValidator {
+    /// Checks a restored state against the invariants the walk indexes by
+    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)).
+    pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
+        let have_ok = match self.state {
+            State::Signature | State::Header => self.have < 8,
+            State::Crc => self.have < 4,
+            State::Data | State::End => self.have == 0,
+        };
+        if !have_ok {
+            return Err("PNG state: partial header bytes out of range");
+        }
+        let in_chunk = matches!(self.state, State::Data | State::Crc);
+        if in_chunk {
+            let read = self.chunk_len.checked_sub(self.remaining);
+            if self.chunk_len > MAX_CHUNK_LEN
+                || read.is_none()
+                || (self.state == State::Data && self.remaining == 0)
+                || (self.state == State::Crc && self.remaining != 0)
+            {
+                return Err("PNG state: chunk length and bytes left disagree");
+            }
+            let ty = &self.chunk_type;
+            let kept = matches!(ty, b"IHDR" | b"PLTE");
+            if self.keep_body != kept
+                || (kept && Some(self.body.len() as u32) != read)
+                || (ty == b"IHDR" && (self.chunk_len != 13 || self.header.is_some()))
+                || (ty != b"IHDR" && self.header.is_none())
+                || self.chunk_len as usize > MAX_KEPT_BODY && kept
+            {
+                return Err("PNG state: the chunk being read does not fit the header seen");
+            }
+        } else if !self.body.is_empty() || self.keep_body {
+            return Err("PNG state: a body kept outside a chunk");
+        }
+        if self
+            .header
+            .is_some_and(|h| h.bit_depth > 16 || !matches!(h.colour_type, 0 | 2 | 3 | 4 | 6))
+            || self.palette_entries.is_some_and(|n| n > 256)
+        {
+            return Err("PNG state: header fields out of range");
+        }
+        Ok(())
+    }
+
     /// A validator for a file starting now, with the image limits of `limits`.
     /// `allow_trailing` accepts bytes after IEND.
     pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
@@ -471,6 +517,10 @@ impl Walk for PngValidator {
 }
 
 impl Validator for PngValidator {
+    fn save(&self) -> Option<crate::image::ValidatorState> {
+        Some(crate::image::ValidatorState::png(self))
+    }
+
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.feed(data)
     }

@@ -325,7 +325,7 @@ impl Sandbox {
     ///
     /// [`Error::Io`] from the store.
     pub async fn sweep(&self) -> Result<usize> {
-        let expired = self.inner.connectivity.expire().await + self.inner.demand.expire().await;
+        let expired = self.inner.connectivity.expire().await? + self.inner.demand.expire().await?;
         Ok(expired + self.inner.connectivity.sweep_store().await?)
     }
 

@@ -70,6 +70,7 @@ pub async fn run(store: &dyn Store) {
     taken_id_is_refused(store).await;
     expiry_and_linking(store).await;
     odd_ids_are_not_found(store).await;
+    session_records(store).await;
 }
 
 async fn chunks_commit_and_read(store: &dyn Store) {
@@ -347,4 +348,103 @@ async fn odd_ids_are_not_found(store: &dyn Store) {
             "put of a malformed id",
         );
     }
+}
+
+async fn session_records(store: &dyn Store) {
+    let up = id(30);
+    assert_eq!(
+        store.load_session(&up).await.expect("load_session"),
+        None,
+        "no record before the first save"
+    );
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    let v1 = store
+        .save_session(&up, Bytes::from_static(b"one"), None, at(1000))
+        .await
+        .expect("first save");
+    match store
+        .save_session(&up, Bytes::from_static(b"again"), None, at(1000))
+        .await
+    {
+        Err(Error::Contended { .. }) => {}
+        other => panic!("a second first save must be Contended, got {other:?}"),
+    }
+    let loaded = store.load_session(&up).await.expect("load").expect("saved");
+    assert_eq!(
+        (&loaded.record[..], &loaded.version),
+        (&b"one"[..], &v1),
+        "load gives the saved record and its version"
+    );
+    let v2 = store
+        .save_session(&up, Bytes::from_static(b"two"), Some(&v1), at(1001))
+        .await
+        .expect("save at the current version");
+    assert_ne!(v1, v2, "a save gives a new version");
+    match store
+        .save_session(&up, Bytes::from_static(b"stale"), Some(&v1), at(1001))
+        .await
+    {
+        Err(Error::Contended { .. }) => {}
+        other => panic!("a save at a stale version must be Contended, got {other:?}"),
+    }
+    // Eight saves race from the same version: exactly one wins.
+    let up_ref = up.as_str();
+    let racers = (0..8u8).map(|i| {
+        let v2 = v2.clone();
+        let up = up_ref;
+        async move {
+            store
+                .save_session(up, Bytes::from(vec![i; 3]), Some(&v2), at(1002))
+                .await
+        }
+    });
+    let results = futures::future::join_all(racers).await;
+    let winners: Vec<usize> = (0..8).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "one racing save wins: {results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, Error::Contended { .. }),
+                "a loser is Contended: {e:?}"
+            );
+        }
+    }
+    let loaded = store.load_session(&up).await.expect("load").expect("saved");
+    assert_eq!(
+        &loaded.record[..],
+        &[winners[0] as u8; 3][..],
+        "the winner's record is stored"
+    );
+
+    // Activity is the latest of begin and save: begun at 0 but saved at 1002.
+    let found = store
+        .list_expired(at(1001), at(0))
+        .await
+        .expect("list_expired");
+    assert!(
+        !found.contains(&Expired::Upload(up.clone())),
+        "an upload saved after the cutoff is active: {found:?}"
+    );
+    store.abort(&up).await.expect("abort");
+    assert!(
+        store.load_session(&up).await.expect("load").is_some(),
+        "abort keeps the session record (it answers later chunks)"
+    );
+    let found = store
+        .list_expired(at(2000), at(0))
+        .await
+        .expect("list_expired");
+    assert!(
+        found.contains(&Expired::Upload(up.clone())),
+        "an idle record is listed: {found:?}"
+    );
+    store
+        .remove(&Expired::Upload(up.clone()))
+        .await
+        .expect("remove");
+    assert_eq!(
+        store.load_session(&up).await.expect("load"),
+        None,
+        "remove drops the record"
+    );
 }

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::{AttachmentMeta, Expired, Store, check_range, incomplete, not_found};
+use super::{
+    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+};
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
 
@@ -26,6 +28,8 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// ```text
 /// uploads/<upload_id>.json       {"started": <unix ms>}
 /// uploads/<upload_id>.part       the chunks, each written at its offset
+/// uploads/<upload_id>.session    the session record: a JSON header line, then the record
+/// uploads/<upload_id>.lock       locked (`File::lock`) while the session record is saved
 /// attachments/<id>.bin           the bytes of a committed attachment
 /// attachments/<id>.json          its metadata; the attachment exists when this does
 /// */.tmp-*                       files being written, renamed into place when complete
@@ -36,13 +40,45 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// directory: a reader sees the attachment whole or not at all, and a crash in between
 /// leaves a `.bin` without metadata, which [`Store::list_expired`] reports for removal.
 /// Chunks are written at their offsets, so processes sharing the directory may each take
-/// chunks of the same upload. Ids must be [`RandomId`] text; anything else is not found,
+/// chunks of the same upload; a session save reads, compares and replaces the record under
+/// an exclusive lock on the upload's `.lock` file, so it is atomic across processes too. Ids must be [`RandomId`] text; anything else is not found,
 /// so no id becomes a path outside the directory.
 ///
 /// The blocking file calls run on tokio's blocking pool.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: Arc<PathBuf>,
+}
+
+/// The first line of a `.session` file.
+#[derive(Serialize, Deserialize)]
+struct SessionHeader {
+    version: u64,
+    #[serde(with = "super::unix_millis")]
+    saved: SystemTime,
+}
+
+/// Reads a `.session` file: its header and the record after the first newline.
+fn read_session(path: &Path) -> io::Result<Option<(SessionHeader, Bytes)>> {
+    let text = match read_small(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |m: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {m}", path.display()),
+        )
+    };
+    let split = text
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header line"))?;
+    let header: SessionHeader =
+        serde_json::from_slice(&text[..split]).map_err(|e| bad(&e.to_string()))?;
+    let record = Bytes::from(text).slice(split + 1..);
+    Ok(Some((header, record)))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -253,6 +289,65 @@ impl Store for FsStore {
         .await
     }
 
+    async fn load_session(&self, upload_id: &str) -> Result<Option<StoredSession>> {
+        let Ok(id) = upload_id.parse::<RandomId>() else {
+            return Ok(None);
+        };
+        self.blocking(move |s| {
+            let found = read_session(&s.upload_path(&id, "session"))
+                .map_err(|e| Error::io(format!("reading the session of upload {id}"), &e))?;
+            Ok(found.map(|(header, record)| StoredSession {
+                record,
+                version: header.version.to_string(),
+            }))
+        })
+        .await
+    }
+
+    async fn save_session(
+        &self,
+        upload_id: &str,
+        record: Bytes,
+        expected: Option<&str>,
+        saved: SystemTime,
+    ) -> Result<String> {
+        let id = parse_id("upload", upload_id)?;
+        let expected = expected.map(str::to_owned);
+        self.blocking(move |s| {
+            let op = |e: io::Error| Error::io(format!("saving the session of upload {id}"), &e);
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(s.upload_path(&id, "lock"))
+                .map_err(op)?;
+            // Held until `lock` drops at the end of this closure (released on close).
+            lock.lock().map_err(op)?;
+            let path = s.upload_path(&id, "session");
+            let current = read_session(&path).map_err(op)?.map(|(h, _)| h.version);
+            if current.map(|v| v.to_string()) != expected {
+                return Err(contended(&id.to_string()));
+            }
+            let version = current.map_or(1, |v| v + 1);
+            let mut text = serde_json::to_vec(&SessionHeader { version, saved })?;
+            text.push(b'\n');
+            text.extend_from_slice(&record);
+            if text.len() as u64 > MAX_META_FILE {
+                return Err(Error::Io {
+                    op: format!("saving the session of upload {id}"),
+                    kind: io::ErrorKind::InvalidInput,
+                    message: format!(
+                        "the record is {} bytes, over the {MAX_META_FILE}-byte limit",
+                        text.len()
+                    ),
+                });
+            }
+            write_atomic(&path, &text).map_err(op)?;
+            Ok(version.to_string())
+        })
+        .await
+    }
+
     async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes> {
         let id = parse_id("attachment", attachment_id)?;
         self.blocking(move |s| {
@@ -294,19 +389,31 @@ impl Store for FsStore {
         self.blocking(move |s| {
             let mut out = Vec::new();
             let op = |e: io::Error| Error::io("listing the store", &e);
+            // Per upload: the latest time its records give (begin, session save), and the
+            // latest file time, used only when no record is readable (a crash during
+            // `begin_upload`, or a damaged record).
+            type Times = (Option<SystemTime>, Option<SystemTime>);
+            let mut uploads: std::collections::BTreeMap<RandomId, Times> = Default::default();
             for entry in fs::read_dir(s.root.join("uploads")).map_err(op)? {
                 let path = entry.map_err(op)?.path();
                 let Some(id) = id_of(&path) else { continue };
-                let started = match path.extension().and_then(|e| e.to_str()) {
+                let times = uploads.entry(id).or_default();
+                let recorded = match path.extension().and_then(|e| e.to_str()) {
                     Some("json") => read_small(&path)
                         .ok()
                         .and_then(|t| serde_json::from_slice::<UploadRecord>(&t).ok())
                         .map(|r| r.started),
-                    // A part without its record: a crash during `begin_upload`.
-                    Some("part") if !s.upload_path(&id, "json").exists() => modified(&path),
+                    Some("session") => read_session(&path).ok().flatten().map(|(h, _)| h.saved),
+                    Some("part" | "lock") => {
+                        times.1 = times.1.max(modified(&path));
+                        continue;
+                    }
                     _ => continue,
                 };
-                if started.is_none_or(|t| t < uploads_before) {
+                times.0 = times.0.max(recorded);
+            }
+            for (id, (recorded, file_time)) in uploads {
+                if recorded.or(file_time).is_none_or(|t| t < uploads_before) {
                     out.push(Expired::Upload(id.to_string()));
                 }
             }
@@ -347,6 +454,10 @@ impl Store for FsStore {
                     let Ok(rid) = id.parse::<RandomId>() else {
                         return Ok(());
                     };
+                    for ext in ["session", "lock"] {
+                        remove_if_present(&s.upload_path(&rid, ext))
+                            .map_err(|e| Error::io(format!("removing {id}"), &e))?;
+                    }
                     (
                         id,
                         [s.upload_path(&rid, "json"), s.upload_path(&rid, "part")],

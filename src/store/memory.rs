@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
-use super::{AttachmentMeta, Expired, Store, check_range, incomplete, not_found};
+use super::{
+    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+};
 use crate::error::{Error, Result};
 
 /// A [`Store`] in memory: chunks are kept as the `Bytes` they arrive in (no copy), and an
@@ -42,6 +44,14 @@ pub struct MemoryStore {
 struct Inner {
     uploads: HashMap<String, Upload>,
     attachments: HashMap<String, Attachment>,
+    sessions: HashMap<String, Session>,
+}
+
+#[derive(Debug)]
+struct Session {
+    record: Bytes,
+    version: u64,
+    saved: SystemTime,
 }
 
 #[derive(Debug)]
@@ -156,6 +166,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn load_session(&self, upload_id: &str) -> Result<Option<StoredSession>> {
+        Ok(self.lock().sessions.get(upload_id).map(|s| StoredSession {
+            record: s.record.clone(),
+            version: s.version.to_string(),
+        }))
+    }
+
+    async fn save_session(
+        &self,
+        upload_id: &str,
+        record: Bytes,
+        expected: Option<&str>,
+        saved: SystemTime,
+    ) -> Result<String> {
+        let mut inner = self.lock();
+        let current = inner.sessions.get(upload_id).map(|s| s.version);
+        if current.map(|v| v.to_string()).as_deref() != expected {
+            return Err(contended(upload_id));
+        }
+        let version = current.map_or(1, |v| v + 1);
+        inner.sessions.insert(
+            upload_id.to_owned(),
+            Session {
+                record,
+                version,
+                saved,
+            },
+        );
+        Ok(version.to_string())
+    }
+
     async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes> {
         let inner = self.lock();
         let att = inner
@@ -211,11 +252,22 @@ impl Store for MemoryStore {
         unlinked_before: SystemTime,
     ) -> Result<Vec<Expired>> {
         let inner = self.lock();
+        let idle = |id: &String| {
+            inner
+                .uploads
+                .get(id)
+                .is_none_or(|u| u.started < uploads_before)
+                && inner
+                    .sessions
+                    .get(id)
+                    .is_none_or(|s| s.saved < uploads_before)
+        };
         let mut out: Vec<Expired> = inner
             .uploads
-            .iter()
-            .filter(|(_, u)| u.started < uploads_before)
-            .map(|(id, _)| Expired::Upload(id.clone()))
+            .keys()
+            .chain(inner.sessions.keys())
+            .filter(|id| idle(id))
+            .map(|id| Expired::Upload(id.clone()))
             .collect();
         out.extend(
             inner
@@ -225,6 +277,7 @@ impl Store for MemoryStore {
                 .map(|a| Expired::Attachment(a.meta.id.clone())),
         );
         out.sort();
+        out.dedup();
         Ok(out)
     }
 
@@ -233,6 +286,7 @@ impl Store for MemoryStore {
         match item {
             Expired::Upload(id) => {
                 inner.uploads.remove(id);
+                inner.sessions.remove(id);
             }
             Expired::Attachment(id) => {
                 inner.attachments.remove(id);

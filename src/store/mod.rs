@@ -21,8 +21,15 @@
 //! - [`Store::read_range`] and [`Store::metadata`] read an attachment;
 //!   [`Store::set_linked`] marks it as sent in a message (seed 002: unlinked attachments
 //!   expire after 24 hours, linked ones are kept).
-//! - [`Store::list_expired`] finds uploads started and unlinked attachments created before
-//!   the cutoffs (and what a crash left half-written); [`Store::remove`] deletes one.
+//! - [`Store::load_session`] / [`Store::save_session`] keep each upload's session record
+//!   (an [`UploadSession`](crate::upload::UploadSession) saved as bytes) with a version:
+//!   a save names the version it read and fails with [`Error::Contended`] when another
+//!   save came first. This is what lets any process take an upload's next chunk, and what
+//!   stops two processes from both accepting the same chunk. [`Store::abort`] keeps the
+//!   record (it answers later chunks); [`Store::remove`] drops it.
+//! - [`Store::list_expired`] finds uploads with no activity (begin or session save) since
+//!   a cutoff and unlinked attachments created before another (and what a crash left
+//!   half-written); [`Store::remove`] deletes one.
 //!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
 //! refuse anything else as not found. [`conformance`] checks a backend against this
@@ -106,6 +113,15 @@ pub enum Expired {
     Attachment(String),
 }
 
+/// An upload's session record as stored, with its version (see [`Store::load_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The record's bytes, as saved.
+    pub record: Bytes,
+    /// The version to name in the next [`Store::save_session`].
+    pub version: String,
+}
+
 /// Storage for uploads in progress and committed attachments. See the
 /// [module documentation](self) for the contract.
 #[async_trait]
@@ -141,6 +157,30 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Error::Io`].
     async fn abort(&self, upload_id: &str) -> Result<()>;
 
+    /// Reads the session record of an upload, with its version; `None` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    async fn load_session(&self, upload_id: &str) -> Result<Option<StoredSession>>;
+
+    /// Writes the session record of an upload at time `saved`, if the stored record is
+    /// still at version `expected` (`None`: if there is no record yet); returns the new
+    /// version. The write is atomic: a reader sees the old record or the new one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Contended`] when the stored record is not at `expected` (another save came
+    /// first: load it again); [`Error::NotFound`] for an id the backend cannot name;
+    /// [`Error::Io`].
+    async fn save_session(
+        &self,
+        upload_id: &str,
+        record: Bytes,
+        expected: Option<&str>,
+        saved: SystemTime,
+    ) -> Result<String>;
+
     /// Reads bytes `range` of an attachment. The caller bounds the range's length.
     ///
     /// # Errors
@@ -163,8 +203,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Error::NotFound`]; [`Error::Io`].
     async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()>;
 
-    /// Lists uploads started before `uploads_before` and unlinked attachments created before
-    /// `unlinked_before`.
+    /// Lists uploads with no activity since `uploads_before` (neither begun nor with a
+    /// session record saved after it; committed uploads whose record remains included) and
+    /// unlinked attachments created before `unlinked_before`.
     ///
     /// # Errors
     ///
@@ -217,6 +258,14 @@ pub(crate) fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The error for a session save that lost the race.
+pub(crate) fn contended(upload_id: &str) -> Error {
+    Error::Contended {
+        what: "upload",
+        id: upload_id.to_owned(),
+    }
 }
 
 /// The error for stored chunks that do not add up to the file.

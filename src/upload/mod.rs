@@ -78,7 +78,8 @@ mod session;
 
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
 pub use session::{
-    AttachmentInfo, DEFAULT_SESSION_TTL, Received, Sessions, UploadSession, receive_single,
+    AttachmentInfo, DEFAULT_SESSION_TTL, Received, SessionRecord, Sessions, UploadSession,
+    receive_single,
 };
 
 /// A random 128-bit identifier (`upload_id`, `attachment_id`), written like a UUID:

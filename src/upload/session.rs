@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
 
 use super::RandomId;
 use crate::codec::base64::{Decoder, decoded_len};
-use crate::digest::Sha256Digest;
+use crate::digest::{Sha256, Sha256Digest};
 use crate::error::{ChunkProblem, Error, Result, SizeLimit};
 use crate::inspect::Inspector;
 use crate::policy::{Policy, UploadMode};
@@ -64,11 +65,17 @@ pub enum Received {
         /// The accepted file.
         attachment: AttachmentInfo,
     },
-    /// A retry of the last accepted chunk with the same content: answer as before and
-    /// store nothing.
+    /// A retry of the last accepted chunk with the same content (its SHA-256 checked):
+    /// answer as before. While the upload is still receiving, `data` holds the chunk again:
+    /// storing it again is harmless, and repairs a store write that an interrupted request
+    /// (or a crashed process) left undone.
     Repeat {
         /// The chunk's number.
         number: u64,
+        /// Where the bytes go in the file.
+        offset: u64,
+        /// The decoded chunk, while the upload is still receiving.
+        data: Option<Bytes>,
         /// The attachment's id, when the repeated chunk was the committed `finish`.
         attachment_id: Option<String>,
     },
@@ -79,7 +86,7 @@ impl Received {
     pub fn data(&self) -> Option<&Bytes> {
         match self {
             Received::Chunk { data, .. } | Received::Last { data, .. } => Some(data),
-            Received::Repeat { .. } => None,
+            Received::Repeat { data, .. } => data.as_ref(),
         }
     }
 }
@@ -95,13 +102,20 @@ enum State {
     Failed(Box<Error>),
 }
 
-/// The last accepted chunk, kept to recognise an identical retry. Holding the `Bytes`
-/// handle costs no copy: it shares the buffer handed to the store.
-#[derive(Debug, Clone)]
+/// The last accepted chunk, kept to recognise an identical retry: its number, action,
+/// place, and the SHA-256 states of the file before and after it (a retry is identical when
+/// hashing its bytes from `before` gives `after`; nothing is hashed twice on the normal
+/// path, and no chunk bytes are held).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LastChunk {
     number: u64,
     action: ChunkAction,
-    data: Bytes,
+    offset: u64,
+    size: u64,
+    #[serde(with = "hex_vec")]
+    before: Vec<u8>,
+    #[serde(with = "hex_vec")]
+    after: Vec<u8>,
 }
 
 /// One chunked upload on the server: a state machine fed the parsed chunk requests.
@@ -128,7 +142,8 @@ pub struct UploadSession {
     file_size: u64,
     next: u64,
     received: u64,
-    inspector: Inspector,
+    /// `None` once the session stops receiving (and in a restored session that had).
+    inspector: Option<Inspector>,
     last: Option<LastChunk>,
     state: State,
     started: SystemTime,
@@ -183,7 +198,7 @@ impl UploadSession {
             file_size: req.file_size,
             next: 0,
             received: 0,
-            inspector,
+            inspector: Some(inspector),
             last: None,
             state: State::Receiving,
             started: now,
@@ -214,6 +229,9 @@ impl UploadSession {
                     number: req.chunk.chunk_number,
                 });
             }
+            State::Failed(first) if matches!(**first, Error::UploadExpired { .. }) => {
+                return Err((**first).clone());
+            }
             State::Failed(first) => {
                 return Err(Error::UploadFailed {
                     upload_id: self.id.to_string(),
@@ -223,8 +241,10 @@ impl UploadSession {
             State::Finished { attachment_id } => {
                 let attachment_id = attachment_id.clone();
                 return match self.repeat(req) {
-                    Ok(Some(number)) => Ok(Received::Repeat {
+                    Ok(Some((number, offset, _))) => Ok(Received::Repeat {
                         number,
+                        offset,
+                        data: None,
                         attachment_id: Some(attachment_id),
                     }),
                     _ => Err(Error::UploadFinished {
@@ -255,6 +275,176 @@ impl UploadSession {
     pub fn fail(&mut self, err: Error) {
         self.state = State::Failed(Box::new(err));
         self.last = None;
+    }
+
+    /// Expires the session when it has been idle for longer than `ttl` at `now` while
+    /// still receiving: it then answers every chunk with [`Error::UploadExpired`]. Returns
+    /// that error when this call expired it (release the upload's stored bytes then).
+    pub fn expire_if_idle(&mut self, now: SystemTime, ttl: Duration) -> Option<Error> {
+        if !matches!(self.state, State::Receiving) {
+            return None;
+        }
+        let idle = elapsed(self.last_activity, now);
+        if idle <= ttl {
+            return None;
+        }
+        let err = Error::UploadExpired {
+            upload_id: self.id.to_string(),
+            idle_secs: idle.as_secs(),
+            ttl_secs: ttl.as_secs(),
+        };
+        self.fail(err.clone());
+        self.inspector = None;
+        Some(err)
+    }
+
+    /// Saves the session, to continue it in another process (or after a restart) with
+    /// [`UploadSession::restore`]: the state a stateless server keeps in its store. The
+    /// record holds the upload's declaration, counters, the Inspector's progress
+    /// ([`Inspector::save`]) and the SHA-256 states around the last chunk (to recognise a
+    /// retry); never chunk bytes. As JSON it is well under 2 KiB.
+    ///
+    /// # Errors
+    ///
+    /// As [`Inspector::save`] while receiving (a validator that cannot be saved).
+    pub fn save(&self) -> Result<SessionRecord> {
+        let state = match &self.state {
+            State::Receiving => SavedState::Receiving,
+            State::Committing => SavedState::Committing,
+            State::Finished { attachment_id } => SavedState::Finished {
+                attachment_id: attachment_id.clone(),
+            },
+            State::Failed(e) => match &**e {
+                Error::UploadExpired {
+                    idle_secs,
+                    ttl_secs,
+                    ..
+                } => SavedState::Expired {
+                    idle_secs: *idle_secs,
+                    ttl_secs: *ttl_secs,
+                },
+                e => SavedState::Failed {
+                    status: e.status(),
+                    message: e.wire_message().into_owned(),
+                },
+            },
+        };
+        let inspector = match (&self.state, &self.inspector) {
+            (State::Receiving, Some(insp)) => Some(insp.save()?),
+            _ => None,
+        };
+        Ok(SessionRecord {
+            format: RECORD_FORMAT,
+            id: self.id.to_string(),
+            scope: self.scope.clone(),
+            file_name: self.file_name.clone(),
+            file_type: self.file_type.clone(),
+            file_size: self.file_size,
+            next: self.next,
+            received: self.received,
+            inspector,
+            last: self.last.clone(),
+            state,
+            started: unix_millis(self.started),
+            last_activity: unix_millis(self.last_activity),
+        })
+    }
+
+    /// A session continued from [`UploadSession::save`], under `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (kind `InvalidData`) for a record no session could have saved (another
+    /// format version, impossible counters, a damaged Inspector state); as
+    /// [`Inspector::restore`] when `policy` no longer accepts the upload's declaration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use attachments::upload::{RandomId, SessionRecord, UploadSession};
+    /// use attachments::wire::{self, connectivity::ChunkRequest};
+    /// use attachments::Policy;
+    ///
+    /// let policy = Policy::chat().with_limits(attachments::Limits::connectivity());
+    /// let start = br#"{"attachment": {"action": "start", "file_name": "a.bin",
+    ///     "file_type": "application/octet-stream", "file_size": 1048580,
+    ///     "chunk": {"chunk_number": 0, "chunk_size": 3, "chunk_content": "AAAA"}}}"#;
+    /// let req: ChunkRequest<'_> = wire::from_slice(start)?;
+    /// let now = SystemTime::now();
+    /// let (session, _) = UploadSession::start(&policy, RandomId::from_bytes([1; 16]), &req.attachment, now)?;
+    /// let json = serde_json::to_vec(&session.save()?)?;
+    /// let record: SessionRecord = serde_json::from_slice(&json)?;
+    /// let again = UploadSession::restore(&policy, record)?;
+    /// assert_eq!((again.next_number(), again.received()), (1, 3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn restore(policy: &Policy, record: SessionRecord) -> Result<Self> {
+        let bad = |problem: &str| Error::Io {
+            op: format!("restoring upload session {}", record.id),
+            kind: std::io::ErrorKind::InvalidData,
+            message: problem.to_owned(),
+        };
+        if record.format != RECORD_FORMAT {
+            return Err(bad(&format!(
+                "record format {} is not the supported {RECORD_FORMAT}",
+                record.format
+            )));
+        }
+        let id: RandomId = record.id.parse().map_err(|_| bad("the id is malformed"))?;
+        if record.received > record.file_size || record.next > record.received {
+            return Err(bad("the counters are impossible"));
+        }
+        let (state, inspector) = match record.state {
+            SavedState::Receiving => {
+                let saved = record
+                    .inspector
+                    .clone()
+                    .ok_or_else(|| bad("a receiving session without its inspector"))?;
+                let insp = Inspector::restore(policy, saved)?;
+                if insp.bytes_seen() != record.received {
+                    return Err(bad("the inspector has seen another number of bytes"));
+                }
+                (State::Receiving, Some(insp))
+            }
+            SavedState::Committing => (State::Committing, None),
+            SavedState::Finished { attachment_id } => (State::Finished { attachment_id }, None),
+            SavedState::Failed { status, message } => (
+                State::Failed(Box::new(Error::Recorded { status, message })),
+                None,
+            ),
+            SavedState::Expired {
+                idle_secs,
+                ttl_secs,
+            } => (
+                State::Failed(Box::new(Error::UploadExpired {
+                    upload_id: id.to_string(),
+                    idle_secs,
+                    ttl_secs,
+                })),
+                None,
+            ),
+        };
+        if let Some(last) = &record.last
+            && (last.offset + last.size != record.received || last.number + 1 != record.next)
+        {
+            return Err(bad("the last chunk does not end where the upload stands"));
+        }
+        Ok(UploadSession {
+            id,
+            policy: policy.clone(),
+            file_name: record.file_name,
+            file_type: record.file_type,
+            file_size: record.file_size,
+            next: record.next,
+            received: record.received,
+            inspector,
+            last: record.last,
+            state,
+            started: from_unix_millis(record.started),
+            last_activity: from_unix_millis(record.last_activity),
+            scope: record.scope,
+        })
     }
 
     /// Binds the upload to `scope` (who started it, as the server scopes lookups, for
@@ -328,7 +518,7 @@ impl UploadSession {
 
     /// Is `req` an identical retry of the last accepted chunk? `Ok(Some(number))` if so,
     /// `Ok(None)` if it is not a retry at all.
-    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<u64>> {
+    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<(u64, u64, Bytes)>> {
         let Some(last) = &self.last else {
             return Ok(None);
         };
@@ -344,13 +534,15 @@ impl UploadSession {
             return Err(reused);
         }
         let text = req.chunk.chunk_content.as_bytes();
-        if req.chunk.chunk_size != last.data.len() as u64 || decoded_len(text) != last.data.len() {
+        if req.chunk.chunk_size != last.size || decoded_len(text) as u64 != last.size {
             return Err(reused);
         }
-        let mut again = BytesMut::with_capacity(last.data.len());
+        let mut again = BytesMut::with_capacity(decoded_len(text));
         decode_inspect(text, None, &mut again).map_err(|_| reused.clone())?;
-        if again[..] == last.data[..] {
-            Ok(Some(number))
+        let mut hasher = Sha256::from_state(&last.before).map_err(|_| reused.clone())?;
+        hasher.update(&again);
+        if hasher.state() == last.after {
+            Ok(Some((number, last.offset, again.freeze())))
         } else {
             Err(reused)
         }
@@ -390,10 +582,12 @@ impl UploadSession {
 
     fn accept(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
         let number = req.chunk.chunk_number;
-        if let Some(number) = self.repeat(req)? {
+        if let Some((number, offset, data)) = self.repeat(req)? {
             self.last_activity = now;
             return Ok(Received::Repeat {
                 number,
+                offset,
+                data: Some(data),
                 attachment_id: None,
             });
         }
@@ -460,8 +654,10 @@ impl UploadSession {
             _ => {}
         }
 
+        let inspector = self.inspector.as_mut().ok_or(Error::AlreadyFinished)?;
         let mut buf = BytesMut::with_capacity(len as usize);
-        decode_inspect(text, Some(&mut self.inspector), &mut buf)?;
+        let before = inspector.hash_state();
+        decode_inspect(text, Some(&mut *inspector), &mut buf)?;
         let data = buf.freeze();
         let offset = self.received;
         self.received = total;
@@ -470,7 +666,10 @@ impl UploadSession {
         self.last = Some(LastChunk {
             number,
             action: req.action,
-            data: data.clone(),
+            offset,
+            size: len,
+            before,
+            after: inspector.hash_state(),
         });
         if req.action != ChunkAction::Finish {
             return Ok(Received::Chunk {
@@ -479,7 +678,8 @@ impl UploadSession {
                 data,
             });
         }
-        let verdict = self.inspector.finish()?;
+        let verdict = inspector.finish()?;
+        self.inspector = None;
         self.state = State::Committing;
         Ok(Received::Last {
             number,
@@ -494,6 +694,75 @@ impl UploadSession {
                 created: now,
             },
         })
+    }
+}
+
+/// The version of [`SessionRecord`]'s layout this crate writes and reads.
+const RECORD_FORMAT: u32 = 1;
+
+/// An [`UploadSession`] saved by [`UploadSession::save`]: serialise it with serde (JSON),
+/// keep it in a store, and [`UploadSession::restore`] it in whichever process takes the
+/// next chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    format: u32,
+    id: String,
+    scope: String,
+    file_name: String,
+    file_type: String,
+    file_size: u64,
+    next: u64,
+    received: u64,
+    inspector: Option<crate::inspect::InspectorState>,
+    last: Option<LastChunk>,
+    state: SavedState,
+    /// Unix milliseconds.
+    started: u64,
+    /// Unix milliseconds.
+    last_activity: u64,
+}
+
+impl SessionRecord {
+    /// When the last chunk arrived (or `start`).
+    pub fn last_activity(&self) -> SystemTime {
+        from_unix_millis(self.last_activity)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum SavedState {
+    Receiving,
+    Committing,
+    Finished { attachment_id: String },
+    Failed { status: u16, message: String },
+    Expired { idle_secs: u64, ttl_secs: u64 },
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+fn from_unix_millis(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+mod hex_vec {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Vec<u8>, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
     }
 }
 
