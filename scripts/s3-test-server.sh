@@ -16,6 +16,7 @@ PORT=${S3_PORT:-7480}
 MON_PORT=${S3_MON_PORT:-6789}
 ACCESS_KEY=${S3_ACCESS_KEY:-attachments-test}
 SECRET_KEY=${S3_SECRET_KEY:-attachments-test-secret}
+BUCKET=${S3_BUCKET:-attachments-test}
 CONF=$DIR/ceph.conf
 
 log() { echo "s3-test-server: $*" >&2; }
@@ -25,6 +26,7 @@ env_vars() {
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$SECRET_KEY
 export ATTACHMENTS_S3_ENDPOINT=http://127.0.0.1:$PORT
+export ATTACHMENTS_S3_BUCKET=$BUCKET
 VARS
 }
 
@@ -99,18 +101,27 @@ CONF
     mkdir -p "$DIR/rgw"
     monmaptool --create --add test "v1:127.0.0.1:$MON_PORT" --fsid "$fsid" "$DIR/monmap" >/dev/null
     ceph-mon -c "$CONF" --mkfs -i test --monmap "$DIR/monmap" >/dev/null
-    ceph-mon -c "$CONF" -i test
+    ceph-mon -c "$CONF" -i test 2>>"$DIR/daemons.err"
     wait_for "the monitor" 100 ceph -c "$CONF" --connect-timeout 2 mon stat
     ceph -c "$CONF" osd create >/dev/null
     ceph-osd -c "$CONF" -i 0 --mkfs >/dev/null 2>&1
-    ceph-osd -c "$CONF" -i 0
+    ceph-osd -c "$CONF" -i 0 2>>"$DIR/daemons.err"
     wait_for "the OSD" 150 sh -c "ceph -c '$CONF' osd stat | grep -q '1 up'"
-    radosgw -c "$CONF" -n client.rgw.test
+    radosgw -c "$CONF" -n client.rgw.test 2>>"$DIR/daemons.err"
     wait_for "radosgw" 300 curl -sf "http://127.0.0.1:$PORT/"
     radosgw-admin -c "$CONF" user create --uid=attachments --display-name=attachments \
         --access-key="$ACCESS_KEY" --secret="$SECRET_KEY" >/dev/null
+    # The bucket, with a signed request (curl's SigV4; RGW wants the payload hash header).
+    local status
+    status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+        --aws-sigv4 "aws:amz:us-east-1:s3" --user "$ACCESS_KEY:$SECRET_KEY" \
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "http://127.0.0.1:$PORT/$BUCKET")
+    if [ "$status" != 200 ]; then
+        log "creating bucket $BUCKET answered HTTP $status"
+        return 1
+    fi
     cp "$DIR/client.rgw.test.pid" "$DIR/rgw.pid"
-    log "S3 on http://127.0.0.1:$PORT (access key $ACCESS_KEY); stop with: $0 stop"
+    log "S3 on http://127.0.0.1:$PORT, bucket $BUCKET (access key $ACCESS_KEY); stop with: $0 stop"
 }
 
 stop() {

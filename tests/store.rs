@@ -2,6 +2,8 @@
 //! several handles on one directory, and what a crash leaves behind.
 #![cfg(feature = "async")]
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use attachments::Error;
@@ -16,6 +18,18 @@ fn id(n: u8) -> String {
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
     conformance::run(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn object_store_backend_keeps_the_contract_in_memory() {
+    let inner = std::sync::Arc::new(object_store::memory::InMemory::new());
+    conformance::run(&attachments::store::ObjectStoreBackend::new(inner)).await;
+}
+
+#[tokio::test]
+async fn s3_store_keeps_the_contract_on_a_real_s3_server() {
+    let store = common::s3::s3().store("conformance");
+    conformance::run(&store).await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | tests, short-lived processes | a map insert under a lock |
 //! | [`FsStore`] | the embedded default: one directory | temp file + fsync + rename, metadata beside the data |
+//! | `ObjectStoreBackend` (feature `object-store`) | S3 and compatible services; several processes sharing a bucket | a manifest naming the chunk objects, created with `If-None-Match: *` |
 //!
 //! # The contract
 //!
@@ -50,9 +51,13 @@ use crate::upload::AttachmentInfo;
 pub mod conformance;
 mod fs;
 mod memory;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use fs::FsStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "object-store")]
+pub use object::{MAX_RECORD_OBJECT, ObjectStoreBackend};
 
 /// How long an attachment not sent in any message is kept: 24 hours (seed 002).
 pub const UNLINKED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -302,6 +307,16 @@ mod digest_hex {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Unix milliseconds of `t` (0 before the epoch).
+#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 mod unix_millis {

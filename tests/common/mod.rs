@@ -1,6 +1,8 @@
 //! Fixtures and helpers shared by the scenario tests.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use proptest::prelude::*;
 
 /// Seed 000's example `file_content`: 47 characters of unpadded base64, 35 bytes.

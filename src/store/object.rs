@@ -1,0 +1,730 @@
+//! [`ObjectStoreBackend`]: a [`Store`] in S3 (or any `object_store` backend), with no
+//! state in the process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+};
+use crate::error::{Error, Result};
+use crate::upload::RandomId;
+
+/// The largest record object read back (session records, upload markers, manifests): 1 MiB.
+/// A manifest lists one part per chunk (about 100 bytes each), so this bounds an attachment
+/// at some 10,000 chunks, far above any preset's limits.
+pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
+
+/// A [`Store`] over an [`ObjectStore`]: Amazon S3 or any S3-compatible service (tested
+/// against Ceph's RADOS Gateway), or any other `object_store` backend. It keeps nothing
+/// in the process, so any number of server processes may share one bucket.
+///
+/// Object layout under the store's root (a bucket, or a prefix of one):
+///
+/// ```text
+/// uploads/<upload_id>/begun      {"started": ms, "committing": null | "<attachment_id>"}
+/// uploads/<upload_id>/session    the session record: a JSON header line, then the record
+/// data/<upload_id>/<n>.<offset>  chunk n of the upload (n and offset zero-padded)
+/// attachments/<attachment_id>    the manifest: metadata and the list of chunk objects
+/// unlinked/<created ms>.<id>     index of attachments no message carries yet
+/// ```
+///
+/// # The commit scheme: chunk objects and a manifest
+///
+/// S3 multipart parts must be at least 5 MiB (except the last), and the APIs' chunks are
+/// under 1 MB, so chunks cannot map onto parts; composing them into one object at `finish`
+/// would copy every byte once more. Instead each chunk stays the object it was stored as,
+/// and `commit` writes a **manifest** naming them, with a conditional create
+/// (`If-None-Match: *`): one small PUT, atomic by S3's own guarantee, so the attachment
+/// appears whole or not at all, and a taken attachment id is refused. A range read fetches
+/// the one or two chunk objects it overlaps, in parallel.
+///
+/// Before the manifest is written the upload's marker is rewritten to say which attachment
+/// it is becoming, and the marker is deleted after; the sweep ([`Store::remove`] of an
+/// upload) deletes chunk objects only when no manifest owns them.
+///
+/// # Session records and races
+///
+/// [`Store::save_session`] is a conditional PUT: `If-None-Match: *` for the first save,
+/// `If-Match: <ETag>` after, the ETag being the version. Two processes that loaded the
+/// same version cannot both save: S3 answers the second with 412, which becomes
+/// [`Error::Contended`]. Ceph RGW 16 compares `If-Match` without the quotes an ETag
+/// carries; when a conditional save fails although the object still has the ETag named,
+/// the backend repeats it unquoted once and keeps doing so for this store.
+///
+/// Listing for expiry reads each upload's two small records, and the `unlinked/` index
+/// by name only, so no attachment is read to be found.
+#[derive(Clone)]
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    /// The root prefix (empty: the bucket's root).
+    root: Path,
+    /// Send `If-Match` ETags without quotes (see the type's documentation).
+    unquoted_etags: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("inner", &self.inner.to_string())
+            .field("root", &self.root.as_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Begun {
+    #[serde(with = "super::unix_millis")]
+    started: SystemTime,
+    #[serde(default)]
+    committing: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionHeader {
+    #[serde(with = "super::unix_millis")]
+    saved: SystemTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    meta: AttachmentMeta,
+    upload_id: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Part {
+    key: String,
+    offset: u64,
+    size: u64,
+}
+
+impl ObjectStoreBackend {
+    /// A store over `inner`, at its root.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        ObjectStoreBackend {
+            inner,
+            root: Path::default(),
+            unquoted_etags: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Keeps every object under `prefix` (for instance one per deployment, or per test).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.root = Path::from(prefix);
+        self
+    }
+
+    /// An S3 store from a URL `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`, with the
+    /// credentials of the usual `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` variables
+    /// (and the other `AWS_*` ones `object_store` reads). `endpoint` is for S3-compatible
+    /// services (plain `http://` is allowed for it); without it, Amazon S3 in `region`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidField`] naming what is wrong with the URL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::store::ObjectStoreBackend;
+    ///
+    /// let store = ObjectStoreBackend::from_s3_url(
+    ///     "s3://attachments/staging?endpoint=http://127.0.0.1:7480&region=us-east-1")?;
+    /// assert!(format!("{store:?}").contains("staging"));
+    /// assert!(ObjectStoreBackend::from_s3_url("http://example.com/bucket").is_err());
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn from_s3_url(url: &str) -> Result<Self> {
+        let invalid = |problem: String| Error::InvalidField {
+            field: "store".into(),
+            problem,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid(format!("{url:?} does not start with s3://")))?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        if bucket.is_empty() {
+            return Err(invalid(format!("{url:?} names no bucket")));
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            builder = match key {
+                "endpoint" => builder
+                    .with_endpoint(value)
+                    .with_allow_http(value.starts_with("http://")),
+                "region" => builder.with_region(value),
+                other => {
+                    return Err(invalid(format!(
+                        "unknown parameter {other:?} in {url:?}; endpoint and region are known"
+                    )));
+                }
+            };
+        }
+        let s3 = builder
+            .build()
+            .map_err(|e| invalid(format!("{url:?}: {e}")))?;
+        Ok(Self::new(Arc::new(s3)).with_prefix(prefix.trim_matches('/')))
+    }
+
+    fn path(&self, parts: &[&str]) -> Path {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.join(*part);
+        }
+        path
+    }
+
+    fn begun_path(&self, id: &RandomId) -> Path {
+        self.path(&["uploads", &id.to_string(), "begun"])
+    }
+
+    fn session_path(&self, id: &RandomId) -> Path {
+        self.path(&["uploads", &id.to_string(), "session"])
+    }
+
+    fn data_prefix(&self, id: &RandomId) -> Path {
+        self.path(&["data", &id.to_string()])
+    }
+
+    fn manifest_path(&self, id: &RandomId) -> Path {
+        self.path(&["attachments", &id.to_string()])
+    }
+
+    fn unlinked_path(&self, meta: &AttachmentMeta) -> Path {
+        let ms = super::unix_ms(meta.created);
+        self.path(&["unlinked", &format!("{ms:020}.{}", meta.id)])
+    }
+
+    /// Reads a small object whole; `None` when it does not exist.
+    async fn read_record(&self, path: &Path) -> Result<Option<(Bytes, Option<String>)>> {
+        let got = match self.inner.get(path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(io("reading", path, e)),
+        };
+        if got.meta.size > MAX_RECORD_OBJECT {
+            return Err(Error::Io {
+                op: format!("reading {path}"),
+                kind: std::io::ErrorKind::InvalidData,
+                message: format!(
+                    "{} bytes, over the {MAX_RECORD_OBJECT}-byte limit for records",
+                    got.meta.size
+                ),
+            });
+        }
+        let e_tag = got.meta.e_tag.clone();
+        let bytes = got.bytes().await.map_err(|e| io("reading", path, e))?;
+        Ok(Some((bytes, e_tag)))
+    }
+
+    async fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
+        match self.read_record(path).await? {
+            None => Ok(None),
+            Some((bytes, _)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Io {
+                    op: format!("reading {path}"),
+                    kind: std::io::ErrorKind::InvalidData,
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    async fn put_json<T: Serialize>(&self, path: &Path, value: &T, mode: PutMode) -> Result<()> {
+        let body = serde_json::to_vec(value)?;
+        self.inner
+            .put_opts(path, PutPayload::from(body), PutOptions::from(mode))
+            .await
+            .map(drop)
+            .map_err(|e| io("writing", path, e))
+    }
+
+    async fn delete(&self, path: &Path) -> Result<()> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io("deleting", path, e)),
+        }
+    }
+
+    /// Every object under `prefix`.
+    async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        self.inner
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| io("listing", prefix, e))
+    }
+
+    /// The chunk objects of an upload by number: (key, offset, size).
+    async fn chunks(&self, id: &RandomId) -> Result<BTreeMap<u64, Vec<Part>>> {
+        let mut out: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+        for object in self.list(&self.data_prefix(id)).await? {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            let parsed = name
+                .split_once('.')
+                .and_then(|(n, o)| Some((n.parse::<u64>().ok()?, o.parse::<u64>().ok()?)));
+            let Some((number, offset)) = parsed else {
+                continue;
+            };
+            out.entry(number).or_default().push(Part {
+                key: object.location.to_string(),
+                offset,
+                size: object.size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the chunk objects of an upload, unless a manifest owns them.
+    async fn release(&self, id: &RandomId) -> Result<()> {
+        if let Some(begun) = self.read_json::<Begun>(&self.begun_path(id)).await? {
+            if let Some(att) = begun.committing.as_deref().and_then(|a| a.parse().ok())
+                && self.manifest(&att).await?.is_some()
+            {
+                return self.delete(&self.begun_path(id)).await;
+            }
+        } else {
+            // No marker: never begun, removed, or committed (the marker goes after the
+            // manifest is written). Chunk objects of a committed upload are the attachment's.
+            return Ok(());
+        }
+        let keys: Vec<Path> = self
+            .list(&self.data_prefix(id))
+            .await?
+            .into_iter()
+            .map(|m| m.location)
+            .collect();
+        for key in &keys {
+            self.delete(key).await?;
+        }
+        self.delete(&self.begun_path(id)).await
+    }
+
+    async fn manifest(&self, id: &RandomId) -> Result<Option<Manifest>> {
+        self.read_json(&self.manifest_path(id)).await
+    }
+
+    /// Writes the session record conditionally; `expected` is an ETag.
+    async fn put_session(
+        &self,
+        path: &Path,
+        body: Bytes,
+        expected: Option<&str>,
+    ) -> Result<object_store::PutResult> {
+        let put = |mode: PutMode| {
+            self.inner
+                .put_opts(path, PutPayload::from(body.clone()), PutOptions::from(mode))
+        };
+        let update = |tag: &str| {
+            PutMode::Update(UpdateVersion {
+                e_tag: Some(tag.to_owned()),
+                version: None,
+            })
+        };
+        let Some(tag) = expected else {
+            return put(PutMode::Create).await.map_err(|e| match e {
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. } => contended_path(path),
+                e => io("saving", path, e),
+            });
+        };
+        let unquoted = tag.trim_matches('"');
+        if self.unquoted_etags.load(Ordering::Relaxed) {
+            return put(update(unquoted))
+                .await
+                .map_err(|e| precondition(path, e));
+        }
+        match put(update(tag)).await {
+            Err(object_store::Error::Precondition { .. }) if unquoted != tag => {
+                // Is the object still at `tag`? Then the server compared without quotes.
+                let current = self.inner.head(path).await.ok().and_then(|m| m.e_tag);
+                if current.as_deref() != Some(tag) {
+                    return Err(contended_path(path));
+                }
+                let result = put(update(unquoted)).await;
+                if result.is_ok() {
+                    self.unquoted_etags.store(true, Ordering::Relaxed);
+                }
+                result.map_err(|e| precondition(path, e))
+            }
+            other => other.map_err(|e| precondition(path, e)),
+        }
+    }
+}
+
+fn io(op: &str, path: &Path, e: object_store::Error) -> Error {
+    Error::Io {
+        op: format!("{op} {path}"),
+        kind: match e {
+            object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. } => std::io::ErrorKind::AlreadyExists,
+            _ => std::io::ErrorKind::Other,
+        },
+        message: e.to_string(),
+    }
+}
+
+/// The upload id in a session path, for the error.
+fn contended_path(path: &Path) -> Error {
+    let parts: Vec<_> = path.parts().collect();
+    let id = parts
+        .len()
+        .checked_sub(2)
+        .map(|i| parts[i].as_ref().to_owned())
+        .unwrap_or_default();
+    contended(&id)
+}
+
+fn precondition(path: &Path, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
+            contended_path(path)
+        }
+        e => io("saving", path, e),
+    }
+}
+
+/// Parses an id, answering "not found" for anything that is not one.
+fn parse_id(what: &'static str, id: &str) -> Result<RandomId> {
+    id.parse().map_err(|_| not_found(what, id))
+}
+
+#[async_trait]
+impl Store for ObjectStoreBackend {
+    async fn begin_upload(&self, upload_id: &str, started: SystemTime) -> Result<()> {
+        let id = parse_id("upload", upload_id)?;
+        let begun = Begun {
+            started,
+            committing: None,
+        };
+        self.put_json(&self.begun_path(&id), &begun, PutMode::Overwrite)
+            .await
+    }
+
+    async fn put_chunk(
+        &self,
+        upload_id: &str,
+        number: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<()> {
+        let id = parse_id("upload", upload_id)?;
+        // The upload must be begun (and not removed): one HEAD of its marker.
+        match self.inner.head(&self.begun_path(&id)).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(not_found("upload", upload_id));
+            }
+            Err(e) => return Err(io("checking", &self.begun_path(&id), e)),
+        }
+        let key = self
+            .data_prefix(&id)
+            .join(format!("{number:020}.{offset:020}").as_str());
+        self.inner
+            .put(&key, PutPayload::from(data))
+            .await
+            .map(drop)
+            .map_err(|e| io("writing", &key, e))
+    }
+
+    async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()> {
+        let id = parse_id("upload", upload_id)?;
+        let att = parse_id("attachment", &meta.id)?;
+        let begun_path = self.begun_path(&id);
+        let Some(mut begun) = self.read_json::<Begun>(&begun_path).await? else {
+            return Err(not_found("upload", upload_id));
+        };
+        // The chunks, in number order, must tile 0..file_size.
+        let mut parts = Vec::new();
+        let mut end = 0;
+        for (_, mut candidates) in self.chunks(&id).await? {
+            // Same number at two offsets: only the one continuing the file can be right.
+            candidates.retain(|p| p.offset == end);
+            let Some(part) = candidates.pop() else { break };
+            end += part.size;
+            parts.push(part);
+        }
+        if end != meta.file_size {
+            return Err(incomplete(upload_id, end, meta.file_size));
+        }
+        begun.committing = Some(meta.id.clone());
+        self.put_json(&begun_path, &begun, PutMode::Overwrite)
+            .await?;
+        let manifest = Manifest {
+            meta: meta.clone(),
+            upload_id: upload_id.to_owned(),
+            parts,
+        };
+        if let Err(e) = self
+            .put_json(&self.manifest_path(&att), &manifest, PutMode::Create)
+            .await
+        {
+            begun.committing = None;
+            let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
+            return Err(match e {
+                Error::Io {
+                    kind: std::io::ErrorKind::AlreadyExists,
+                    ..
+                } => Error::Io {
+                    op: format!("commit of upload {upload_id}"),
+                    kind: std::io::ErrorKind::AlreadyExists,
+                    message: format!("attachment {att} exists already"),
+                },
+                e => e,
+            });
+        }
+        if !meta.linked {
+            self.inner
+                .put(&self.unlinked_path(meta), PutPayload::default())
+                .await
+                .map_err(|e| io("indexing", &self.unlinked_path(meta), e))?;
+        }
+        self.delete(&begun_path).await
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<()> {
+        let Ok(id) = upload_id.parse::<RandomId>() else {
+            return Ok(());
+        };
+        self.release(&id).await
+    }
+
+    async fn load_session(&self, upload_id: &str) -> Result<Option<StoredSession>> {
+        let Ok(id) = upload_id.parse::<RandomId>() else {
+            return Ok(None);
+        };
+        let path = self.session_path(&id);
+        let Some((bytes, e_tag)) = self.read_record(&path).await? else {
+            return Ok(None);
+        };
+        let split = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::Io {
+                op: format!("reading {path}"),
+                kind: std::io::ErrorKind::InvalidData,
+                message: "no header line".into(),
+            })?;
+        Ok(Some(StoredSession {
+            record: bytes.slice(split + 1..),
+            version: e_tag.unwrap_or_default(),
+        }))
+    }
+
+    async fn save_session(
+        &self,
+        upload_id: &str,
+        record: Bytes,
+        expected: Option<&str>,
+        saved: SystemTime,
+    ) -> Result<String> {
+        let id = parse_id("upload", upload_id)?;
+        let mut body = serde_json::to_vec(&SessionHeader { saved })?;
+        body.push(b'\n');
+        body.extend_from_slice(&record);
+        let path = self.session_path(&id);
+        let put = self.put_session(&path, body.into(), expected).await?;
+        match put.e_tag {
+            Some(tag) if !tag.is_empty() => Ok(tag),
+            // A service that gives no ETag on PUT: ask for it.
+            _ => self
+                .inner
+                .head(&path)
+                .await
+                .ok()
+                .and_then(|m| m.e_tag)
+                .ok_or_else(|| Error::Io {
+                    op: format!("saving {path}"),
+                    kind: std::io::ErrorKind::Unsupported,
+                    message: "the object store gives no ETag, so saves cannot be conditional"
+                        .into(),
+                }),
+        }
+    }
+
+    async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes> {
+        let id = parse_id("attachment", attachment_id)?;
+        let manifest = self
+            .manifest(&id)
+            .await?
+            .ok_or_else(|| not_found("attachment", attachment_id))?;
+        check_range(&range, manifest.meta.file_size)?;
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let wanted: Vec<(Path, Range<u64>)> = manifest
+            .parts
+            .iter()
+            .filter(|p| p.offset < range.end && p.offset + p.size > range.start)
+            .map(|p| {
+                let from = range.start.saturating_sub(p.offset);
+                let to = (range.end - p.offset).min(p.size);
+                (Path::from(p.key.as_str()), from..to)
+            })
+            .collect();
+        let inner = Arc::clone(&self.inner);
+        let reads = wanted.into_iter().map(move |(key, part)| {
+            let inner = Arc::clone(&inner);
+            async move {
+                inner
+                    .get_range(&key, part)
+                    .await
+                    .map_err(|e| io("reading", &key, e))
+            }
+        });
+        let pieces: Vec<Bytes> = futures::future::try_join_all(reads).await?;
+        match pieces.len() {
+            0 => Ok(Bytes::new()),
+            1 => Ok(pieces.into_iter().next().expect("one piece")),
+            _ => {
+                let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+                for piece in pieces {
+                    out.extend_from_slice(&piece);
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+
+    async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta> {
+        let id = parse_id("attachment", attachment_id)?;
+        self.manifest(&id)
+            .await?
+            .map(|m| m.meta)
+            .ok_or_else(|| not_found("attachment", attachment_id))
+    }
+
+    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+        let id = parse_id("attachment", attachment_id)?;
+        let mut manifest = self
+            .manifest(&id)
+            .await?
+            .ok_or_else(|| not_found("attachment", attachment_id))?;
+        if manifest.meta.linked == linked {
+            return Ok(());
+        }
+        manifest.meta.linked = linked;
+        // Linking takes the attachment out of the expiry index first; unlinking puts it
+        // back only after the manifest says so.
+        let index = self.unlinked_path(&manifest.meta);
+        if linked {
+            self.delete(&index).await?;
+        }
+        self.put_json(&self.manifest_path(&id), &manifest, PutMode::Overwrite)
+            .await?;
+        if !linked {
+            self.inner
+                .put(&index, PutPayload::default())
+                .await
+                .map_err(|e| io("indexing", &index, e))?;
+        }
+        Ok(())
+    }
+
+    async fn list_expired(
+        &self,
+        uploads_before: SystemTime,
+        unlinked_before: SystemTime,
+    ) -> Result<Vec<Expired>> {
+        let mut out = Vec::new();
+        let mut uploads = BTreeSet::new();
+        for object in self.list(&self.path(&["uploads"])).await? {
+            let parts: Vec<_> = object.location.parts().collect();
+            let id = parts
+                .len()
+                .checked_sub(2)
+                .and_then(|i| parts[i].as_ref().parse::<RandomId>().ok());
+            uploads.extend(id);
+        }
+        for id in uploads {
+            let begun = self
+                .read_json::<Begun>(&self.begun_path(&id))
+                .await
+                .ok()
+                .flatten();
+            let saved = match self.read_record(&self.session_path(&id)).await {
+                Ok(Some((bytes, _))) => bytes
+                    .split(|&b| b == b'\n')
+                    .next()
+                    .and_then(|h| serde_json::from_slice::<SessionHeader>(h).ok())
+                    .map(|h| h.saved),
+                _ => None,
+            };
+            let active = begun.map(|b| b.started).max(saved);
+            if active.is_none_or(|t| t < uploads_before) {
+                out.push(Expired::Upload(id.to_string()));
+            }
+        }
+        let cutoff = super::unix_ms(unlinked_before);
+        for object in self.list(&self.path(&["unlinked"])).await? {
+            let Some((ms, id)) = object
+                .location
+                .filename()
+                .and_then(|n| n.split_once('.'))
+                .and_then(|(ms, id)| Some((ms.parse::<u64>().ok()?, id.to_owned())))
+            else {
+                continue;
+            };
+            if ms < cutoff {
+                out.push(Expired::Attachment(id));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn remove(&self, item: &Expired) -> Result<()> {
+        match item {
+            Expired::Upload(id) => {
+                let Ok(id) = id.parse::<RandomId>() else {
+                    return Ok(());
+                };
+                self.release(&id).await?;
+                self.delete(&self.session_path(&id)).await
+            }
+            Expired::Attachment(id) => {
+                let Ok(rid) = id.parse::<RandomId>() else {
+                    return Ok(());
+                };
+                let Some(manifest) = self.manifest(&rid).await? else {
+                    // Already gone; drop any index entry left behind.
+                    for object in self.list(&self.path(&["unlinked"])).await? {
+                        if object
+                            .location
+                            .filename()
+                            .is_some_and(|n| n.ends_with(&format!(".{id}")))
+                        {
+                            self.delete(&object.location).await?;
+                        }
+                    }
+                    return Ok(());
+                };
+                // The manifest first: the attachment stops being visible before its bytes go.
+                self.delete(&self.manifest_path(&rid)).await?;
+                self.delete(&self.unlinked_path(&manifest.meta)).await?;
+                for part in &manifest.parts {
+                    self.delete(&Path::from(part.key.as_str())).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
