@@ -6,9 +6,11 @@
 //! image. Exit code 0 when every file is accepted, 1 when any is rejected, 2 on a usage
 //! error.
 //!
-//! `attachments serve --addr 127.0.0.1:PORT --store memory|fs:DIR [--token T --affiliate-id A]
-//! [--rate PER_MINUTE] [--unlinked-ttl SECONDS]` runs the sandbox server; its first line on
-//! stdout is the base URL.
+//! `attachments serve --addr 127.0.0.1:PORT --store memory|fs:DIR|s3://BUCKET[/PREFIX]?endpoint=URL&region=R
+//! [--token T --affiliate-id A] [--rate PER_MINUTE] [--unlinked-ttl SECONDS]` runs the sandbox
+//! server; its first line on stdout is the base URL. With an `s3://` store (credentials from
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), several servers may share one bucket and
+//! any of them may take any request of an upload.
 //!
 //! `attachments upload FILE --endpoint URL --property P --conversation C [--message TEXT]`
 //! and `attachments download ATTACHMENT_ID --endpoint URL --property P --conversation C
@@ -53,7 +55,9 @@ struct ServeArgs {
     /// Address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
-    /// Where attachments live: `memory`, or `fs:DIR`.
+    /// Where attachments live: `memory`, `fs:DIR`, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY; several servers may share a bucket).
     #[arg(long, default_value = "memory")]
     store: String,
     /// Require this bearer token (with --affiliate-id).
@@ -211,17 +215,20 @@ fn run_async(job: impl std::future::Future<Output = Result<(), Error>>) -> ExitC
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {
     use attachments::server::{Sandbox, ServerConfig};
-    use attachments::store::{FsStore, MemoryStore, Store};
+    use attachments::store::{FsStore, MemoryStore, ObjectStoreBackend, Store};
     use std::sync::Arc;
 
     let store: Arc<dyn Store> = match args.store.as_str() {
         "memory" => Arc::new(MemoryStore::new()),
+        s3 if s3.starts_with("s3://") => Arc::new(ObjectStoreBackend::from_s3_url(s3)?),
         other => match other.strip_prefix("fs:") {
             Some(dir) => Arc::new(FsStore::open(dir)?),
             None => {
                 return Err(Error::InvalidField {
                     field: "--store".into(),
-                    problem: format!("must be memory or fs:DIR, got {other:?}"),
+                    problem: format!(
+                        "must be memory, fs:DIR or s3://BUCKET?endpoint=URL&region=R, got {other:?}"
+                    ),
                 });
             }
         },

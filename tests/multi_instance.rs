@@ -1,0 +1,203 @@
+//! Two `attachments serve` processes sharing one S3 bucket (a real S3 server: Ceph RGW from
+//! `scripts/s3-test-server.sh start`), as behind a load balancer: an upload whose requests
+//! alternate between them, downloads from either, and the same chunk sent to both at once.
+#![cfg(all(feature = "cli", feature = "object-store"))]
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+use attachments::Policy;
+use attachments::client::ConnectivityClient;
+use attachments::digest::sha256;
+use attachments::download::DownloadOptions;
+use attachments::upload::{Step, Target, UploadPlan};
+use serde_json::Value;
+
+const PROPERTY: u64 = 8011855;
+const CONV: &str = "f3a9c29d-0e4c-5a8e-9d7f-2b1c4e6a8d0f";
+
+/// A server process, killed when dropped.
+struct Instance {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(s3: &common::s3::S3, prefix: &str) -> Instance {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", &s3.url(prefix)])
+        .envs(s3.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("attachments serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "first line: {line:?}");
+    Instance { child, url }
+}
+
+/// Every request body of a chunked upload of `file`, the first to be sent without an
+/// upload id; later bodies are built once the id is known, by `next`.
+struct Bodies {
+    plan: UploadPlan,
+    file: Vec<u8>,
+    fed: usize,
+}
+
+impl Bodies {
+    fn new(file: Vec<u8>) -> Self {
+        let plan = UploadPlan::new(
+            &Policy::connectivity(),
+            Target::Connectivity,
+            "photo.jpg",
+            "image/jpeg",
+            file.len() as u64,
+        )
+        .unwrap()
+        .with_chunk_size(700_000)
+        .unwrap();
+        Bodies { plan, file, fed: 0 }
+    }
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.plan.poll().unwrap() {
+                Step::NeedData => self.fed += self.plan.write(&self.file[self.fed..]).unwrap(),
+                Step::Send(request) => return Some(request.body.to_vec()),
+                Step::Done => return None,
+                Step::NeedUploadId => panic!("the id is set after start"),
+            }
+        }
+    }
+}
+
+async fn post_chunk(url: &str, body: Vec<u8>) -> (u16, Value) {
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{url}/messaging/properties/{PROPERTY}/conversations/{CONV}/attachment_chunks"
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+/// Downloads `id` from `url` by ranges and checks it is `file`.
+async fn download_matches(url: &str, id: &str, file: &[u8]) {
+    let client = ConnectivityClient::new(url).unwrap();
+    let mut copy = Vec::new();
+    let verified = client
+        .download_to(
+            PROPERTY,
+            CONV,
+            id,
+            Some(sha256(file)),
+            DownloadOptions::default().with_range_size(300_000),
+            &mut copy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(verified.size, file.len() as u64);
+    assert!(
+        copy == file,
+        "the download from {url} differs from the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_alternates_between_two_servers_and_races_end_whole() {
+    let s3 = common::s3::s3();
+    let prefix = common::s3::unique_prefix("multi");
+    let servers = [start(&s3, &prefix), start(&s3, &prefix)];
+    let urls = [servers[0].url.as_str(), servers[1].url.as_str()];
+
+    // 1. Requests alternate: start on A, chunk 1 on B, chunk 2 on A, ...
+    let file = common::exact_jpeg(3_300_000);
+    let mut bodies = Bodies::new(file.clone());
+    let mut attachment = None;
+    let mut n = 0;
+    while let Some(body) = bodies.next() {
+        let (status, json) = post_chunk(urls[n % 2], body).await;
+        assert_eq!(status, 200, "chunk {n} on server {}: {json}", n % 2);
+        if let Some(id) = json["data"]["upload_id"].as_str() {
+            bodies.plan.set_upload_id(id.to_owned());
+        }
+        if let Some(id) = json["data"]["attachment_id"].as_str() {
+            attachment = Some(id.to_owned());
+        }
+        n += 1;
+    }
+    assert_eq!(n, 5, "3,300,000 bytes in chunks of 700,000");
+    let id = attachment.expect("finish answered an attachment id");
+    for url in urls {
+        download_matches(url, &id, &file).await;
+    }
+
+    // 2. Every chunk after start is sent to both servers at once.
+    let file = common::exact_jpeg(2_500_000);
+    let mut bodies = Bodies::new(file.clone());
+    let (status, json) = post_chunk(urls[0], bodies.next().unwrap()).await;
+    assert_eq!(status, 200, "{json}");
+    bodies
+        .plan
+        .set_upload_id(json["data"]["upload_id"].as_str().unwrap().to_owned());
+    let mut attachment_ids = Vec::new();
+    let mut wins = 0;
+    while let Some(body) = bodies.next() {
+        let ((sa, ja), (sb, jb)) =
+            tokio::join!(post_chunk(urls[0], body.clone()), post_chunk(urls[1], body));
+        eprintln!("raced chunk answered {sa} and {sb}");
+        for (status, json) in [(sa, &ja), (sb, &jb)] {
+            match status {
+                200 => {
+                    wins += 1;
+                    attachment_ids
+                        .extend(json["data"]["attachment_id"].as_str().map(str::to_owned));
+                }
+                // The loser of a race for the finish sees the upload committing.
+                409 => assert!(
+                    json["errors"][0]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("still processing")),
+                    "{json}"
+                ),
+                other => panic!("a raced chunk answered {other}: {json}"),
+            }
+        }
+        assert!(
+            sa == 200 || sb == 200,
+            "one of the two copies is accepted: {ja} / {jb}"
+        );
+    }
+    assert!(
+        wins >= 3,
+        "each of the 3 raced chunks was accepted at least once"
+    );
+    attachment_ids.dedup();
+    assert_eq!(
+        attachment_ids.len(),
+        1,
+        "both answers name one attachment: {attachment_ids:?}"
+    );
+    for url in urls {
+        download_matches(url, &attachment_ids[0], &file).await;
+    }
+}
