@@ -31,13 +31,14 @@ VARS
 }
 
 install_packages() {
-    if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null; then
+    if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null \
+        && command -v ceph-osd >/dev/null && command -v curl >/dev/null; then
         return
     fi
-    log "installing radosgw, ceph-mon and ceph-osd"
+    log "installing radosgw, ceph-mon, ceph-osd and curl"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd >/dev/null
+    apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd curl ca-certificates >/dev/null
 }
 
 wait_for() {

@@ -71,3 +71,67 @@ fn committed_seeds_are_valid_images() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Seeds of the `session_record` target: a saved session as JSON, a newline, then the
+/// bytes of the next chunk. The sessions hold a JPEG, a PNG and an untyped upload after
+/// their first chunk.
+fn session_record_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use attachments::Policy;
+    use attachments::upload::{RandomId, UploadSession};
+    use attachments::wire::{self, connectivity::ChunkRequest};
+
+    let cases = [
+        ("seed-jpeg", "image/jpeg", exact_jpeg(1_200_000), 700_000),
+        ("seed-png", "image/png", structural_png(1_100_000), 1_000),
+        (
+            "seed-bin",
+            "application/octet-stream",
+            noise(1_050_000, 3),
+            1_000,
+        ),
+    ];
+    let policy = Policy::chat().with_limits(Limits::connectivity());
+    cases
+        .into_iter()
+        .map(|(name, ty, file, first)| {
+            let mut content = Vec::new();
+            attachments::codec::base64::encode_to(&file[..first], &mut content);
+            let body = serde_json::json!({"attachment": {
+                "action": "start", "file_name": "seed", "file_type": ty,
+                "file_size": file.len(),
+                "chunk": {"chunk_number": 0, "chunk_size": first,
+                          "chunk_content": String::from_utf8(content).unwrap()}}})
+            .to_string();
+            let req: ChunkRequest<'_> = wire::from_slice(body.as_bytes()).unwrap();
+            let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+            let (session, _) =
+                UploadSession::start(&policy, RandomId::from_bytes([5; 16]), &req.attachment, now)
+                    .unwrap();
+            let mut seed = serde_json::to_vec(&session.save().unwrap()).unwrap();
+            seed.push(b'\n');
+            seed.extend_from_slice(&file[first..first + 600]);
+            (name, seed)
+        })
+        .collect()
+}
+
+#[test]
+fn committed_session_record_seeds_restore() {
+    use attachments::upload::{SessionRecord, UploadSession};
+    let write = std::env::var_os("WRITE_FUZZ_CORPUS").is_some();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/session_record");
+    let policy = attachments::Policy::chat().with_limits(Limits::connectivity());
+    for (name, data) in session_record_seeds() {
+        let path = dir.join(name);
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &data).unwrap();
+        }
+        let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let split = stored.iter().position(|&b| b == b'\n').unwrap();
+        let record: SessionRecord = serde_json::from_slice(&stored[..split]).unwrap();
+        let session =
+            UploadSession::restore(&policy, record).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(session.next_number(), 1, "{name}");
+    }
+}

@@ -429,3 +429,87 @@ fn a_finished_inspector_refuses_more_and_still_tells_what_it_saw() {
     assert_eq!(insp.detected_type(), Some(&MediaType::PNG));
     assert_eq!(Error::AlreadyFinished.status(), 500);
 }
+
+/// Inspects `data` cut at `cuts`, saving the Inspector to JSON and restoring it from there
+/// between every two pieces, as a stateless server does between chunks.
+fn inspect_saved_between_pieces(
+    policy: &Policy,
+    ty: &str,
+    size: Option<u64>,
+    data: &[u8],
+    cuts: &[usize],
+) -> Result<attachments::Inspection, Error> {
+    let mut insp = Inspector::new(policy, ty, size)?;
+    for piece in split_at_points(data, cuts) {
+        let json = serde_json::to_vec(&insp.save()?).unwrap();
+        let state: attachments::InspectorState = serde_json::from_slice(&json).unwrap();
+        insp = Inspector::restore(policy, state)?;
+        insp.update(piece)?;
+    }
+    insp.finish()
+}
+
+proptest! {
+    #[test]
+    fn saving_and_restoring_between_pieces_changes_no_verdict(
+        len in 0usize..12_000,
+        kind in 0u8..3,
+        damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        truncate in proptest::option::of(any::<prop::sample::Index>()),
+        cuts in cuts(),
+    ) {
+        let (ty, mut data) = match kind {
+            0 => ("image/png", structural_png(len)),
+            1 => ("image/jpeg", structural_jpeg(len)),
+            _ => ("application/octet-stream", common::noise(len, 7)),
+        };
+        if let Some((at, byte)) = damage && !data.is_empty() {
+            let i = at.index(data.len());
+            data[i] ^= byte | 1;
+        }
+        if let Some(at) = truncate && !data.is_empty() {
+            data.truncate(at.index(data.len()));
+        }
+        let policy = if kind == 2 { Policy::chat() } else { Policy::demand() };
+        let size = Some(data.len() as u64);
+        let whole = inspect(&policy, ty, size, &data);
+        let saved = inspect_saved_between_pieces(&policy, ty, size, &data, &cuts);
+        // Same verdict, same facts; or the same error (as text: a restored error is
+        // recorded, not the original value).
+        match (&whole, &saved) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            _ => prop_assert!(false, "{whole:?} vs {saved:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_damaged_saved_state_is_refused_not_a_panic() {
+    let policy = Policy::demand();
+    let data = structural_png(5_000);
+    let mut insp = Inspector::new(&policy, "image/png", None).unwrap();
+    insp.update(&data[..40]).unwrap();
+    let json = serde_json::to_value(insp.save().unwrap()).unwrap();
+    let text = json.to_string();
+    // A count the hash does not cover.
+    let bad = text.replace("\"count\":40", "\"count\":41");
+    assert_ne!(bad, text, "{text}");
+    let state = serde_json::from_str(&bad).unwrap();
+    let err = Inspector::restore(&policy, state).unwrap_err();
+    assert!(
+        err.to_string().contains("byte count does not match"),
+        "{err}"
+    );
+    // A validator claiming more partial header bytes than its buffer holds.
+    let mut forged = json.clone();
+    forged["validator"]["have"] = serde_json::json!(9);
+    let state = serde_json::from_value(forged).unwrap();
+    let err = Inspector::restore(&policy, state).unwrap_err();
+    assert!(err.to_string().contains("PNG state"), "{err}");
+    // Another declared type than the policy accepts.
+    let mut forged = json;
+    forged["declared_type"] = serde_json::json!("text/html");
+    let state = serde_json::from_value(forged).unwrap();
+    assert!(Inspector::restore(&policy, state).is_err());
+}

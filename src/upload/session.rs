@@ -470,6 +470,11 @@ impl UploadSession {
         &self.file_name
     }
 
+    /// The declared type, as sent.
+    pub fn file_type(&self) -> &str {
+        &self.file_type
+    }
+
     /// The declared total size.
     pub fn file_size(&self) -> u64 {
         self.file_size
