@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+    parse_id,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -142,11 +143,6 @@ impl FsStore {
             message: e.to_string(),
         })
     }
-}
-
-/// Parses an id, answering "not found" for anything that is not one.
-fn parse_id(what: &'static str, id: &str) -> Result<RandomId> {
-    id.parse().map_err(|_| not_found(what, id))
 }
 
 fn map_missing(e: io::Error, what: &'static str, id: &str, op: &str) -> Error {

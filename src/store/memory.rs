@@ -6,10 +6,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{
-    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+    AttachmentMeta, Expired, Store, StoredSession, check_range, concat, contended, incomplete,
+    not_found,
 };
 use crate::error::{Error, Result};
 
@@ -215,17 +216,7 @@ impl Store for MemoryStore {
                 data.slice(from..to)
             })
             .collect();
-        match overlapping.len() {
-            0 => Ok(Bytes::new()),
-            1 => Ok(overlapping.into_iter().next().expect("one part")),
-            _ => {
-                let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-                for part in overlapping {
-                    out.extend_from_slice(&part);
-                }
-                Ok(out.freeze())
-            }
-        }
+        Ok(concat(overlapping, range.end - range.start))
     }
 
     async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta> {

@@ -265,6 +265,24 @@ pub(crate) fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// The pieces of a range read as one `Bytes`: a single piece as it is (no copy), several
+/// copied once into a buffer of `len` bytes.
+pub(crate) fn concat(pieces: Vec<Bytes>, len: u64) -> Bytes {
+    if pieces.len() <= 1 {
+        return pieces.into_iter().next().unwrap_or_default();
+    }
+    let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    for piece in pieces {
+        out.extend_from_slice(&piece);
+    }
+    out.freeze()
+}
+
+/// Parses an id, answering "not found" for anything that is not one.
+pub(crate) fn parse_id(what: &'static str, id: &str) -> Result<crate::upload::RandomId> {
+    id.parse().map_err(|_| not_found(what, id))
+}
+
 /// The error for a session save that lost the race.
 pub(crate) fn contended(upload_id: &str) -> Error {
     Error::Contended {

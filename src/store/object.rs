@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
+    AttachmentMeta, Expired, Store, StoredSession, check_range, concat, contended, incomplete,
+    not_found, parse_id,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -401,11 +402,6 @@ fn precondition(path: &Path, e: object_store::Error) -> Error {
     }
 }
 
-/// Parses an id, answering "not found" for anything that is not one.
-fn parse_id(what: &'static str, id: &str) -> Result<RandomId> {
-    id.parse().map_err(|_| not_found(what, id))
-}
-
 #[async_trait]
 impl Store for ObjectStoreBackend {
     async fn begin_upload(&self, upload_id: &str, started: SystemTime) -> Result<()> {
@@ -590,17 +586,7 @@ impl Store for ObjectStoreBackend {
             }
         });
         let pieces: Vec<Bytes> = futures::future::try_join_all(reads).await?;
-        match pieces.len() {
-            0 => Ok(Bytes::new()),
-            1 => Ok(pieces.into_iter().next().expect("one piece")),
-            _ => {
-                let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-                for piece in pieces {
-                    out.extend_from_slice(&piece);
-                }
-                Ok(out.freeze())
-            }
-        }
+        Ok(concat(pieces, range.end - range.start))
     }
 
     async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta> {

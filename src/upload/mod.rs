@@ -10,6 +10,10 @@
 //!   Inspector, and says what to store and when to commit.
 //! - [`Sessions`] (server): the sessions of a process, with an idle TTL, "busy" markers
 //!   for chunks being processed, and tombstones so an expired id gets a clear answer.
+//! - [`SessionRecord`] (server): an [`UploadSession`] saved with [`UploadSession::save`]
+//!   and continued with [`UploadSession::restore`], in this process or another. The
+//!   crate's own receiver (`stream::UploadReceiver`, feature `async`) keeps every session this way
+//!   in its store between two chunks, so several server processes can share one upload.
 //!
 //! Neither side does IO or reads the clock: time comes in as `now` arguments and ids as
 //! random bytes from the caller. The async shells (feature `async`) live in
