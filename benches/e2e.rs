@@ -3,7 +3,10 @@
 //!
 //! - `upload`: `ConnectivityClient::upload` (chunked, 10 requests) against the sandbox
 //!   server (axum, memory store) on 127.0.0.1: the client checks, hashes and encodes every
-//!   byte, the server parses, decodes, checks, hashes and stores it.
+//!   byte, the server parses, decodes, checks, hashes and stores it. Each chunk waits for
+//!   the answer to the one before (seed 001's flow).
+//! - `upload_pipelined`: the same with `with_pipeline(2)`: the next chunk is sent while the
+//!   one before is being checked, and waits on the server for its turn.
 //! - `sha256_only`: SHA-256 over the same bytes on one core: the ceiling of either side.
 //! - `drain_only`: the same bytes posted raw in one request to an axum route that only
 //!   reads the body: what HTTP over loopback costs by itself.
@@ -44,36 +47,49 @@ fn e2e(c: &mut Criterion) {
         tokio::spawn(async move { axum::serve(listener, app).await });
         (url.clone(), format!("{url}/drain"))
     });
-    let client = ConnectivityClient::new(&url).expect("a client");
+    let clients = [
+        (
+            "upload/10MiB_jpeg",
+            ConnectivityClient::new(&url).expect("a client"),
+        ),
+        (
+            "upload_pipelined/10MiB_jpeg",
+            ConnectivityClient::new(&url)
+                .expect("a client")
+                .with_pipeline(2),
+        ),
+    ];
     let http = reqwest::Client::new();
 
     let mut group = c.benchmark_group("e2e");
     group.throughput(Throughput::Bytes(jpeg.len() as u64));
     group.sample_size(20);
-    group.bench_function("upload/10MiB_jpeg", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let reader = std::io::Cursor::new(&jpeg[..]);
-                let up = client
-                    .upload(
-                        1,
-                        "c",
-                        "photo.jpg",
-                        "image/jpeg",
-                        jpeg.len() as u64,
-                        reader,
-                        |_, _| {},
-                    )
-                    .await
-                    .expect("uploaded");
-                store
-                    .remove(&Expired::Attachment(up.attachment_id.clone()))
-                    .await
-                    .expect("removed");
-                black_box(up)
+    for (name, client) in &clients {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let reader = std::io::Cursor::new(&jpeg[..]);
+                    let up = client
+                        .upload(
+                            1,
+                            "c",
+                            "photo.jpg",
+                            "image/jpeg",
+                            jpeg.len() as u64,
+                            reader,
+                            |_, _| {},
+                        )
+                        .await
+                        .expect("uploaded");
+                    store
+                        .remove(&Expired::Attachment(up.attachment_id.clone()))
+                        .await
+                        .expect("removed");
+                    black_box(up)
+                })
             })
-        })
-    });
+        });
+    }
     group.bench_function("sha256_only/10MiB_jpeg", |b| {
         b.iter(|| black_box(attachments::digest::sha256(black_box(&jpeg))))
     });

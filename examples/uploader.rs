@@ -70,6 +70,7 @@ async fn run(args: Args) -> Result<()> {
 
     // The endpoint: the one given, or a sandbox on loopback over a temporary directory.
     let _dir;
+    let ours = args.endpoint.is_none();
     let endpoint = match args.endpoint {
         Some(url) => url,
         None => {
@@ -91,6 +92,10 @@ async fn run(args: Args) -> Result<()> {
         }
     };
     let mut client = ConnectivityClient::new(&endpoint)?;
+    if ours {
+        // Our own server lets a chunk sent early wait for its turn: keep two in flight.
+        client = client.with_pipeline(2);
+    }
     if let (Some(token), Some(affiliate)) = (&args.token, &args.affiliate_id) {
         client = client.with_credentials(token, affiliate)?;
     }

@@ -59,6 +59,9 @@ start() {
         log "already running on port $PORT"
         return
     fi
+    # Whatever an earlier, interrupted start left running would hold the ports.
+    stop_daemons
+    trap 'log "start failed; daemon logs are in $DIR"; tail -n 20 "$DIR/daemons.err" >&2 || true; stop_daemons' ERR
     rm -rf "$DIR"
     mkdir -p "$DIR/mon" "$DIR/osd" "$DIR/run"
     local fsid
@@ -100,6 +103,7 @@ rgw data = $DIR/rgw
 rgw dns name = 127.0.0.1
 CONF
     mkdir -p "$DIR/rgw"
+    log "starting a monitor, an OSD and radosgw under $DIR"
     monmaptool --create --add test "v1:127.0.0.1:$MON_PORT" --fsid "$fsid" "$DIR/monmap" >/dev/null
     ceph-mon -c "$CONF" --mkfs -i test --monmap "$DIR/monmap" >/dev/null
     ceph-mon -c "$CONF" -i test 2>>"$DIR/daemons.err"
@@ -125,15 +129,25 @@ CONF
     log "S3 on http://127.0.0.1:$PORT, bucket $BUCKET (access key $ACCESS_KEY); stop with: $0 stop"
 }
 
-stop() {
+# Stops the daemons by their PID files, then any daemon still running on this
+# configuration (one whose PID file is gone).
+stop_daemons() {
+    local pids=()
     for pid_file in "$DIR"/client.rgw.test.pid "$DIR"/osd.0.pid "$DIR"/mon.test.pid; do
-        [ -f "$pid_file" ] || continue
-        local pid
-        pid=$(cat "$pid_file")
+        [ -f "$pid_file" ] && pids+=("$(cat "$pid_file")")
+    done
+    pids+=($(pgrep -f -- "-c $CONF" || true))
+    for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     done
+}
+
+stop() {
+    stop_daemons
     rm -rf "$DIR"
     log "stopped"
 }

@@ -308,6 +308,7 @@ async fn open(path: &Path) -> Result<(tokio::fs::File, u64)> {
 pub struct ConnectivityClient {
     http: Http,
     policy: Policy,
+    pipeline: usize,
 }
 
 impl ConnectivityClient {
@@ -321,6 +322,7 @@ impl ConnectivityClient {
         Ok(ConnectivityClient {
             http: Http::new(base_url)?,
             policy: Policy::connectivity(),
+            pipeline: 1,
         })
     }
 
@@ -337,6 +339,27 @@ impl ConnectivityClient {
     /// Sets the retry policy (default [`RetryPolicy::default`]).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.http.retry = retry;
+        self
+    }
+
+    /// Sends up to `depth` chunks of an upload before the first of them is answered
+    /// (default 1: each chunk waits for the answer to the one before, the flow seed 001
+    /// documents). The sandbox server (and any server on this crate's `UploadReceiver`)
+    /// lets a chunk that arrives early wait for its turn, so over a link with latency a
+    /// depth of 2 to 4 keeps the link busy. Use more than 1 only with such a server: one
+    /// that refuses an early chunk fails the upload (the client then starts over once,
+    /// which fails the same way).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::client::ConnectivityClient;
+    ///
+    /// let client = ConnectivityClient::new("http://127.0.0.1:8080")?.with_pipeline(2);
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn with_pipeline(mut self, depth: usize) -> Self {
+        self.pipeline = depth.clamp(1, 4);
         self
     }
 
@@ -464,8 +487,10 @@ impl ConnectivityClient {
         }
     }
 
-    /// Sends every body of `bodies`; returns the attachment id. From the second chunk on,
-    /// the next body is built while the current one is in flight.
+    /// Sends every body of `bodies`; returns the attachment id. The next body is built
+    /// while earlier ones travel and are checked; from the second chunk on, up to
+    /// `self.pipeline` chunks are in flight at once (1: each waits for the answer to the
+    /// one before, as seed 001 describes).
     async fn send_bodies<R>(
         &self,
         base: &str,
@@ -476,54 +501,66 @@ impl ConnectivityClient {
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         let total = bodies.plan().file_size();
-        let mut next = bodies.next().await;
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut ready: Option<Request> = None;
+        let (mut awaiting_id, mut exhausted) = (false, false);
         let mut attachment_id = None;
-        while let Some(request) = next.take() {
-            let Request { kind, range, body } = request?;
-            let path = match kind {
-                RequestKind::Single => format!("{base}/attachments"),
-                RequestKind::Chunk { .. } => format!("{base}/attachment_chunks"),
-            };
-            let starting = matches!(
-                kind,
-                RequestKind::Chunk {
-                    action: ChunkAction::Start,
-                    ..
+        loop {
+            while in_flight.len() < self.pipeline.max(1) && !awaiting_id {
+                let Some(Request { kind, range, body }) = ready.take() else {
+                    break;
+                };
+                let path = match kind {
+                    RequestKind::Single => format!("{base}/attachments"),
+                    RequestKind::Chunk { .. } => format!("{base}/attachment_chunks"),
+                };
+                awaiting_id = matches!(
+                    kind,
+                    RequestKind::Chunk {
+                        action: ChunkAction::Start,
+                        ..
+                    }
+                );
+                let http = &self.http;
+                in_flight.push_back(async move {
+                    let answer = http
+                        .send(reqwest::Method::POST, &path, Some(body), MAX_SMALL_ANSWER)
+                        .await;
+                    (kind, range, answer)
+                });
+            }
+            if ready.is_none() && !exhausted && !awaiting_id {
+                // Built while the requests in flight travel (their connections run on
+                // their own tasks).
+                match bodies.next().await {
+                    Some(request) => ready = Some(request?),
+                    None => exhausted = true,
                 }
-            );
-            let sent = self
-                .http
-                .send(reqwest::Method::POST, &path, Some(body), MAX_SMALL_ANSWER);
-            let answer = if starting || attachment_id.is_some() {
-                sent.await?
-            } else {
-                // Build the next body while this one travels and is checked.
-                let (answer, following) = futures::join!(sent, bodies.next());
-                next = following;
-                answer?
+                continue;
+            }
+            let Some((kind, range, answer)) = in_flight.next().await else {
+                break;
             };
+            let answer = answer?;
             progress(range.end, total);
-            let data = match kind {
+            match kind {
                 RequestKind::Single => {
                     let resp: wire::connectivity::UploadResponse = wire::from_slice(&answer)?;
                     let data = resp.data.ok_or_else(|| missing("data"))?;
                     attachment_id = Some(data.attachment_id);
-                    continue;
                 }
-                RequestKind::Chunk { .. } => {
+                RequestKind::Chunk { action, .. } => {
                     let resp: ChunkResponse = wire::from_slice(&answer)?;
-                    resp.data.ok_or_else(|| missing("data"))?
+                    let data = resp.data.ok_or_else(|| missing("data"))?;
+                    if action == ChunkAction::Start {
+                        let id = data.upload_id.ok_or_else(|| missing("data.upload_id"))?;
+                        bodies.set_upload_id(id);
+                        awaiting_id = false;
+                    }
+                    if let Some(id) = data.attachment_id {
+                        attachment_id = Some(id);
+                    }
                 }
-            };
-            if starting {
-                let id = data.upload_id.ok_or_else(|| missing("data.upload_id"))?;
-                bodies.set_upload_id(id);
-            }
-            if let Some(id) = data.attachment_id {
-                attachment_id = Some(id);
-            }
-            if next.is_none() && attachment_id.is_none() {
-                next = bodies.next().await;
             }
         }
         attachment_id.ok_or_else(|| missing("data.attachment_id after the last chunk"))

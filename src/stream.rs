@@ -344,6 +344,9 @@ pub struct UploadReceiver {
     ttl: Duration,
     clock: Clock,
     unlinked_ttl: Duration,
+    /// Woken after every session save and chunk write of this receiver: a chunk that
+    /// arrived ahead of its turn waits on it.
+    advanced: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for UploadReceiver {
@@ -365,6 +368,7 @@ impl UploadReceiver {
             ttl: DEFAULT_SESSION_TTL,
             clock: Arc::new(SystemTime::now),
             unlinked_ttl: UNLINKED_TTL,
+            advanced: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -484,7 +488,14 @@ impl UploadReceiver {
         };
         let id: RandomId = upload_id.parse().map_err(|_| not_found())?;
         let id = id.to_string();
-        for _ in 0..MAX_CONTENDED {
+        let number = req.chunk.chunk_number;
+        let wait_until = tokio::time::Instant::now() + AHEAD_WAIT;
+        let mut contended = 0;
+        while contended < MAX_CONTENDED {
+            // Registered before the load, so no save between the two is missed.
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
             let Some(stored) = self.store.load_session(&id).await? else {
                 return Err(not_found());
             };
@@ -494,6 +505,19 @@ impl UploadReceiver {
                 return Err(not_found());
             }
             let version = Some(stored.version.as_str());
+            let next = session.next_number();
+            if session.is_receiving()
+                && session.failure().is_none()
+                && number > next
+                && number - next <= MAX_AHEAD
+                && tokio::time::Instant::now() < wait_until
+            {
+                // A pipelining client sent this chunk before the earlier ones were
+                // answered: wait for their turn (woken by this process's saves; another
+                // process's are seen by polling).
+                let _ = tokio::time::timeout(AHEAD_POLL, advanced).await;
+                continue;
+            }
             if let Some(expired) = session.expire_if_idle(now, self.ttl) {
                 let save = self.save(&session, version, now);
                 if save.await.is_ok() {
@@ -509,7 +533,10 @@ impl UploadReceiver {
                     if just_failed {
                         let save = self.save(&session, version, now);
                         match save.await {
-                            Err(Error::Contended { .. }) => continue,
+                            Err(Error::Contended { .. }) => {
+                                contended += 1;
+                                continue;
+                            }
                             Err(store_err) => return Err(store_err),
                             Ok(_) => {
                                 let _ = self.store.abort(&id).await;
@@ -532,12 +559,17 @@ impl UploadReceiver {
                 } => {
                     let save = self.save(&session, version, now);
                     match save.await {
-                        Err(Error::Contended { .. }) => continue,
+                        Err(Error::Contended { .. }) => {
+                            contended += 1;
+                            continue;
+                        }
                         other => other?,
                     };
+                    self.advanced.notify_waiters();
                     if let Err(e) = self.store.put_chunk(&id, number, offset, bytes).await {
                         return Err(self.fail(session, e, now).await);
                     }
+                    self.advanced.notify_waiters();
                 }
                 Received::Last {
                     number,
@@ -548,14 +580,17 @@ impl UploadReceiver {
                     // Claimed as committing first: a second `finish` now answers "busy".
                     let save = self.save(&session, version, now);
                     let committing = match save.await {
-                        Err(Error::Contended { .. }) => continue,
+                        Err(Error::Contended { .. }) => {
+                            contended += 1;
+                            continue;
+                        }
                         other => other?,
                     };
                     let committed = async {
                         self.store.put_chunk(&id, number, offset, bytes).await?;
                         let attachment_id = random_id()?.to_string();
                         let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
-                        self.store.commit(&id, &meta).await?;
+                        self.commit_when_stored(&id, &meta, wait_until).await?;
                         Ok(attachment_id)
                     }
                     .await;
@@ -581,6 +616,7 @@ impl UploadReceiver {
                     // request left undone.
                     if let Some(bytes) = bytes {
                         self.store.put_chunk(&id, number, offset, bytes).await?;
+                        self.advanced.notify_waiters();
                     }
                     data.attachment_id = attachment_id;
                 }
@@ -626,6 +662,31 @@ impl UploadReceiver {
             upload_id: Some(upload_id),
             ok: OkFlag(true),
         })
+    }
+
+    /// Commits, waiting (until `wait_until`) while the stored chunks do not yet cover the
+    /// file: with a pipelining client, an earlier chunk's write may still be under way
+    /// when `finish` is judged (its session save came first, by design).
+    async fn commit_when_stored(
+        &self,
+        id: &str,
+        meta: &AttachmentMeta,
+        wait_until: tokio::time::Instant,
+    ) -> Result<()> {
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            match self.store.commit(id, meta).await {
+                Err(Error::Io {
+                    kind: io::ErrorKind::InvalidData,
+                    ..
+                }) if tokio::time::Instant::now() < wait_until => {
+                    let _ = tokio::time::timeout(AHEAD_POLL, advanced).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Saves `session` at version `expected`; returns the new version. (The record is
@@ -722,6 +783,17 @@ impl UploadReceiver {
 
 /// How many times a chunk is judged again after losing a race for its session record.
 const MAX_CONTENDED: usize = 8;
+
+/// How far ahead of the expected chunk a chunk may arrive and wait for its turn (a
+/// pipelining client sends a few chunks before the first is answered).
+const MAX_AHEAD: u64 = 4;
+
+/// How long such a chunk (or a `finish` whose earlier chunks are still being written)
+/// waits before it is judged as it stands (out of order: the upload fails).
+const AHEAD_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a waiting chunk looks at the store again, for saves by other processes.
+const AHEAD_POLL: Duration = Duration::from_millis(20);
 
 /// Parses and restores a stored session record.
 fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {

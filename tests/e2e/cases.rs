@@ -174,6 +174,42 @@ async fn connectivity_sizes_take_the_right_route_and_come_back_whole() {
     assert_eq!(server.unlinked_attachments().await, 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_uploads_ten_mib_with_chunks_waiting_their_turn() {
+    let server = serve(ServerConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::exact_jpeg(10 << 20);
+    let path = write_temp(&dir, "big.jpg", &file);
+    for depth in [2, 4] {
+        let client = ConnectivityClient::new(&server.url)
+            .unwrap()
+            .with_pipeline(depth);
+        let mut seen = Vec::new();
+        let up = client
+            .upload_file(PROPERTY, CONV, &path, |done, _| seen.push(done))
+            .await
+            .unwrap();
+        assert_eq!(
+            (up.size, up.sha256, up.restarts),
+            (file.len() as u64, sha256(&file), 0)
+        );
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        let mut copy = Vec::new();
+        client
+            .download_to(
+                PROPERTY,
+                CONV,
+                &up.attachment_id,
+                Some(sha256(&file)),
+                DownloadOptions::default(),
+                &mut copy,
+            )
+            .await
+            .unwrap();
+        assert!(copy == file, "depth {depth}: the download differs");
+    }
+}
+
 #[tokio::test]
 async fn ten_mib_and_one_byte_is_refused_before_sending_and_by_the_server() {
     let server = serve(ServerConfig::default()).await;
