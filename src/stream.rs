@@ -539,6 +539,8 @@ impl UploadReceiver {
                             }
                             Err(store_err) => return Err(store_err),
                             Ok(_) => {
+                                // Chunks waiting for their turn see the failure now.
+                                self.advanced.notify_waiters();
                                 let _ = self.store.abort(&id).await;
                             }
                         }

@@ -460,9 +460,28 @@ impl Store for ObjectStoreBackend {
         if end != meta.file_size {
             return Err(incomplete(upload_id, end, meta.file_size));
         }
+        let taken = || Error::Io {
+            op: format!("commit of upload {upload_id}"),
+            kind: std::io::ErrorKind::AlreadyExists,
+            message: format!("attachment {att} exists already"),
+        };
+        match self.inner.head(&self.manifest_path(&att)).await {
+            Ok(_) => return Err(taken()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(io("checking", &self.manifest_path(&att), e)),
+        }
         begun.committing = Some(meta.id.clone());
         self.put_json(&begun_path, &begun, PutMode::Overwrite)
             .await?;
+        // The expiry index before the manifest: a crash in between leaves an index entry
+        // without a manifest, which the sweep removes, never an attachment it cannot find.
+        let index = self.unlinked_path(meta);
+        if !meta.linked {
+            self.inner
+                .put(&index, PutPayload::default())
+                .await
+                .map_err(|e| io("indexing", &index, e))?;
+        }
         let manifest = Manifest {
             meta: meta.clone(),
             upload_id: upload_id.to_owned(),
@@ -475,22 +494,16 @@ impl Store for ObjectStoreBackend {
             begun.committing = None;
             let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
             return Err(match e {
+                // Taken meanwhile: the index entry is the other attachment's too.
                 Error::Io {
                     kind: std::io::ErrorKind::AlreadyExists,
                     ..
-                } => Error::Io {
-                    op: format!("commit of upload {upload_id}"),
-                    kind: std::io::ErrorKind::AlreadyExists,
-                    message: format!("attachment {att} exists already"),
-                },
-                e => e,
+                } => taken(),
+                e => {
+                    let _ = self.delete(&index).await;
+                    e
+                }
             });
-        }
-        if !meta.linked {
-            self.inner
-                .put(&self.unlinked_path(meta), PutPayload::default())
-                .await
-                .map_err(|e| io("indexing", &self.unlinked_path(meta), e))?;
         }
         self.delete(&begun_path).await
     }
