@@ -502,11 +502,13 @@ impl ConnectivityClient {
     {
         let total = bodies.plan().file_size();
         let mut in_flight = futures::stream::FuturesOrdered::new();
+        // Answers that came while a body was being built, in order.
+        let mut answered = std::collections::VecDeque::new();
         let mut ready: Option<Request> = None;
         let (mut awaiting_id, mut exhausted) = (false, false);
         let mut attachment_id = None;
         loop {
-            while in_flight.len() < self.pipeline.max(1) && !awaiting_id {
+            while in_flight.len() + answered.len() < self.pipeline.max(1) && !awaiting_id {
                 let Some(Request { kind, range, body }) = ready.take() else {
                     break;
                 };
@@ -530,15 +532,31 @@ impl ConnectivityClient {
                 });
             }
             if ready.is_none() && !exhausted && !awaiting_id {
-                // Built while the requests in flight travel (their connections run on
-                // their own tasks).
-                match bodies.next().await {
+                // Build the next body while the requests in flight travel: both are polled
+                // together, and answers that arrive meanwhile wait in `answered`.
+                let mut build = std::pin::pin!(bodies.next());
+                let built = loop {
+                    if in_flight.is_empty() {
+                        break build.await;
+                    }
+                    // The requests first: a request is handed to its connection before the
+                    // build (which rarely yields) takes the thread.
+                    match futures::future::select(in_flight.next(), build.as_mut()).await {
+                        futures::future::Either::Left((answer, _)) => answered.extend(answer),
+                        futures::future::Either::Right((built, _)) => break built,
+                    }
+                };
+                match built {
                     Some(request) => ready = Some(request?),
                     None => exhausted = true,
                 }
                 continue;
             }
-            let Some((kind, range, answer)) = in_flight.next().await else {
+            let next = match answered.pop_front() {
+                Some(answer) => Some(answer),
+                None => in_flight.next().await,
+            };
+            let Some((kind, range, answer)) = next else {
                 break;
             };
             let answer = answer?;
