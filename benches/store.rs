@@ -8,6 +8,9 @@
 //! - `s3`: the `ObjectStoreBackend` on a real S3 server on loopback (Ceph RGW from
 //!   `scripts/s3-test-server.sh start`; the bench stops with how to start it if nothing
 //!   answers);
+//! - `memory_pipelined`, `s3_pipelined`: the same with two chunks in flight after
+//!   `start`, as from a client with `with_pipeline(2)`: the later chunk waits for its
+//!   turn, and its work overlaps the earlier chunk's store writes;
 //! - `sha256_only`: SHA-256 of the same file, the ceiling of any path that hashes.
 //!
 //! The bodies are built once, outside the measurement. Each measured upload's attachment
@@ -26,6 +29,7 @@ use attachments::stream::UploadReceiver;
 use attachments::upload::{Step, Target, UploadPlan};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
 
 /// Every request body of a chunked Connectivity upload of `file`, with `upload_id` left
 /// to be filled in: the bodies after `start` are templates with a fixed placeholder id.
@@ -51,26 +55,29 @@ fn bodies(file: &[u8]) -> Vec<Bytes> {
     }
 }
 
-/// Sends every body through `receiver`; returns the attachment id.
-async fn receive(receiver: &UploadReceiver, bodies: &[Bytes]) -> String {
-    let mut id = String::new();
-    for body in bodies {
-        let body = if id.is_empty() {
-            body.clone()
-        } else {
-            // Same length, so a byte-for-byte substitution of the placeholder.
-            let text = std::str::from_utf8(body).expect("JSON is UTF-8");
-            Bytes::from(text.replacen(PLACEHOLDER, &id, 1))
-        };
-        let data = receiver.chunk(&body, "").await.expect("valid chunk");
-        if let Some(upload_id) = data.upload_id {
-            id = upload_id;
-        }
-        if let Some(att) = data.attachment_id {
-            return att;
-        }
-    }
-    panic!("no attachment id after the last body")
+/// Sends every body through `receiver`, up to `depth` chunks at once after `start` (as
+/// a pipelining client's requests arrive); returns the attachment id.
+async fn receive(receiver: &UploadReceiver, bodies: &[Bytes], depth: usize) -> String {
+    let first = receiver.chunk(&bodies[0], "").await.expect("valid start");
+    let id = first.upload_id.expect("an upload id");
+    // Same length, so a byte-for-byte substitution of the placeholder.
+    let with_id = |body: &Bytes| {
+        let text = std::str::from_utf8(body).expect("JSON is UTF-8");
+        Bytes::from(text.replacen(PLACEHOLDER, &id, 1))
+    };
+    let answers: Vec<_> = futures::stream::iter(&bodies[1..])
+        .map(|body| {
+            let body = with_id(body);
+            async move { receiver.chunk(&body, "").await }
+        })
+        .buffered(depth)
+        .collect()
+        .await;
+    answers
+        .into_iter()
+        .filter_map(|a| a.expect("valid chunk").attachment_id)
+        .next()
+        .expect("an attachment id after the last body")
 }
 
 fn server_receive(c: &mut Criterion) {
@@ -94,14 +101,22 @@ fn server_receive(c: &mut Criterion) {
         ("memory", Arc::new(MemoryStore::new())),
         ("s3", Arc::new(s3.store("bench"))),
     ];
-    for (name, store) in stores {
+    let cases = stores
+        .into_iter()
+        .flat_map(|(name, store)| [(name, store.clone(), 1), (name, store, 2)]);
+    for (name, store, depth) in cases {
         let receiver = UploadReceiver::new(Policy::connectivity(), Arc::clone(&store));
-        group.bench_function(name, |b| {
+        let name = if depth == 1 {
+            name.to_owned()
+        } else {
+            format!("{name}_pipelined")
+        };
+        group.bench_function(&name, |b| {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    let att = rt.block_on(receive(&receiver, black_box(&bodies)));
+                    let att = rt.block_on(receive(&receiver, black_box(&bodies), depth));
                     spent += started.elapsed();
                     rt.block_on(store.remove(&Expired::Attachment(att)))
                         .expect("remove");
