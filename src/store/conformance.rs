@@ -320,6 +320,14 @@ async fn expiry_and_linking(store: &dyn Store) {
     }
     assert_not_found(store.metadata(&unlinked).await, "metadata after remove");
     assert_not_found(
+        store.set_linked(&unlinked, true).await,
+        "linking a removed attachment",
+    );
+    assert_not_found(
+        store.metadata(&unlinked).await,
+        "metadata after linking a removed attachment (it must not come back)",
+    );
+    assert_not_found(
         store.put_chunk(&old_up, 0, 0, pattern(1, 1)).await,
         "put after remove",
     );

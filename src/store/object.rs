@@ -22,6 +22,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
 
+/// How many times a conditional rewrite is tried again after losing a race.
+const MAX_CONTENDED: usize = 8;
+
 /// The largest record object read back (session records, upload markers, manifests): 1 MiB.
 /// A manifest lists one part per chunk (about 100 bytes each), so this bounds an attachment
 /// at some 10,000 chunks, far above any preset's limits.
@@ -322,13 +325,15 @@ impl ObjectStoreBackend {
         self.read_json(&self.manifest_path(id)).await
     }
 
-    /// Writes the session record conditionally; `expected` is an ETag.
-    async fn put_session(
+    /// Writes `body` to `path` if the object is still at ETag `expected` (`None`: if there
+    /// is no object yet). `Ok(None)` when the condition failed (another write came first,
+    /// or the object was removed).
+    async fn put_if(
         &self,
         path: &Path,
         body: Bytes,
         expected: Option<&str>,
-    ) -> Result<object_store::PutResult> {
+    ) -> Result<Option<object_store::PutResult>> {
         let put = |mode: PutMode| {
             self.inner
                 .put_opts(path, PutPayload::from(body.clone()), PutOptions::from(mode))
@@ -339,33 +344,36 @@ impl ObjectStoreBackend {
                 version: None,
             })
         };
-        let Some(tag) = expected else {
-            return put(PutMode::Create).await.map_err(|e| match e {
+        let lost = |result: object_store::Result<object_store::PutResult>| match result {
+            Ok(put) => Ok(Some(put)),
+            Err(
                 object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. } => contended_path(path),
-                e => io("saving", path, e),
-            });
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(None),
+            Err(e) => Err(io("writing", path, e)),
+        };
+        let Some(tag) = expected else {
+            return lost(put(PutMode::Create).await);
         };
         let unquoted = tag.trim_matches('"');
         if self.unquoted_etags.load(Ordering::Relaxed) {
-            return put(update(unquoted))
-                .await
-                .map_err(|e| precondition(path, e));
+            return lost(put(update(unquoted)).await);
         }
         match put(update(tag)).await {
             Err(object_store::Error::Precondition { .. }) if unquoted != tag => {
                 // Is the object still at `tag`? Then the server compared without quotes.
                 let current = self.inner.head(path).await.ok().and_then(|m| m.e_tag);
                 if current.as_deref() != Some(tag) {
-                    return Err(contended_path(path));
+                    return Ok(None);
                 }
                 let result = put(update(unquoted)).await;
                 if result.is_ok() {
                     self.unquoted_etags.store(true, Ordering::Relaxed);
                 }
-                result.map_err(|e| precondition(path, e))
+                lost(result)
             }
-            other => other.map_err(|e| precondition(path, e)),
+            other => lost(other),
         }
     }
 }
@@ -379,26 +387,6 @@ fn io(op: &str, path: &Path, e: object_store::Error) -> Error {
             _ => std::io::ErrorKind::Other,
         },
         message: e.to_string(),
-    }
-}
-
-/// The upload id in a session path, for the error.
-fn contended_path(path: &Path) -> Error {
-    let parts: Vec<_> = path.parts().collect();
-    let id = parts
-        .len()
-        .checked_sub(2)
-        .map(|i| parts[i].as_ref().to_owned())
-        .unwrap_or_default();
-    contended(&id)
-}
-
-fn precondition(path: &Path, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
-            contended_path(path)
-        }
-        e => io("saving", path, e),
     }
 }
 
@@ -549,7 +537,10 @@ impl Store for ObjectStoreBackend {
         body.push(b'\n');
         body.extend_from_slice(&record);
         let path = self.session_path(&id);
-        let put = self.put_session(&path, body.into(), expected).await?;
+        let put = self
+            .put_if(&path, body.into(), expected)
+            .await?
+            .ok_or_else(|| contended(upload_id))?;
         match put.e_tag {
             Some(tag) if !tag.is_empty() => Ok(tag),
             // A service that gives no ETag on PUT: ask for it.
@@ -612,29 +603,52 @@ impl Store for ObjectStoreBackend {
 
     async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
         let id = parse_id("attachment", attachment_id)?;
-        let mut manifest = self
-            .manifest(&id)
-            .await?
-            .ok_or_else(|| not_found("attachment", attachment_id))?;
-        if manifest.meta.linked == linked {
+        let path = self.manifest_path(&id);
+        // A conditional rewrite: a concurrent change is read again, and a manifest the
+        // sweep removed meanwhile is not brought back.
+        for _ in 0..MAX_CONTENDED {
+            let Some((bytes, e_tag)) = self.read_record(&path).await? else {
+                return Err(not_found("attachment", attachment_id));
+            };
+            let mut manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+                op: format!("reading {path}"),
+                kind: std::io::ErrorKind::InvalidData,
+                message: e.to_string(),
+            })?;
+            if manifest.meta.linked == linked {
+                return Ok(());
+            }
+            manifest.meta.linked = linked;
+            // Linking takes the attachment out of the expiry index first; unlinking puts
+            // it back only after the manifest says so.
+            let index = self.unlinked_path(&manifest.meta);
+            if linked {
+                self.delete(&index).await?;
+            }
+            let body = Bytes::from(serde_json::to_vec(&manifest)?);
+            let written = match e_tag.as_deref() {
+                Some(tag) => self.put_if(&path, body, Some(tag)).await?.is_some(),
+                // A service without ETags: no condition is possible.
+                None => {
+                    self.put_json(&path, &manifest, PutMode::Overwrite).await?;
+                    true
+                }
+            };
+            if !written {
+                continue;
+            }
+            if !linked {
+                self.inner
+                    .put(&index, PutPayload::default())
+                    .await
+                    .map_err(|e| io("indexing", &index, e))?;
+            }
             return Ok(());
         }
-        manifest.meta.linked = linked;
-        // Linking takes the attachment out of the expiry index first; unlinking puts it
-        // back only after the manifest says so.
-        let index = self.unlinked_path(&manifest.meta);
-        if linked {
-            self.delete(&index).await?;
-        }
-        self.put_json(&self.manifest_path(&id), &manifest, PutMode::Overwrite)
-            .await?;
-        if !linked {
-            self.inner
-                .put(&index, PutPayload::default())
-                .await
-                .map_err(|e| io("indexing", &index, e))?;
-        }
-        Ok(())
+        Err(Error::Contended {
+            what: "attachment",
+            id: attachment_id.to_owned(),
+        })
     }
 
     async fn list_expired(
