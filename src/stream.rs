@@ -322,6 +322,10 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// before the answer carries the `attachment_id`. When a session fails, or expires, its
 /// stored bytes are released. Ids are 128 random bits from the operating system.
 ///
+/// It holds no upload state of its own: between two chunks each session lives in the
+/// store as a [`SessionRecord`] (see [`UploadReceiver::chunk_request`]), so receivers in
+/// several processes sharing one store (the S3 store, say) can each take any chunk.
+///
 /// # Examples
 ///
 /// ```

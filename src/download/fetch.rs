@@ -390,7 +390,8 @@ impl<S: RangeSource + 'static> Downloader<S> {
     ///
     /// # Errors
     ///
-    /// [`PieceProblem::Incomplete`], [`PieceProblem::DigestMismatch`].
+    /// [`PieceProblem::Incomplete`](crate::error::PieceProblem::Incomplete),
+    /// [`PieceProblem::DigestMismatch`](crate::error::PieceProblem::DigestMismatch).
     pub fn finish(self) -> Result<Verified> {
         self.reassembler.finish()
     }

@@ -50,7 +50,7 @@ use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-pub use messages::{Message, MessageBoard};
+pub use messages::{MAX_MESSAGES, Message, MessageBoard};
 pub use rate::RateLimiter;
 
 use crate::download::{RangeQuery, write_connectivity_download, write_demand_download};
