@@ -111,6 +111,20 @@ pub enum Error {
         sniffed: usize,
     },
 
+    /// The file is (declared as, or recognised as) a type that can carry active content
+    /// a browser runs (HTML, SVG, XML), and the policy does not accept such types.
+    #[error(
+        "{media_type} files can carry scripts a browser would run, so they are not accepted \
+         (the file {how} {media_type}); send another format, such as PDF or PNG",
+        how = if *declared { "is declared as" } else { "contains" }
+    )]
+    ActiveContent {
+        /// The type, normalised.
+        media_type: String,
+        /// Whether it was declared (else recognised from the content).
+        declared: bool,
+    },
+
     /// The content is not a well-formed file of its type, as a [`Validator`] found it.
     ///
     /// [`Validator`]: crate::Validator
@@ -819,7 +833,9 @@ impl Error {
     /// 415 for a type the policy does not accept or content of no recognisable type.
     pub fn status(&self) -> u16 {
         match self {
-            Error::UnsupportedType { .. } | Error::UnrecognizedContent { .. } => 415,
+            Error::UnsupportedType { .. }
+            | Error::UnrecognizedContent { .. }
+            | Error::ActiveContent { .. } => 415,
             Error::UploadNotFound { .. } | Error::UploadExpired { .. } | Error::NotFound { .. } => {
                 404
             }

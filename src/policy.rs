@@ -217,6 +217,10 @@ pub struct Policy {
     pub allow_trailing: bool,
     /// How deeply images are checked.
     pub depth: Depth,
+    /// Accept types that can carry active content a browser runs (HTML, SVG, XML; see
+    /// [`MediaType::is_active_content`]), declared or recognised. Off in every preset:
+    /// served back from the same origin, such a file runs scripts as the site.
+    pub allow_active_content: bool,
 }
 
 /// How deeply an image is checked.
@@ -248,6 +252,7 @@ impl Policy {
             require_recognized: true,
             allow_trailing: false,
             depth: Depth::Structure,
+            allow_active_content: false,
         }
     }
 
@@ -262,6 +267,7 @@ impl Policy {
             require_recognized: true,
             allow_trailing: false,
             depth: Depth::Structure,
+            allow_active_content: false,
         }
     }
 
@@ -276,6 +282,7 @@ impl Policy {
             require_recognized: false,
             allow_trailing: false,
             depth: Depth::Structure,
+            allow_active_content: false,
         }
     }
 
@@ -286,6 +293,21 @@ impl Policy {
         if self.limits.max_chunked_size.is_none() {
             self.limits.max_chunk_size = max;
         }
+        self
+    }
+
+    /// Accepts (or not) types that can carry active content (HTML, SVG, XML).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::Policy;
+    ///
+    /// assert_eq!(Policy::chat().check_type("image/svg+xml").unwrap_err().status(), 415);
+    /// assert!(Policy::chat().with_active_content(true).check_type("image/svg+xml").is_ok());
+    /// ```
+    pub fn with_active_content(mut self, allow: bool) -> Self {
+        self.allow_active_content = allow;
         self
     }
 
@@ -319,6 +341,12 @@ impl Policy {
             ty = MediaType::JPEG;
         }
         match &self.allowed_types {
+            AllowedTypes::Any if ty.is_active_content() && !self.allow_active_content => {
+                Err(Error::ActiveContent {
+                    media_type: ty.to_string(),
+                    declared: true,
+                })
+            }
             AllowedTypes::Any => Ok(ty),
             AllowedTypes::Only(list) if list.contains(&ty) => Ok(ty),
             AllowedTypes::Only(list) => Err(Error::UnsupportedType {
@@ -346,10 +374,22 @@ impl Policy {
         detected: Option<&MediaType>,
         sniffed: usize,
     ) -> Result<()> {
+        let active = |found: &MediaType| {
+            if found.is_active_content() && !self.allow_active_content {
+                Err(Error::ActiveContent {
+                    media_type: found.to_string(),
+                    declared: false,
+                })
+            } else {
+                Ok(())
+            }
+        };
         match detected {
-            Some(found) if found == declared => Ok(()),
+            Some(found) if found == declared => active(found),
             // Declaring "no particular type" lets the content decide, where any type goes.
-            Some(_) if *declared == MediaType::OCTET_STREAM && !self.require_recognized => Ok(()),
+            Some(found) if *declared == MediaType::OCTET_STREAM && !self.require_recognized => {
+                active(found)
+            }
             Some(found) => Err(Error::TypeMismatch {
                 declared: declared.to_string(),
                 detected: found.to_string(),

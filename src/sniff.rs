@@ -10,6 +10,15 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// The types [`MediaType::is_active_content`] names.
+const ACTIVE_CONTENT: [&str; 5] = [
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+];
+
 /// How many leading bytes the sniffer examines.
 ///
 /// Images are recognised from their first few bytes; the wider window lets container
@@ -39,6 +48,27 @@ impl MediaType {
     pub const JPEG: MediaType = MediaType(Cow::Borrowed("image/jpeg"));
     /// `application/octet-stream`: "no particular type".
     pub const OCTET_STREAM: MediaType = MediaType(Cow::Borrowed("application/octet-stream"));
+    /// `image/svg+xml`.
+    pub const SVG: MediaType = MediaType(Cow::Borrowed("image/svg+xml"));
+
+    /// Whether content of this type can carry active content a browser runs when it opens
+    /// the file (scripts in HTML, SVG and XML documents): `text/html`,
+    /// `application/xhtml+xml`, `image/svg+xml`, `text/xml`, `application/xml`. Policies
+    /// refuse these unless [`Policy::with_active_content`](crate::Policy::with_active_content)
+    /// allows them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::MediaType;
+    ///
+    /// assert!(MediaType::SVG.is_active_content());
+    /// assert!(!MediaType::parse("application/pdf")?.is_active_content());
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn is_active_content(&self) -> bool {
+        ACTIVE_CONTENT.contains(&self.as_str())
+    }
 
     /// Parses a declared type: trims spaces, drops parameters after `;`, lowercases, and
     /// checks the `type/subtype` form (RFC 9110 token characters on both sides).
@@ -105,11 +135,38 @@ fn is_token_byte(b: u8) -> bool {
 /// ```
 pub fn detect(prefix: &[u8]) -> Option<MediaType> {
     let prefix = &prefix[..prefix.len().min(SNIFF_LEN)];
-    infer::get(prefix).map(|t| match t.mime_type() {
+    let found = infer::get(prefix).map(|t| match t.mime_type() {
         "image/png" => MediaType::PNG,
         "image/jpeg" => MediaType::JPEG,
         other => MediaType::from_static(other),
-    })
+    });
+    // `infer` has no SVG matcher: an SVG with an XML prolog comes out as `text/xml`, one
+    // without as nothing. Hand-written because no crate we use recognises it: the root
+    // element is looked for in the window.
+    match found.as_ref().map(MediaType::as_str) {
+        None | Some("text/xml") if is_svg(prefix) => Some(MediaType::SVG),
+        _ => found,
+    }
+}
+
+/// Whether `prefix` starts an SVG document: after a UTF-8 byte-order mark and white
+/// space, either an `<svg` start tag, or an XML prolog / comment / doctype followed
+/// somewhere in the window by an `<svg` start tag (ASCII case ignored).
+fn is_svg(prefix: &[u8]) -> bool {
+    let text = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
+    let text = &text[text.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let svg_tag = |at: &[u8]| {
+        at.len() > 4
+            && at[..4].eq_ignore_ascii_case(b"<svg")
+            && (at[4].is_ascii_whitespace() || at[4] == b'>' || at[4] == b'/')
+    };
+    if svg_tag(text) {
+        return true;
+    }
+    if !text.starts_with(b"<?") && !text.starts_with(b"<!") {
+        return false;
+    }
+    (0..text.len()).any(|i| text[i] == b'<' && svg_tag(&text[i..]))
 }
 
 /// Incremental sniffer: fed slices, it decides once it holds [`SNIFF_LEN`] bytes, or at

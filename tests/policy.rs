@@ -230,3 +230,61 @@ fn every_error_kind_knows_its_status() {
         assert_eq!(wrapped.wire_message(), err.wire_message());
     }
 }
+
+#[test]
+fn active_content_is_refused_unless_the_policy_allows_it() {
+    use attachments::{Inspector, Policy};
+    let svg =
+        br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>"#;
+    let chat = Policy::chat();
+    // Declared as such: refused before any byte.
+    for declared in [
+        "image/svg+xml",
+        "text/html",
+        "application/xhtml+xml",
+        "text/xml",
+        "application/xml",
+    ] {
+        let err = Inspector::new(&chat, declared, None).unwrap_err();
+        assert_eq!(err.status(), 415, "{declared}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{declared} files can carry scripts a browser would run, so they are not accepted \
+                 (the file is declared as {declared}); send another format, such as PDF or PNG"
+            )
+        );
+    }
+    // Declared as "no particular type": the content decides, and is refused.
+    let mut insp = Inspector::new(&chat, "application/octet-stream", None).unwrap();
+    insp.update(svg).unwrap();
+    let err = insp.finish().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image/svg+xml files can carry scripts a browser would run, so they are not accepted \
+         (the file contains image/svg+xml); send another format, such as PDF or PNG"
+    );
+    // Declared as something else: the mismatch is the answer.
+    let mut insp = Inspector::new(&chat, "text/plain", None).unwrap();
+    insp.update(svg).unwrap();
+    assert!(matches!(
+        insp.finish().unwrap_err(),
+        attachments::Error::TypeMismatch { .. }
+    ));
+    // Allowed: accepted as declared.
+    let open = Policy::chat().with_active_content(true);
+    let mut insp = Inspector::new(&open, "image/svg+xml", None).unwrap();
+    insp.update(svg).unwrap();
+    assert_eq!(
+        insp.finish().unwrap().media_type,
+        attachments::MediaType::SVG
+    );
+    // A PDF under the chat preset is recognised and accepted.
+    let pdf = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n";
+    let mut insp = Inspector::new(&chat, "application/pdf", None).unwrap();
+    insp.update(pdf).unwrap();
+    assert_eq!(
+        insp.finish().unwrap().media_type.as_str(),
+        "application/pdf"
+    );
+}

@@ -107,3 +107,46 @@ fn media_types_are_normalised() {
         assert!(MediaType::parse(bad).is_err(), "{bad:?} should be rejected");
     }
 }
+
+fn detected(text: &[u8]) -> Option<String> {
+    detect(text).map(|t| t.to_string())
+}
+
+#[test]
+fn documents_and_active_content_are_recognised() {
+    let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n";
+    assert_eq!(detected(pdf).as_deref(), Some("application/pdf"));
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>alert(1)</script></svg>"#;
+    assert_eq!(detected(svg).as_deref(), Some("image/svg+xml"));
+    let prolog = b"\xEF\xBB\xBF\n  <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\" \"x\">\n<SVG viewBox=\"0 0 1 1\"/>";
+    assert_eq!(detected(prolog).as_deref(), Some("image/svg+xml"));
+    let xml = b"<?xml version=\"1.0\"?>\n<note><to>you</to></note>";
+    assert_eq!(detected(xml).as_deref(), Some("text/xml"));
+    let html = b"<!DOCTYPE html>\n<html><body onload=\"x()\"></body></html>";
+    assert_eq!(detected(html).as_deref(), Some("text/html"));
+    // Not SVG: another element whose name starts with "svg", and plain text.
+    assert_eq!(detected(b"<svgfoo>text</svgfoo>"), None);
+    assert_eq!(detected(b"an svg is a vector image"), None);
+}
+
+proptest! {
+    #[test]
+    fn an_svg_root_is_found_after_any_white_space_and_bom(
+        bom in any::<bool>(),
+        space in proptest::collection::vec(proptest::sample::select(vec![b' ', b'\t', b'\r', b'\n']), 0..40),
+        after in proptest::sample::select(vec![b' ', b'>', b'/', b'\n']),
+        tail in proptest::collection::vec(any::<u8>(), 0..200),
+        upper in any::<bool>(),
+    ) {
+        let mut data = Vec::new();
+        if bom {
+            data.extend_from_slice(b"\xEF\xBB\xBF");
+        }
+        data.extend_from_slice(&space);
+        data.extend_from_slice(if upper { b"<SVG" } else { b"<svg" });
+        data.push(after);
+        data.extend_from_slice(&tail);
+        prop_assert_eq!(detect(&data), Some(MediaType::SVG));
+        prop_assert!(MediaType::SVG.is_active_content());
+    }
+}
