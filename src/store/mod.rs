@@ -327,16 +327,6 @@ mod digest_hex {
     }
 }
 
-/// Unix milliseconds of `t` (0 before the epoch).
-#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    u64::try_from(ms).unwrap_or(u64::MAX)
-}
-
 mod unix_millis {
     use super::*;
 
@@ -344,11 +334,7 @@ mod unix_millis {
         t: &SystemTime,
         s: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+        s.serialize_u64(crate::upload::unix_millis(*t))
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(

@@ -210,7 +210,7 @@ impl ObjectStoreBackend {
     }
 
     fn unlinked_path(&self, meta: &AttachmentMeta) -> Path {
-        let ms = super::unix_ms(meta.created);
+        let ms = crate::upload::unix_millis(meta.created);
         self.path(&["unlinked", &format!("{ms:020}.{}", meta.id)])
     }
 
@@ -237,16 +237,23 @@ impl ObjectStoreBackend {
     }
 
     async fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>> {
-        match self.read_record(path).await? {
-            None => Ok(None),
-            Some((bytes, _)) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Io {
-                    op: format!("reading {path}"),
-                    kind: std::io::ErrorKind::InvalidData,
-                    message: e.to_string(),
-                }),
-        }
+        Ok(self.read_json_tagged(path).await?.map(|(value, _)| value))
+    }
+
+    /// A JSON record with its ETag.
+    async fn read_json_tagged<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(T, Option<String>)>> {
+        let Some((bytes, e_tag)) = self.read_record(path).await? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+            op: format!("reading {path}"),
+            kind: std::io::ErrorKind::InvalidData,
+            message: e.to_string(),
+        })?;
+        Ok(Some((value, e_tag)))
     }
 
     async fn put_json<T: Serialize>(&self, path: &Path, value: &T, mode: PutMode) -> Result<()> {
@@ -607,14 +614,10 @@ impl Store for ObjectStoreBackend {
         // A conditional rewrite: a concurrent change is read again, and a manifest the
         // sweep removed meanwhile is not brought back.
         for _ in 0..MAX_CONTENDED {
-            let Some((bytes, e_tag)) = self.read_record(&path).await? else {
+            let Some((mut manifest, e_tag)) = self.read_json_tagged::<Manifest>(&path).await?
+            else {
                 return Err(not_found("attachment", attachment_id));
             };
-            let mut manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
-                op: format!("reading {path}"),
-                kind: std::io::ErrorKind::InvalidData,
-                message: e.to_string(),
-            })?;
             if manifest.meta.linked == linked {
                 return Ok(());
             }
@@ -685,7 +688,7 @@ impl Store for ObjectStoreBackend {
                 out.push(Expired::Upload(id.to_string()));
             }
         }
-        let cutoff = super::unix_ms(unlinked_before);
+        let cutoff = crate::upload::unix_millis(unlinked_before);
         for object in self.list(&self.path(&["unlinked"])).await? {
             let Some((ms, id)) = object
                 .location

@@ -81,6 +81,8 @@ mod plan;
 mod session;
 
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
+#[cfg(feature = "async")]
+pub(crate) use session::unix_millis;
 pub use session::{
     AttachmentInfo, DEFAULT_SESSION_TTL, Received, SessionRecord, Sessions, UploadSession,
     receive_single,

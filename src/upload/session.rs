@@ -379,7 +379,7 @@ impl UploadSession {
     /// assert_eq!((again.next_number(), again.received()), (1, 3));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn restore(policy: &Policy, record: SessionRecord) -> Result<Self> {
+    pub fn restore(policy: &Policy, mut record: SessionRecord) -> Result<Self> {
         let bad = |problem: &str| Error::Io {
             op: format!("restoring upload session {}", record.id),
             kind: std::io::ErrorKind::InvalidData,
@@ -399,7 +399,7 @@ impl UploadSession {
             SavedState::Receiving => {
                 let saved = record
                     .inspector
-                    .clone()
+                    .take()
                     .ok_or_else(|| bad("a receiving session without its inspector"))?;
                 let insp = Inspector::restore(policy, saved)?;
                 if insp.bytes_seen() != record.received {
@@ -744,7 +744,8 @@ enum SavedState {
     Expired { idle_secs: u64, ttl_secs: u64 },
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
+/// Unix milliseconds of `t` (0 before the epoch, saturating far in the future).
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -752,6 +753,7 @@ fn unix_millis(t: SystemTime) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
+/// The time `ms` Unix milliseconds name (the epoch if out of range).
 fn from_unix_millis(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH
         .checked_add(Duration::from_millis(ms))
