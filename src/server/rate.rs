@@ -7,7 +7,8 @@ use std::time::Duration;
 const MAX_BUCKETS: usize = 10_000;
 
 /// A token bucket per client key: `per_minute` requests a minute on average, bursts of up
-/// to `per_minute`.
+/// to `per_minute`. It is kept exactly, in integers, as the generic cell rate algorithm's
+/// next arrival time, so a refusal's `Retry-After` is always long enough.
 ///
 /// # Examples
 ///
@@ -28,21 +29,22 @@ const MAX_BUCKETS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: HashMap<String, Bucket>,
+    /// Per client, the theoretical arrival time of its next request (GCRA), in scaled
+    /// time: nanoseconds times `per_minute`, so that one request's spacing (60 s /
+    /// `per_minute`) is the whole number `60e9` and nothing is rounded. Floating-point
+    /// tokens once promised a wait after which the request was still refused.
+    next: HashMap<String, u128>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Duration,
-}
+/// One request's spacing in scaled time (see [`RateLimiter::next`]).
+const SPACING: u128 = 60 * 1_000_000_000;
 
 impl RateLimiter {
     /// A limit of `per_minute` requests a minute per client (at least 1).
     pub fn new(per_minute: u32) -> Self {
         RateLimiter {
             per_minute: per_minute.max(1),
-            buckets: HashMap::new(),
+            next: HashMap::new(),
         }
     }
 
@@ -53,26 +55,24 @@ impl RateLimiter {
     ///
     /// The wait until the next token, rounded up to whole seconds (for `Retry-After`).
     pub fn check(&mut self, key: &str, now: Duration) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute);
-        let per_sec = capacity / 60.0;
-        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(key) {
-            self.buckets.retain(|_, b| {
-                b.tokens + now.saturating_sub(b.at).as_secs_f64() * per_sec < capacity
-            });
+        let scale = u128::from(self.per_minute);
+        let now = now.as_nanos() * scale;
+        // A burst of `per_minute` requests: the next arrival may run this far ahead.
+        let tolerance = (scale - 1) * SPACING;
+        if self.next.len() >= MAX_BUCKETS && !self.next.contains_key(key) {
+            // Clients whose bucket has refilled completely carry no state worth keeping.
+            self.next.retain(|_, next| *next > now);
         }
-        let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
-        bucket.at = bucket.at.max(now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let next = self.next.entry(key.to_owned()).or_insert(now);
+        let due = (*next).max(now);
+        let ahead = due - now;
+        if ahead <= tolerance {
+            *next = due + SPACING;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / per_sec;
-            Err(Duration::from_secs(wait.ceil().max(1.0) as u64))
+            let wait_nanos = (ahead - tolerance).div_ceil(scale);
+            let secs = wait_nanos.div_ceil(1_000_000_000).max(1);
+            Err(Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX)))
         }
     }
 }
@@ -81,6 +81,26 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `sandbox` fuzz target: with floating-point tokens, 3 a minute and a
+    /// request every 200 ms, a promised 20 s wait left the bucket a hair short of a token.
+    #[test]
+    fn the_promised_wait_always_suffices() {
+        for per_minute in 1..=120 {
+            let mut limiter = RateLimiter::new(per_minute);
+            let mut now = Duration::ZERO;
+            for _ in 0..2_000 {
+                now += Duration::from_millis(200);
+                if let Err(wait) = limiter.check("b", now) {
+                    let mut probe = limiter.clone();
+                    assert!(
+                        probe.check("b", now + wait).is_ok(),
+                        "{per_minute}/min at {now:?}"
+                    );
+                }
+            }
+        }
+    }
 
     proptest! {
         /// Whatever the arrival times, a client never gets more than its burst plus the
