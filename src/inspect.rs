@@ -108,6 +108,10 @@ pub struct InspectorState {
     /// Hex of the SHA-256 state ([`Sha256::state`]).
     sha256: String,
     validator: ValidatorState,
+    /// Whether the validator is still to be picked by the sniffed type (a file declared as
+    /// `application/octet-stream`, undecided).
+    #[serde(default)]
+    pick_validator: bool,
 }
 
 /// The verdict of an [`Inspector`] on a complete file.
@@ -169,6 +173,10 @@ pub struct Inspector {
     sniffer: Sniffer,
     hasher: Sha256,
     validator: Box<dyn Validator>,
+    /// Declared as "no particular type" with the policy's own validator: once the sniffer
+    /// recognises the content, the validator for that type takes over, so a PNG sent as
+    /// `application/octet-stream` is checked as a PNG.
+    pick_validator: bool,
     failed: Option<Box<Error>>,
 }
 
@@ -198,7 +206,9 @@ impl Inspector {
     pub fn new(policy: &Policy, file_type: &str, file_size: Option<u64>) -> Result<Self> {
         let declared = policy.check_type(file_type)?;
         let validator = crate::image::validator_for(policy, &declared);
-        Self::with_validator(policy, file_type, file_size, validator)
+        let mut insp = Self::with_validator(policy, file_type, file_size, validator)?;
+        insp.pick_validator = declared == MediaType::OCTET_STREAM;
+        Ok(insp)
     }
 
     /// Like [`Inspector::new`], with a validator of the caller's choosing.
@@ -236,6 +246,7 @@ impl Inspector {
             sniffer: Sniffer::new(),
             hasher: Sha256::new(),
             validator,
+            pick_validator: false,
             failed: None,
         })
     }
@@ -484,7 +495,7 @@ impl Inspector {
         }
         let earlier = self.sniffer.buffered();
         if self.sniffer.update(data) {
-            self.check_sniffed()?;
+            self.decide()?;
             let window = self.sniffer.take_window();
             self.validator.update(&window[..earlier])?;
             self.validator.update(data)?;
@@ -539,6 +550,7 @@ impl Inspector {
             detected: verdict.flatten().map(ToString::to_string),
             sha256: hex::encode(self.hasher.state()),
             validator,
+            pick_validator: self.pick_validator,
         })
     }
 
@@ -572,6 +584,7 @@ impl Inspector {
         let sha = hex::decode(&state.sha256).map_err(|_| bad("SHA-256 state is not hex"))?;
         insp.hasher = Sha256::from_state(&sha).map_err(|e| bad(&e.to_string()))?;
         insp.count = state.count;
+        insp.pick_validator = state.pick_validator && undecided;
         if insp.hasher.bytes_hashed() != state.count
             || state.count > insp.max_size
             || state.declared_size.is_some_and(|d| state.count > d)
@@ -606,6 +619,18 @@ impl Inspector {
                 first: Box::new(first.clone()),
             }),
         }
+    }
+
+    /// The sniffer has decided: checks its verdict and, for a file declared as
+    /// `application/octet-stream`, takes the validator for the recognised type.
+    fn decide(&mut self) -> Result<()> {
+        self.check_sniffed()?;
+        if std::mem::take(&mut self.pick_validator)
+            && let Some(found) = self.sniffer.verdict().flatten()
+        {
+            self.validator = crate::image::validator_for(&self.policy, found);
+        }
+        Ok(())
     }
 
     fn check_sniffed(&self) -> Result<()> {
@@ -651,7 +676,7 @@ impl Inspector {
         }
         if self.sniffer.verdict().is_none() {
             self.sniffer.finish();
-            self.check_sniffed()?;
+            self.decide()?;
             let window = self.sniffer.take_window();
             self.validator.update(&window)?;
         }

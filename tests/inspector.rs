@@ -331,6 +331,35 @@ fn octet_stream_on_the_chat_preset_takes_the_recognised_type() {
     assert_eq!(seen.media_type.as_str(), "application/pdf");
 }
 
+proptest! {
+    /// A PNG or JPEG sent as `application/octet-stream` takes its recognised type and is
+    /// checked as that image: a truncated one is refused as the image it is, wherever the
+    /// file is cut and whether or not the inspector is saved between pieces.
+    #[test]
+    fn octet_stream_images_are_validated_as_the_recognised_type(
+        len in 0usize..6_000,
+        png in any::<bool>(),
+        cut_off in 1usize..40,
+        cuts in cuts(),
+        saved in any::<bool>(),
+    ) {
+        let (ty, data) = if png { (MediaType::PNG, structural_png(len)) } else { (MediaType::JPEG, structural_jpeg(len)) };
+        let policy = Policy::chat();
+        let run = |data: &[u8]| if saved {
+            inspect_saved_between_pieces(&policy, "application/octet-stream", None, data, &cuts)
+        } else {
+            inspect(&policy, "application/octet-stream", None, data)
+        };
+        let whole = run(&data).unwrap();
+        prop_assert_eq!(&whole.media_type, &ty);
+        let declared = inspect(&policy, ty.as_str(), None, &data).unwrap();
+        prop_assert_eq!(whole.info, declared.info);
+        let short = &data[..data.len().saturating_sub(cut_off)];
+        let err = run(short).unwrap_err();
+        prop_assert_eq!(err, inspect(&policy, ty.as_str(), None, short).unwrap_err());
+    }
+}
+
 #[test]
 fn the_chat_preset_limit_is_configurable() {
     let policy = Policy::chat().with_max_size(100);
