@@ -811,6 +811,16 @@ fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSes
     UploadSession::restore(policy, record)
 }
 
+/// A [`RandomId::time_ordered`] id for `now`, its random bits from the operating system.
+#[allow(dead_code)] // used by the chat routes, next commit
+pub(crate) fn time_ordered_id(now: std::time::SystemTime) -> Result<RandomId> {
+    let random = random_id()?;
+    Ok(RandomId::time_ordered(
+        crate::upload::unix_millis(now),
+        *random.as_bytes(),
+    ))
+}
+
 /// 128 random bits from the operating system.
 pub(crate) fn random_id() -> Result<RandomId> {
     let mut bytes = [0u8; 16];

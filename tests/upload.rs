@@ -929,3 +929,23 @@ async fn single_upload_content_is_checked_once_by_the_decoder() {
     );
     assert_eq!(server.store.attachment_count(), 1);
 }
+
+proptest! {
+    /// Time-ordered ids keep their millisecond, parse back from their text, and sort by
+    /// time as ids and as text whatever their random bits.
+    #[test]
+    fn time_ordered_ids_sort_by_their_millisecond(
+        a in 0u64..(1 << 48),
+        b in 0u64..(1 << 48),
+        ra in any::<[u8; 16]>(),
+        rb in any::<[u8; 16]>(),
+    ) {
+        let (x, y) = (RandomId::time_ordered(a, ra), RandomId::time_ordered(b, rb));
+        prop_assert_eq!(x.unix_millis(), Some(a));
+        prop_assert_eq!(x.to_string().parse::<RandomId>(), Ok(x));
+        if a < b {
+            prop_assert!(x < y);
+            prop_assert!(x.to_string() < y.to_string());
+        }
+    }
+}

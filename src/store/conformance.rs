@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{AttachmentMeta, Expired, Store};
+use super::{AttachmentMeta, Expired, ListQuery, MetaChange, Store};
 use crate::digest::sha256;
 use crate::error::Error;
 use crate::upload::RandomId;
@@ -46,6 +46,8 @@ fn meta(att: &str, data: &[u8], created: SystemTime) -> AttachmentMeta {
         created,
         linked: false,
         scope: "8011855/f3a9c29d".into(),
+        conversation_id: None,
+        message_id: None,
     }
 }
 
@@ -71,6 +73,7 @@ pub async fn run(store: &dyn Store) {
     expiry_and_linking(store).await;
     odd_ids_are_not_found(store).await;
     session_records(store).await;
+    listing_and_updates(store).await;
 }
 
 async fn chunks_commit_and_read(store: &dyn Store) {
@@ -454,5 +457,138 @@ async fn session_records(store: &dyn Store) {
         store.load_session(&up).await.expect("load"),
         None,
         "remove drops the record"
+    );
+}
+
+/// Lists a scope newest first by time-ordered id, pages by cursor past a deleted id and
+/// past new attachments, filters by conversation, and renames.
+async fn listing_and_updates(store: &dyn Store) {
+    let scope = "chat/owner-a";
+    let mut ids = Vec::new();
+    for n in 0..12u8 {
+        let att = RandomId::time_ordered(1_700_000_000_000 + u64::from(n), [n; 16]).to_string();
+        let data = pattern(10 + usize::from(n), n);
+        let mut m = meta(&att, &data, at(600 + u64::from(n)));
+        m.scope = scope.into();
+        m.conversation_id = Some(if n % 3 == 0 { "c1" } else { "c2" }.into());
+        m.linked = true;
+        store
+            .put_attachment(&RandomId::from_bytes([200 + n; 16]).to_string(), &m, data)
+            .await
+            .expect("put_attachment");
+        ids.push(att);
+    }
+    // Another owner's attachment in a conversation of the same name.
+    let other = RandomId::time_ordered(1_700_000_000_005, [99; 16]).to_string();
+    let data = pattern(5, 1);
+    let mut m = meta(&other, &data, at(605));
+    m.scope = "chat/owner-b".into();
+    m.conversation_id = Some("c1".into());
+    store
+        .put_attachment(&id(199), &m, data)
+        .await
+        .expect("put_attachment");
+
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let list = |q: ListQuery| async move {
+        store
+            .list_attachments(&q)
+            .await
+            .expect("list_attachments")
+            .into_iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(ListQuery::new(scope, 100)).await,
+        newest_first,
+        "the whole scope, newest first"
+    );
+    // Pages of 5, removing the cursor's attachment before the next page and adding a
+    // newer one: the pages still give every other attachment once, in order.
+    let mut paged = Vec::new();
+    let mut query = ListQuery::new(scope, 5);
+    loop {
+        let page = list(query.clone()).await;
+        assert!(page.len() <= 5, "a page holds at most its limit");
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        paged.extend(page);
+        if paged.len() == 5 {
+            store
+                .remove(&Expired::Attachment(last.clone()))
+                .await
+                .expect("remove");
+            let newer = RandomId::time_ordered(1_700_000_001_000, [77; 16]).to_string();
+            let data = pattern(3, 3);
+            let mut m = meta(&newer, &data, at(700));
+            m.scope = scope.into();
+            store
+                .put_attachment(&id(198), &m, data)
+                .await
+                .expect("put_attachment");
+        }
+        query = query.before(last);
+    }
+    assert_eq!(
+        paged, newest_first,
+        "paging past a deleted cursor and an insert"
+    );
+    let c1: Vec<String> = newest_first
+        .iter()
+        .filter(|id| {
+            ids.iter()
+                .position(|x| x == *id)
+                .is_some_and(|n| n % 3 == 0)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        list(ListQuery::new(scope, 100).with_conversation("c1")).await,
+        c1,
+        "filtered by conversation"
+    );
+    assert_eq!(
+        list(ListQuery::new("chat/owner-b", 100).with_conversation("c1")).await,
+        vec![other.clone()],
+        "scopes do not mix"
+    );
+    assert!(
+        list(ListQuery::new("chat/nobody", 10)).await.is_empty(),
+        "an unknown scope is empty"
+    );
+
+    let renamed = store
+        .update(&ids[3], &MetaChange::FileName("invoice (final).pdf".into()))
+        .await
+        .expect("rename");
+    assert_eq!(renamed.file_name, "invoice (final).pdf");
+    let meta = store.metadata(&ids[3]).await.expect("metadata");
+    assert_eq!(meta.file_name, "invoice (final).pdf", "the rename is kept");
+    assert!(meta.linked, "a rename changes nothing else");
+    assert_not_found(
+        store
+            .update(&id(97), &MetaChange::FileName("x".into()))
+            .await,
+        "renaming an unknown attachment",
+    );
+    // Clean up, so the store is as other checks expect.
+    for att in ids.iter().chain([&other]) {
+        store
+            .remove(&Expired::Attachment(att.clone()))
+            .await
+            .expect("remove");
+    }
+    let leftover = list(ListQuery::new(scope, 100)).await;
+    for att in leftover {
+        store
+            .remove(&Expired::Attachment(att))
+            .await
+            .expect("remove");
+    }
+    assert!(
+        list(ListQuery::new(scope, 100)).await.is_empty(),
+        "all removed"
     );
 }

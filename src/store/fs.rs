@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttachmentMeta, Expired, Store, StoredSession, check_range, contended, incomplete, not_found,
-    parse_id,
+    AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, contended,
+    incomplete, not_found, parse_id,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -365,14 +365,61 @@ impl Store for FsStore {
         self.blocking(move |s| s.read_meta(&id)).await
     }
 
-    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+    async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta> {
         let id = parse_id("attachment", attachment_id)?;
+        let change = change.clone();
         self.blocking(move |s| {
+            let op = |e: io::Error| Error::io(format!("updating attachment {id}"), &e);
+            // One lock for all metadata updates (they are rare): the metadata file itself is
+            // replaced by rename, so a lock on it would not hold across the replacement.
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(s.root.join("attachments").join(".lock"))
+                .map_err(op)?;
+            lock.lock().map_err(op)?;
             let mut meta = s.read_meta(&id)?;
-            meta.linked = linked;
-            let record = serde_json::to_vec(&meta)?;
-            write_atomic(&s.attachment_path(&id, "json"), &record)
-                .map_err(|e| Error::io(format!("updating attachment {id}"), &e))
+            if change.apply(&mut meta) {
+                let record = serde_json::to_vec(&meta)?;
+                write_atomic(&s.attachment_path(&id, "json"), &record).map_err(op)?;
+            }
+            Ok(meta)
+        })
+        .await
+    }
+
+    /// Lists by reading the directory's names (ids), highest first, and the metadata of
+    /// each below the cursor until `limit` match: one directory read and at least `limit`
+    /// small file reads a page, more when the scope is a small part of the store.
+    async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>> {
+        let query = query.clone();
+        self.blocking(move |s| {
+            let op = |e: io::Error| Error::io("listing attachments", &e);
+            let mut ids = Vec::new();
+            for entry in fs::read_dir(s.root.join("attachments")).map_err(op)? {
+                let path = entry.map_err(op)?.path();
+                if path.extension().is_some_and(|e| e == "json")
+                    && let Some(id) = id_of(&path)
+                    && query.after_cursor(&id.to_string())
+                {
+                    ids.push(id);
+                }
+            }
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let mut found = Vec::new();
+            for id in ids {
+                if found.len() >= query.limit {
+                    break;
+                }
+                match s.read_meta(&id) {
+                    Ok(meta) if query.matches(&meta) => found.push(meta),
+                    // Removed since the directory was read.
+                    Ok(_) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
         })
         .await
     }

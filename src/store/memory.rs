@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    AttachmentMeta, Expired, Store, StoredSession, check_range, concat, contended, incomplete,
-    not_found,
+    AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
+    contended, incomplete, not_found,
 };
 use crate::error::{Error, Result};
 
@@ -227,14 +227,26 @@ impl Store for MemoryStore {
             .ok_or_else(|| not_found("attachment", attachment_id))
     }
 
-    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+    async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta> {
         let mut inner = self.lock();
         let att = inner
             .attachments
             .get_mut(attachment_id)
             .ok_or_else(|| not_found("attachment", attachment_id))?;
-        att.meta.linked = linked;
-        Ok(())
+        change.apply(&mut att.meta);
+        Ok(att.meta.clone())
+    }
+
+    async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>> {
+        let inner = self.lock();
+        let mut found: Vec<&AttachmentMeta> = inner
+            .attachments
+            .values()
+            .map(|a| &a.meta)
+            .filter(|m| query.matches(m) && query.after_cursor(&m.id))
+            .collect();
+        found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        Ok(found.into_iter().take(query.limit).cloned().collect())
     }
 
     async fn list_expired(

@@ -90,6 +90,13 @@ pub struct AttachmentMeta {
     /// `property/conversation`); empty when unscoped.
     #[serde(default)]
     pub scope: String,
+    /// The conversation it was uploaded to, where the API names one apart from the scope
+    /// (the chat flavour); [`ListQuery::with_conversation`] filters by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// The message it belongs to, where the API names one at upload (the chat flavour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 impl AttachmentMeta {
@@ -105,6 +112,106 @@ impl AttachmentMeta {
             created: info.created,
             linked: false,
             scope: scope.into(),
+            conversation_id: None,
+            message_id: None,
+        }
+    }
+}
+
+/// The most attachments one [`Store::list_attachments`] call may ask for.
+pub const MAX_LIST_LIMIT: usize = 1_000;
+
+/// Which attachments [`Store::list_attachments`] lists: those in one scope (and
+/// conversation), whose id sorts below a cursor, highest id first.
+///
+/// Ids made by [`RandomId::time_ordered`](crate::upload::RandomId::time_ordered) sort by
+/// creation time, so this is newest first, and paging by the last id seen stays exact
+/// while attachments are added (they sort above the cursor) or deleted (the cursor need
+/// not exist any more).
+///
+/// # Examples
+///
+/// ```
+/// use attachments::store::ListQuery;
+///
+/// let page = ListQuery::new("owner-7", 10)
+///     .with_conversation("xgQQXg3hrtjh7AvZ")
+///     .before("018bcfe5-6800-7fff-bfff-ffffffffffff");
+/// assert_eq!(page.limit, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// The scope the attachments must have ([`AttachmentMeta::scope`]).
+    pub scope: String,
+    /// When set, only attachments of this conversation ([`AttachmentMeta::conversation_id`]).
+    pub conversation_id: Option<String>,
+    /// When set, only ids that sort below this one.
+    pub before: Option<String>,
+    /// At most this many (capped at [`MAX_LIST_LIMIT`]).
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// The first `limit` attachments of `scope`, highest id first.
+    pub fn new(scope: impl Into<String>, limit: usize) -> Self {
+        ListQuery {
+            scope: scope.into(),
+            conversation_id: None,
+            before: None,
+            limit: limit.min(MAX_LIST_LIMIT),
+        }
+    }
+
+    /// Only attachments of `conversation_id`.
+    pub fn with_conversation(mut self, conversation_id: impl Into<String>) -> Self {
+        self.conversation_id = Some(conversation_id.into());
+        self
+    }
+
+    /// Only ids below `id` (the last one of the previous page).
+    pub fn before(mut self, id: impl Into<String>) -> Self {
+        self.before = Some(id.into());
+        self
+    }
+
+    /// Whether `meta` belongs to the listed set, cursor aside.
+    pub fn matches(&self, meta: &AttachmentMeta) -> bool {
+        meta.scope == self.scope
+            && self
+                .conversation_id
+                .as_ref()
+                .is_none_or(|c| meta.conversation_id.as_ref() == Some(c))
+    }
+
+    /// Whether `id` lies past the cursor.
+    pub fn after_cursor(&self, id: &str) -> bool {
+        self.before.as_deref().is_none_or(|b| id < b)
+    }
+}
+
+/// A change to an attachment's metadata ([`Store::update`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetaChange {
+    /// Carried by a message, or not ([`AttachmentMeta::linked`]).
+    Linked(bool),
+    /// A new file name ([`AttachmentMeta::file_name`]); the caller checks it.
+    FileName(String),
+}
+
+impl MetaChange {
+    /// Applies the change; says whether anything changed.
+    pub fn apply(&self, meta: &mut AttachmentMeta) -> bool {
+        match self {
+            MetaChange::Linked(linked) => std::mem::replace(&mut meta.linked, *linked) != *linked,
+            MetaChange::FileName(name) => {
+                if meta.file_name == *name {
+                    return false;
+                }
+                meta.file_name.clone_from(name);
+                true
+            }
         }
     }
 }
@@ -201,12 +308,34 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Error::NotFound`]; [`Error::Io`].
     async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta>;
 
+    /// Changes an attachment's metadata, atomically (a concurrent change is not lost);
+    /// returns the metadata after the change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::Contended`] when other changes kept winning;
+    /// [`Error::Io`].
+    async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta>;
+
     /// Marks an attachment as carried by a message (or not).
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`]; [`Error::Io`].
-    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()>;
+    /// As [`Store::update`].
+    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+        self.update(attachment_id, &MetaChange::Linked(linked))
+            .await
+            .map(drop)
+    }
+
+    /// Lists the attachments `query` selects, highest id first, at most `query.limit`.
+    /// A cursor ([`ListQuery::before`]) that is not an id of the kind the backend stores
+    /// may give an empty page.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`].
+    async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>>;
 
     /// Lists uploads with no activity since `uploads_before` (neither begun nor with a
     /// session record saved after it; committed uploads whose record remains included) and

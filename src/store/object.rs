@@ -16,8 +16,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttachmentMeta, Expired, Store, StoredSession, check_range, concat, contended, incomplete,
-    not_found, parse_id,
+    AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
+    contended, incomplete, not_found, parse_id,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -42,6 +42,8 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// data/<upload_id>/<n>.<offset>  chunk n of the upload (n and offset zero-padded)
 /// attachments/<attachment_id>    the manifest: metadata and the list of chunk objects
 /// unlinked/<created ms>.<id>     index of attachments no message carries yet
+/// scopes/<h>/<inverted id>       index of each scope's attachments, and of each
+///                                conversation's (h: SHA-256 of the scope, hex, 32 digits)
 /// ```
 ///
 /// # The commit scheme: chunk objects and a manifest
@@ -69,6 +71,16 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 ///
 /// Listing for expiry reads each upload's two small records, and the `unlinked/` index
 /// by name only, so no attachment is read to be found.
+///
+/// # Listing a scope
+///
+/// [`Store::list_attachments`] reads the scope's index: its keys are the ids with every
+/// hex digit inverted (`d` becomes `f - d`), so S3's ascending key order is highest id
+/// first, and a page after a cursor is one `LIST` with `start-after`, then one `GET` of
+/// each listed manifest, a page's worth at a time, concurrently. Index entries are written
+/// before the manifest and removed after it, so an entry without a manifest (a crash in
+/// between) is skipped. A backend that does not list in key order is detected and read
+/// whole, then sorted.
 #[derive(Clone)]
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
@@ -212,6 +224,55 @@ impl ObjectStoreBackend {
     fn unlinked_path(&self, meta: &AttachmentMeta) -> Path {
         let ms = crate::upload::unix_millis(meta.created);
         self.path(&["unlinked", &format!("{ms:020}.{}", meta.id)])
+    }
+
+    /// The index folder of a scope, or of a conversation in it.
+    fn scope_prefix(&self, scope: &str, conversation: Option<&str>) -> Path {
+        let key = match conversation {
+            None => crate::digest::sha256(scope.as_bytes()),
+            Some(c) => crate::digest::sha256(format!("{scope}\0{c}").as_bytes()),
+        };
+        self.path(&["scopes", &key.to_hex()[..32]])
+    }
+
+    /// The index entries of an attachment: its scope's, and its conversation's.
+    fn scope_paths(&self, meta: &AttachmentMeta) -> Vec<Path> {
+        let name = invert_id(&meta.id);
+        let mut out = vec![self.scope_prefix(&meta.scope, None).join(name.as_str())];
+        if let Some(c) = &meta.conversation_id {
+            out.push(self.scope_prefix(&meta.scope, Some(c)).join(name.as_str()));
+        }
+        out
+    }
+
+    /// The attachments named by index keys, in the keys' order, skipping entries whose
+    /// manifest is gone; at most `limit`. Manifests are read `limit` at a time, concurrently.
+    async fn read_listed(
+        &self,
+        names: impl IntoIterator<Item = String>,
+        query: &ListQuery,
+        found: &mut Vec<AttachmentMeta>,
+    ) -> Result<()> {
+        let mut names = names.into_iter().peekable();
+        while found.len() < query.limit && names.peek().is_some() {
+            let batch: Vec<String> = names.by_ref().take(query.limit - found.len()).collect();
+            let reads = batch.iter().map(|name| async move {
+                match invert_id(name).parse::<RandomId>() {
+                    Ok(id) => self.manifest(&id).await,
+                    Err(_) => Ok(None),
+                }
+            });
+            for manifest in futures::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                if query.matches(&manifest.meta) && query.after_cursor(&manifest.meta.id) {
+                    found.push(manifest.meta);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads a small object whole; `None` when it does not exist.
@@ -385,6 +446,17 @@ impl ObjectStoreBackend {
     }
 }
 
+/// An id with every hex digit `d` replaced by `f - d`: ascending order of the result is
+/// descending order of ids. Its own inverse; other characters stay.
+fn invert_id(id: &str) -> String {
+    id.chars()
+        .map(|c| match c.to_digit(16) {
+            Some(d) => char::from_digit(15 - d, 16).unwrap_or(c),
+            None => c,
+        })
+        .collect()
+}
+
 fn io(op: &str, path: &Path, e: object_store::Error) -> Error {
     Error::Io {
         op: format!("{op} {path}"),
@@ -471,11 +543,15 @@ impl Store for ObjectStoreBackend {
         // The expiry index before the manifest: a crash in between leaves an index entry
         // without a manifest, which the sweep removes, never an attachment it cannot find.
         let index = self.unlinked_path(meta);
+        let mut entries = self.scope_paths(meta);
         if !meta.linked {
+            entries.push(index.clone());
+        }
+        for entry in &entries {
             self.inner
-                .put(&index, PutPayload::default())
+                .put(entry, PutPayload::default())
                 .await
-                .map_err(|e| io("indexing", &index, e))?;
+                .map_err(|e| io("indexing", entry, e))?;
         }
         let manifest = Manifest {
             meta: meta.clone(),
@@ -495,7 +571,9 @@ impl Store for ObjectStoreBackend {
                     ..
                 } => taken(),
                 e => {
-                    let _ = self.delete(&index).await;
+                    for entry in &entries {
+                        let _ = self.delete(entry).await;
+                    }
                     e
                 }
             });
@@ -608,7 +686,7 @@ impl Store for ObjectStoreBackend {
             .ok_or_else(|| not_found("attachment", attachment_id))
     }
 
-    async fn set_linked(&self, attachment_id: &str, linked: bool) -> Result<()> {
+    async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta> {
         let id = parse_id("attachment", attachment_id)?;
         let path = self.manifest_path(&id);
         // A conditional rewrite: a concurrent change is read again, and a manifest the
@@ -618,14 +696,15 @@ impl Store for ObjectStoreBackend {
             else {
                 return Err(not_found("attachment", attachment_id));
             };
-            if manifest.meta.linked == linked {
-                return Ok(());
+            let was_linked = manifest.meta.linked;
+            if !change.apply(&mut manifest.meta) {
+                return Ok(manifest.meta);
             }
-            manifest.meta.linked = linked;
+            let linked = manifest.meta.linked;
             // Linking takes the attachment out of the expiry index first; unlinking puts
             // it back only after the manifest says so.
             let index = self.unlinked_path(&manifest.meta);
-            if linked {
+            if linked && !was_linked {
                 self.delete(&index).await?;
             }
             let body = Bytes::from(serde_json::to_vec(&manifest)?);
@@ -640,18 +719,77 @@ impl Store for ObjectStoreBackend {
             if !written {
                 continue;
             }
-            if !linked {
+            if was_linked && !linked {
                 self.inner
                     .put(&index, PutPayload::default())
                     .await
                     .map_err(|e| io("indexing", &index, e))?;
             }
-            return Ok(());
+            return Ok(manifest.meta);
         }
         Err(Error::Contended {
             what: "attachment",
             id: attachment_id.to_owned(),
         })
+    }
+
+    async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>> {
+        let prefix = self.scope_prefix(&query.scope, query.conversation_id.as_deref());
+        let offset = match query.before.as_deref().map(str::parse::<RandomId>) {
+            Some(Ok(before)) => Some(prefix.clone().join(invert_id(&before.to_string()).as_str())),
+            // Not an id: no id this store makes is listed past it.
+            Some(Err(_)) => return Ok(Vec::new()),
+            None => None,
+        };
+        let mut listing = match &offset {
+            Some(offset) => self.inner.list_with_offset(Some(&prefix), offset),
+            None => self.inner.list(Some(&prefix)),
+        };
+        let mut found = Vec::new();
+        let mut names = Vec::new();
+        let mut in_order = true;
+        while found.len() < query.limit {
+            let next = listing
+                .try_next()
+                .await
+                .map_err(|e| io("listing", &prefix, e))?;
+            let Some(object) = next else { break };
+            let Some(name) = object.location.filename().map(str::to_owned) else {
+                continue;
+            };
+            if names.last().is_some_and(|last: &String| name <= *last) || !in_order {
+                in_order = false;
+                names.push(name);
+                continue;
+            }
+            names.push(name);
+            if names.len() >= query.limit - found.len() {
+                self.read_listed(std::mem::take(&mut names), query, &mut found)
+                    .await?;
+            }
+        }
+        if in_order {
+            self.read_listed(names, query, &mut found).await?;
+        } else {
+            // Not listed in key order: read the rest of the names, sort them, and read the
+            // page from the sorted names (the ones read so far were in order, so they are
+            // already the highest).
+            let rest: Vec<_> = listing
+                .try_collect()
+                .await
+                .map_err(|e| io("listing", &prefix, e))?;
+            names.extend(
+                rest.into_iter()
+                    .filter_map(|o| o.location.filename().map(str::to_owned)),
+            );
+            names.sort_unstable();
+            names.dedup();
+            let seen: BTreeSet<String> = found.iter().map(|m| invert_id(&m.id)).collect();
+            names.retain(|n| !seen.contains(n));
+            self.read_listed(names, query, &mut found).await?;
+        }
+        found.truncate(query.limit);
+        Ok(found)
     }
 
     async fn list_expired(
@@ -736,6 +874,9 @@ impl Store for ObjectStoreBackend {
                 // The manifest first: the attachment stops being visible before its bytes go.
                 self.delete(&self.manifest_path(&rid)).await?;
                 self.delete(&self.unlinked_path(&manifest.meta)).await?;
+                for entry in self.scope_paths(&manifest.meta) {
+                    self.delete(&entry).await?;
+                }
                 for part in &manifest.parts {
                     self.delete(&Path::from(part.key.as_str())).await?;
                 }

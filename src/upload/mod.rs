@@ -118,6 +118,41 @@ impl RandomId {
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// A time-ordered id: a UUID version 7 (RFC 9562) whose first 48 bits are `unix_ms`,
+    /// then the version and variant bits, then 74 bits of `random`. Ids of a later
+    /// millisecond sort after earlier ones, as bytes and as text, which is what lets a
+    /// list be paged newest first by id, even past ids that were deleted meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::upload::RandomId;
+    ///
+    /// let early = RandomId::time_ordered(1_700_000_000_000, [0xff; 16]);
+    /// let later = RandomId::time_ordered(1_700_000_000_001, [0x00; 16]);
+    /// assert!(early < later && early.to_string() < later.to_string());
+    /// assert_eq!(later.unix_millis(), Some(1_700_000_000_001));
+    /// assert_eq!(early.to_string(), "018bcfe5-6800-7fff-bfff-ffffffffffff");
+    /// ```
+    pub fn time_ordered(unix_ms: u64, random: [u8; 16]) -> Self {
+        let mut bytes = random;
+        bytes[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+        bytes[6] = 0x70 | (bytes[6] & 0x0f);
+        bytes[8] = 0x80 | (bytes[8] & 0x3f);
+        RandomId(bytes)
+    }
+
+    /// The millisecond a [`RandomId::time_ordered`] id was made in; `None` for an id that
+    /// is not a UUID version 7.
+    pub fn unix_millis(&self) -> Option<u64> {
+        if self.0[6] >> 4 != 7 || self.0[8] >> 6 != 0b10 {
+            return None;
+        }
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&self.0[..6]);
+        Some(u64::from_be_bytes(ms))
+    }
 }
 
 impl fmt::Display for RandomId {
