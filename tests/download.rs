@@ -425,3 +425,119 @@ fn a_checkpoint_is_plain_json_and_resumes() {
         "cannot resume the download: the checkpoint's offset 5001 lies past the end (5000 bytes)"
     );
 }
+
+mod http_range {
+    use attachments::download::http_range::{RangeRequest, content_range};
+    use proptest::prelude::*;
+
+    /// One range-spec as a test writes it: (first, last) or a suffix.
+    #[derive(Debug, Clone)]
+    enum Spec {
+        Int(u64, Option<u64>),
+        Suffix(u64),
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        let n = prop_oneof![0u64..2_000, Just(u64::MAX), any::<u64>()];
+        prop_oneof![
+            (n.clone(), proptest::option::of(n.clone())).prop_map(|(a, b)| Spec::Int(a, b)),
+            n.prop_map(Spec::Suffix),
+        ]
+    }
+
+    fn write(spec: &Spec) -> String {
+        match spec {
+            Spec::Int(a, Some(b)) => format!("{a}-{b}"),
+            Spec::Int(a, None) => format!("{a}-"),
+            Spec::Suffix(n) => format!("-{n}"),
+        }
+    }
+
+    /// RFC 9110 section 14 for one range, written out plainly in 128-bit arithmetic.
+    fn model(spec: &Spec, size: u64) -> RangeRequest {
+        let size = u128::from(size);
+        match *spec {
+            Spec::Int(a, Some(b)) if b < a => RangeRequest::Whole,
+            Spec::Int(a, _) if u128::from(a) >= size => RangeRequest::Unsatisfiable,
+            Spec::Int(a, b) => {
+                let end = b.map_or(size, |b| (u128::from(b) + 1).min(size));
+                RangeRequest::Partial(a..end as u64)
+            }
+            Spec::Suffix(0) => RangeRequest::Unsatisfiable,
+            Spec::Suffix(_) if size == 0 => RangeRequest::Whole,
+            Spec::Suffix(n) => {
+                RangeRequest::Partial(size.saturating_sub(u128::from(n)) as u64..size as u64)
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_single_range_is_read_as_rfc_9110_says(
+            spec in spec(),
+            size in prop_oneof![0u64..3_000, any::<u64>()],
+            unit in prop::sample::select(vec!["bytes", "Bytes", "BYTES"]),
+            pad in prop::sample::select(vec!["", " ", "  "]),
+            trailing_comma in any::<bool>(),
+        ) {
+            let comma = if trailing_comma { ", " } else { "" };
+            let header = format!("{unit}={pad}{}{pad}{comma}", write(&spec));
+            let got = RangeRequest::parse(Some(header.as_bytes()), size);
+            prop_assert_eq!(&got, &model(&spec, size), "{}", header);
+            if let RangeRequest::Partial(r) = &got {
+                prop_assert!(r.start < r.end && r.end <= size);
+                let text = content_range(r, size);
+                prop_assert_eq!(text, format!("bytes {}-{}/{size}", r.start, r.end - 1));
+            }
+        }
+
+        #[test]
+        fn several_ranges_or_other_units_are_served_whole(
+            a in spec(),
+            b in spec(),
+            size in 0u64..3_000,
+        ) {
+            let two = format!("bytes={},{}", write(&a), write(&b));
+            prop_assert_eq!(RangeRequest::parse(Some(two.as_bytes()), size), RangeRequest::Whole);
+            let other = format!("items={}", write(&a));
+            prop_assert_eq!(RangeRequest::parse(Some(other.as_bytes()), size), RangeRequest::Whole);
+        }
+
+        #[test]
+        fn any_header_gives_a_range_inside_the_file(
+            header in proptest::collection::vec(any::<u8>(), 0..64),
+            size in prop_oneof![0u64..100, any::<u64>()],
+        ) {
+            if let RangeRequest::Partial(r) = RangeRequest::parse(Some(&header), size) {
+                prop_assert!(r.start < r.end && r.end <= size);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_ignored() {
+        for header in [
+            "bytes",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=1-2-3",
+            "bytes=1 -2x",
+            "bytes=0x10-",
+            "=0-1",
+            "bytes=1--2",
+        ] {
+            assert_eq!(
+                RangeRequest::parse(Some(header.as_bytes()), 100),
+                RangeRequest::Whole,
+                "{header}"
+            );
+        }
+        let long = format!("bytes=0-1{}", " ".repeat(2_000));
+        assert_eq!(
+            RangeRequest::parse(Some(long.as_bytes()), 100),
+            RangeRequest::Whole
+        );
+    }
+}

@@ -27,4 +27,13 @@ fuzz_target!(|data: &[u8]| {
         let b = file.chunks(step).try_for_each(|p| two.update(p)).and_then(|()| two.finish());
         assert_eq!(a, b);
     }
+
+    // Declared as "no particular type": the recognised type's validator takes over
+    // wherever the sniff window ends, so the verdict still does not depend on the split.
+    let policy = Policy::chat();
+    let mut one = Inspector::new(&policy, "application/octet-stream", None).expect("accepted");
+    let mut two = Inspector::new(&policy, "application/octet-stream", None).expect("accepted");
+    let a = one.update(file).and_then(|()| one.finish());
+    let b = file.chunks(step).try_for_each(|p| two.update(p)).and_then(|()| two.finish());
+    assert_eq!(a, b);
 });

@@ -8,9 +8,12 @@
 //! which an inclusive server answers with one byte more (checked against the next range)
 //! and an exclusive one with exactly the range, places every piece at its `from`, and
 //! trusts the number of bytes that came back.
+//!
+//! The chat flavour serves raw bytes with HTTP `Range` requests instead ([`http_range`]).
 
 #[cfg(feature = "async")]
 pub mod fetch;
+pub mod http_range;
 pub mod range;
 pub mod reassemble;
 

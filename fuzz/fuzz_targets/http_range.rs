@@ -1,0 +1,28 @@
+//! Any `Range` header against any size: never a panic, and a partial answer is a non-empty
+//! range inside the file whose `Content-Range` names it.
+//!
+//! Input layout: 8 bytes of size (little-endian; the first byte alone picks a small size
+//! when the input is short), the rest is the header value.
+#![no_main]
+
+use attachments::download::http_range::{RangeRequest, content_range};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (size, header) = match data.split_first_chunk::<8>() {
+        Some((size, header)) => (u64::from_le_bytes(*size), header),
+        None => (data.first().map_or(0, |&b| u64::from(b)), data.get(1..).unwrap_or_default()),
+    };
+    // Also as a small file, where ranges are most often satisfiable.
+    for size in [size, size % 4096] {
+        match RangeRequest::parse(Some(header), size) {
+            RangeRequest::Partial(r) => {
+                assert!(r.start < r.end && r.end <= size, "{r:?} of {size}");
+                let text = content_range(&r, size);
+                assert_eq!(text, format!("bytes {}-{}/{size}", r.start, r.end - 1));
+            }
+            RangeRequest::Whole => {}
+            RangeRequest::Unsatisfiable => assert!(header.len() <= 1024),
+        }
+    }
+});
