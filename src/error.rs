@@ -265,6 +265,15 @@ pub enum Error {
         id: String,
     },
 
+    /// The path exists but does not take this method.
+    #[error("{method} is not served on {path}; see the API's documentation for its methods")]
+    MethodNotAllowed {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+
     /// A byte range lies outside the attachment.
     #[error(
         "byte range {from}..{to} lies outside the attachment of {size} bytes; ask for a range \
@@ -844,6 +853,7 @@ impl Error {
             }
             Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
+            Error::MethodNotAllowed { .. } => 405,
             Error::RateLimited { .. } => 429,
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.

@@ -72,6 +72,12 @@ struct ServeArgs {
     /// Seconds an attachment no message carries is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 24 * 60 * 60)]
     unlinked_ttl: u64,
+    /// Largest file `/v1/attachments` accepts, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = attachments::policy::DEFAULT_CHAT_MAX_SIZE >> 20)]
+    chat_max_mib: u64,
+    /// The address `file_url` starts with (default: http:// and the request's Host).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 /// Where a Connectivity conversation is.
@@ -234,7 +240,14 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         },
     };
     let mut config = ServerConfig::default()
-        .with_unlinked_ttl(std::time::Duration::from_secs(args.unlinked_ttl));
+        .with_unlinked_ttl(std::time::Duration::from_secs(args.unlinked_ttl))
+        .with_chat_policy(
+            attachments::Policy::chat()
+                .with_max_size(args.chat_max_mib.saturating_mul(attachments::policy::MIB)),
+        );
+    if let Some(url) = &args.public_url {
+        config = config.with_public_url(url);
+    }
     if let (Some(t), Some(a)) = (&args.token, &args.affiliate_id) {
         config = config.with_credentials(t, a);
     }

@@ -8,6 +8,11 @@
 //!   `GET /attachments/{attachment_id}?from=&to=`, `GET /attachments/{attachment_id}/file_info`.
 //! - Demand, under `/3.1/messages/`: `attachments/upload`, `attachments/metadata`,
 //!   `attachments/download`, `send`, `latest`, `latest/confirm`, `conversations`.
+//! - The chat-platform resource (seed 003), under `/v1/attachments`: `GET` (list, newest
+//!   first, `conversation_id` / `limit` / `starting_after`), `POST` (multipart upload,
+//!   streamed into the store), `GET` / `PUT` (rename) / `DELETE /{id}`, and
+//!   `GET /{id}/content` (the bytes, with HTTP `Range`). It needs only the bearer token;
+//!   see [`ServerConfig::chat`] for its limits.
 //!
 //! Every lookup is scoped by property and conversation: an attachment or upload of another
 //! conversation answers exactly like a missing one (404). With [`ServerConfig::credentials`]
@@ -34,6 +39,7 @@
 //! # }
 //! ```
 
+mod chat;
 mod messages;
 mod rate;
 
@@ -42,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -92,6 +99,14 @@ pub struct ServerConfig {
     pub unlinked_ttl: Duration,
     /// How long an idle chunked upload is kept (default [`DEFAULT_SESSION_TTL`]).
     pub session_ttl: Duration,
+    /// What `/v1/attachments` accepts (default [`Policy::chat`]: any type recognised or
+    /// declared, except active content, up to 25 MiB
+    /// ([`DEFAULT_CHAT_MAX_SIZE`](crate::policy::DEFAULT_CHAT_MAX_SIZE)); images get the
+    /// structural check).
+    pub chat: Policy,
+    /// The address `file_url` starts with (for instance `https://api.example.com`); by
+    /// default `http://` and the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +118,8 @@ impl Default for ServerConfig {
             rate_per_minute: None,
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
+            chat: Policy::chat(),
+            public_url: None,
         }
     }
 }
@@ -138,6 +155,27 @@ impl ServerConfig {
         self.session_ttl = ttl;
         self
     }
+
+    /// Sets what `/v1/attachments` accepts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::{Policy, policy::MIB, server::ServerConfig};
+    ///
+    /// let config = ServerConfig::default().with_chat_policy(Policy::chat().with_max_size(200 * MIB));
+    /// assert_eq!(config.chat.limits.max_file_size(), 200 * MIB);
+    /// ```
+    pub fn with_chat_policy(mut self, policy: Policy) -> Self {
+        self.chat = policy;
+        self
+    }
+
+    /// Sets the address `file_url` starts with.
+    pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
 }
 
 /// The sandbox: its state and its router. Cheap to clone (one `Arc`).
@@ -151,6 +189,7 @@ struct Inner {
     config: ServerConfig,
     connectivity: UploadReceiver,
     demand: UploadReceiver,
+    chat: UploadReceiver,
     limiter: Mutex<Option<RateLimiter>>,
     started: Instant,
     board: Mutex<MessageBoard>,
@@ -170,6 +209,29 @@ impl std::fmt::Debug for Sandbox {
 enum Api {
     Connectivity,
     Demand,
+    Chat,
+}
+
+impl Api {
+    fn of(path: &str) -> Api {
+        if path.starts_with("/3.1/") {
+            Api::Demand
+        } else if path == "/v1" || path.starts_with("/v1/") {
+            Api::Chat
+        } else {
+            Api::Connectivity
+        }
+    }
+}
+
+/// The chat flavour's error body.
+fn chat_error(status: u16, message: &str) -> crate::wire::chat::ErrorResponse {
+    crate::wire::chat::ErrorResponse {
+        error: crate::wire::chat::ErrorBody {
+            status,
+            message: message.to_owned(),
+        },
+    }
 }
 
 /// A failed request, written in its API's error shape.
@@ -199,8 +261,11 @@ impl Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match (&self.err, self.api) {
+            // HTTP's own status for a body over the limit, where no seed prescribes 400.
+            (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
+            (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
         if status.is_server_error() {
             tracing::error!(error = %self.err, "request failed");
         } else {
@@ -210,6 +275,15 @@ impl IntoResponse for Failure {
         let body = match self.api {
             Api::Connectivity => to_json(&Envelope::<()>::error(&self.err, id)),
             Api::Demand => to_json(&ErrorResponse::from_error(&self.err, Some(id))),
+            Api::Chat => {
+                let message = match &self.err {
+                    Error::Unauthorized => {
+                        "missing or wrong credentials: send Authorization: Bearer <token>".into()
+                    }
+                    e => e.wire_message(),
+                };
+                to_json(&chat_error(status.as_u16(), &message))
+            }
         };
         let mut response = (status, json_headers(), body).into_response();
         if let Some(after) = self.retry_after
@@ -272,6 +346,7 @@ impl Sandbox {
         let inner = Inner {
             connectivity: receiver(&config.connectivity),
             demand: receiver(&config.demand),
+            chat: receiver(&config.chat),
             limiter: Mutex::new(config.rate_per_minute.map(RateLimiter::new)),
             started: Instant::now(),
             board: Mutex::new(MessageBoard::default()),
@@ -291,7 +366,19 @@ impl Sandbox {
     /// The routes of both APIs, with auth, rate limit and request logging.
     pub fn router(&self) -> Router {
         const CONV: &str = "/messaging/properties/{property_id}/conversations/{conversation_id}";
+        const CHAT: &str = "/v1/attachments";
         Router::new()
+            .route(
+                CHAT,
+                get(chat::list)
+                    .post(chat::upload)
+                    .layer(DefaultBodyLimit::max(chat::body_limit(self))),
+            )
+            .route(
+                &format!("{CHAT}/{{id}}"),
+                get(chat::retrieve).put(chat::rename).delete(chat::delete),
+            )
+            .route(&format!("{CHAT}/{{id}}/content"), get(chat::content))
             .route(CONV, post(conn_post_message))
             .route(&format!("{CONV}/attachments"), post(conn_upload))
             .route(&format!("{CONV}/attachment_chunks"), post(conn_chunk))
@@ -314,6 +401,7 @@ impl Sandbox {
             .route("/3.1/messages/latest/confirm", post(demand_confirm))
             .route("/3.1/messages/conversations", post(demand_conversations))
             .fallback(not_found)
+            .method_not_allowed_fallback(not_allowed)
             .layer(middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
     }
@@ -382,11 +470,7 @@ fn not_found_attachment(id: &str) -> Error {
 /// Auth, rate limit and a log line per request.
 async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let api = if req.uri().path().starts_with("/3.1/") {
-        Api::Demand
-    } else {
-        Api::Connectivity
-    };
+    let api = Api::of(req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let fail = |err: Error, retry_after: Option<Duration>| {
@@ -403,9 +487,10 @@ async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Next) -> Resp
         .get("x-affiliate-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // The chat flavour authenticates by the bearer token alone (seed 003).
     let response = if let Some(expected) = &sandbox.inner.config.credentials
         && (token.as_deref() != Some(expected.token.as_str())
-            || affiliate.as_deref() != Some(expected.affiliate_id.as_str()))
+            || (api != Api::Chat && affiliate.as_deref() != Some(expected.affiliate_id.as_str())))
     {
         fail(Error::Unauthorized, None)
     } else {
@@ -446,16 +531,24 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn not_found(req: Request) -> Response {
-    let api = if req.uri().path().starts_with("/3.1/") {
-        Api::Demand
-    } else {
-        Api::Connectivity
-    };
+    let api = Api::of(req.uri().path());
     Failure {
         api,
         err: Error::NotFound {
             what: "route",
             id: format!("{} {}", req.method(), req.uri().path()),
+        },
+        retry_after: None,
+    }
+    .into_response()
+}
+
+async fn not_allowed(req: Request) -> Response {
+    Failure {
+        api: Api::of(req.uri().path()),
+        err: Error::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.uri().path().to_owned(),
         },
         retry_after: None,
     }

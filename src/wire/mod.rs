@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::Result;
 
+pub mod chat;
 pub mod connectivity;
 pub mod demand;
 
