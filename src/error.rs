@@ -936,6 +936,14 @@ impl Error {
     }
 }
 
+/// An IO error from reading a file or a stream (as `tokio_util::io::ReaderStream` yields):
+/// [`Error::Io`] with the operation "reading the file".
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::io("reading the file", &err)
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
         Error::InvalidJson {

@@ -494,7 +494,8 @@ impl UploadReceiver {
     /// The file name's problems; [`Error::InvalidType`], [`Error::UnsupportedType`],
     /// [`Error::ActiveContent`] for the declaration; [`Error::TooLarge`] as soon as the
     /// stream passes the policy's limit; [`Error::TypeMismatch`] and the validator's errors;
-    /// a stream error as [`Error::Io`]; [`Error::Io`] from the store. The upload's stored
+    /// the stream's own errors (an `io::Error` becomes [`Error::Io`]); [`Error::Io`] from
+    /// the store. The upload's stored
     /// bytes are released before any error is returned.
     ///
     /// # Examples
@@ -525,7 +526,7 @@ impl UploadReceiver {
     ) -> Result<Staged>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
-        E: std::fmt::Display,
+        Error: From<E>,
     {
         self.policy.check_file_name(file_name)?;
         let mut inspector = crate::Inspector::new(&self.policy, file_type, None)?;
@@ -537,11 +538,7 @@ impl UploadReceiver {
             let mut buf = BytesMut::new();
             let (mut number, mut offset) = (0u64, 0u64);
             while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|e| Error::Io {
-                    op: "reading the uploaded file".into(),
-                    kind: io::ErrorKind::UnexpectedEof,
-                    message: e.to_string(),
-                })?;
+                let piece = piece?;
                 inspector.update(&piece)?;
                 let mut rest = &piece[..];
                 while !rest.is_empty() {
@@ -973,13 +970,35 @@ fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSes
     UploadSession::restore(policy, record)
 }
 
-/// A [`RandomId::time_ordered`] id for `now`, its random bits from the operating system.
+/// A [`RandomId::time_ordered`] id for `now`, its random bits from the operating system,
+/// and above every id this process made before: within one millisecond (or when the clock
+/// steps back) the last id is counted up by a random step instead (RFC 9562, section
+/// 6.2, method 2), so a process's attachments list in the order they were made.
 pub(crate) fn time_ordered_id(now: std::time::SystemTime) -> Result<RandomId> {
-    let random = random_id()?;
-    Ok(RandomId::time_ordered(
-        crate::upload::unix_millis(now),
-        *random.as_bytes(),
-    ))
+    static LAST: std::sync::Mutex<Option<RandomId>> = std::sync::Mutex::new(None);
+    let random = *random_id()?.as_bytes();
+    let fresh = RandomId::time_ordered(crate::upload::unix_millis(now), random);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let id = match *last {
+        Some(prev) if fresh <= prev => {
+            let prev_ms = prev.unix_millis().unwrap_or(0);
+            // The low 62 bits (rand_b) count up by 1 to 65,536; on overflow, the next ms.
+            let bytes = prev.as_bytes();
+            let low = u64::from_be_bytes(bytes[8..].try_into().unwrap_or([0; 8])) & (u64::MAX >> 2);
+            let step = 1 + u64::from(u16::from_be_bytes([random[14], random[15]]));
+            match low.checked_add(step).filter(|n| *n <= u64::MAX >> 2) {
+                Some(next) => {
+                    let mut out = *bytes;
+                    out[8..].copy_from_slice(&(next | (0b10 << 62)).to_be_bytes());
+                    RandomId::from_bytes(out)
+                }
+                None => RandomId::time_ordered(prev_ms + 1, random),
+            }
+        }
+        _ => fresh,
+    };
+    *last = Some(id);
+    Ok(id)
 }
 
 /// 128 random bits from the operating system.

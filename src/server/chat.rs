@@ -250,10 +250,12 @@ pub(super) async fn upload(
                             problem: "has no filename in its Content-Disposition".into(),
                         }
                     })?;
-                    let declared = field
-                        .content_type()
-                        .unwrap_or("application/octet-stream")
-                        .to_owned();
+                    // The part's own header as sent (multer drops a type it cannot
+                    // parse; that must be refused, not read as "no type").
+                    let declared = match field.headers().get(header::CONTENT_TYPE) {
+                        None => "application/octet-stream".to_owned(),
+                        Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    };
                     let pieces = futures::StreamExt::map(field, move |piece| {
                         piece.map_err(|e| multipart_error(e, limit))
                     });

@@ -38,6 +38,9 @@
 //! # }
 //! ```
 
+mod chat;
+
+use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -61,6 +64,8 @@ use crate::upload::{Request, RequestKind, Target, UploadPlan};
 use crate::wire::connectivity::{ChunkAction, ChunkResponse, DownloadResponse, FileInfo};
 use crate::wire::demand;
 use crate::wire::{self, Id};
+
+pub use chat::{ChatClient, ChatRanges, ChatUpload, Content};
 
 /// Largest answer read for a request that carries no file.
 const MAX_SMALL_ANSWER: usize = 1 << 20;
@@ -141,12 +146,21 @@ impl Http {
         body: Option<Bytes>,
         limit: usize,
     ) -> Result<Bytes> {
+        self.retrying(path, || {
+            self.send_once(method.clone(), path, body.clone(), limit)
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds or the retry policy gives up on its error.
+    async fn retrying<T, F, Fut>(&self, path: &str, mut attempt_once: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut attempt = 1;
         loop {
-            let err = match self
-                .send_once(method.clone(), path, body.clone(), limit)
-                .await
-            {
+            let err = match attempt_once().await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
@@ -169,35 +183,41 @@ impl Http {
         body: Option<Bytes>,
         limit: usize,
     ) -> Result<Bytes> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .headers(self.headers.clone());
+        let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body);
         }
+        let resp = self.execute(req, path).await?;
+        read_body(resp.bytes_stream(), limit).await
+    }
+
+    /// A request to `path` with the client's headers.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .headers(self.headers.clone())
+    }
+
+    /// Sends `req`; a success answer is returned unread, any other becomes
+    /// [`Error::Remote`] with the message of its body.
+    async fn execute(&self, req: reqwest::RequestBuilder, path: &str) -> Result<reqwest::Response> {
         let resp = req
             .send()
             .await
             .map_err(|e| io_error(&format!("sending {path}"), &e))?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let limit = if status.is_success() {
-            limit
-        } else {
-            MAX_SMALL_ANSWER
-        };
-        let answer = read_body(resp.bytes_stream(), limit).await?;
-        if status.is_success() {
-            return Ok(answer);
-        }
+        let answer = read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?;
         Err(Error::Remote {
             status: status.as_u16(),
             message: error_message(&answer),
@@ -215,14 +235,20 @@ fn io_error(op: &str, err: &dyn std::fmt::Display) -> Error {
 }
 
 /// The message of an error answer: a Connectivity envelope's first error, a Demand error
-/// body's first message, or the start of the text.
+/// body's first message, the chat flavour's `error.message`, or the start of the text.
 fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Any {
         #[serde(default)]
         errors: Vec<serde_json::Value>,
+        #[serde(default)]
+        error: Option<crate::wire::chat::ErrorBody>,
     }
-    if let Ok(any) = serde_json::from_slice::<Any>(body)
+    let any = serde_json::from_slice::<Any>(body).ok();
+    if let Some(chat) = any.as_ref().and_then(|a| a.error.as_ref()) {
+        return chat.message.clone();
+    }
+    if let Some(any) = any
         && let Some(first) = any.errors.first()
     {
         let text = first.get("message").and_then(|m| {
