@@ -11,7 +11,9 @@ use attachments::codec::base64::{Decoder, Encoder, decode_to, decoded_len};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let n = usize::from(n % 8);
     if rest.len() < 2 * n {
         return;
@@ -64,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
     match (&split_result, &each_result) {
         (Ok(_), Ok(_)) => {
             assert_eq!(split, each, "decode_each gave other bytes");
-            assert_eq!(each, pieces, "decode_each handed over other bytes than it wrote");
+            assert_eq!(
+                each, pieces,
+                "decode_each handed over other bytes than it wrote"
+            );
         }
         (Err(a), Err(b)) => assert_eq!(a, b, "decode_each failed differently"),
         _ => panic!("split {split_result:?} but decode_each {each_result:?}"),

@@ -11,7 +11,10 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let (size, header) = match data.split_first_chunk::<8>() {
         Some((size, header)) => (u64::from_le_bytes(*size), header),
-        None => (data.first().map_or(0, |&b| u64::from(b)), data.get(1..).unwrap_or_default()),
+        None => (
+            data.first().map_or(0, |&b| u64::from(b)),
+            data.get(1..).unwrap_or_default(),
+        ),
     };
     // Also as a small file, where ranges are most often satisfiable.
     for size in [size, size % 4096] {

@@ -8,7 +8,10 @@ use attachments::image::png::PngValidator;
 use attachments::{Error, Limits, Validator};
 use libfuzzer_sys::fuzz_target;
 
-fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>, trailing: bool) -> Result<Option<(u32, u32)>, Error> {
+fn run<'a>(
+    pieces: impl Iterator<Item = &'a [u8]>,
+    trailing: bool,
+) -> Result<Option<(u32, u32)>, Error> {
     let mut limits = Limits::connectivity();
     limits.max_segments = 1000;
     limits.max_metadata_bytes = 10_000;
@@ -20,11 +23,17 @@ fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>, trailing: bool) -> Result<Opt
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, file)) = data.split_first() else { return };
+    let Some((&step, file)) = data.split_first() else {
+        return;
+    };
     let step = usize::from(step) + 1;
     for trailing in [false, true] {
         let whole = run(std::iter::once(file), trailing);
-        assert_eq!(run(file.chunks(step), trailing), whole, "split into {step}-byte slices");
+        assert_eq!(
+            run(file.chunks(step), trailing),
+            whole,
+            "split into {step}-byte slices"
+        );
         assert_eq!(run(file.chunks(1), trailing), whole, "byte by byte");
     }
 });

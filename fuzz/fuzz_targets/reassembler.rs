@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let cap = u64::from(u16::from_le_bytes([data[2], data[3]]));
     let window = u64::from(data[4]) * 64;
     let file: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
-    let mut r = Reassembler::new(size, None).with_cap(cap).with_verify_window(window);
+    let mut r = Reassembler::new(size, None)
+        .with_cap(cap)
+        .with_verify_window(window);
     // The first byte accepted at each offset: what must come out.
     let mut shadow: Vec<Option<u8>> = vec![None; size as usize];
     let mut out: Vec<u8> = Vec::new();
@@ -58,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
                     let at = offset as usize + i;
                     if at as u64 >= before {
                         let slot = &mut shadow[at];
-                        assert!(slot.is_none() || *slot == Some(b), "accepted a differing byte at {at}");
+                        assert!(
+                            slot.is_none() || *slot == Some(b),
+                            "accepted a differing byte at {at}"
+                        );
                         slot.get_or_insert(b);
                     }
                 }
@@ -67,8 +72,15 @@ fuzz_target!(|data: &[u8]| {
             Err(Error::Piece(PieceProblem::PastEnd { .. })) => assert!(offset + len > size),
             Err(Error::Piece(PieceProblem::Conflict { offset: at })) => {
                 let i = (at - offset) as usize;
-                let held = if at >= before { shadow[at as usize] } else { Some(out[at as usize]) };
-                assert!(held.is_some() && held != Some(piece[i]), "false conflict at {at}");
+                let held = if at >= before {
+                    shadow[at as usize]
+                } else {
+                    Some(out[at as usize])
+                };
+                assert!(
+                    held.is_some() && held != Some(piece[i]),
+                    "false conflict at {at}"
+                );
             }
             Err(e) => panic!("unexpected error {e}"),
         }
@@ -96,7 +108,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(Error::Piece(PieceProblem::Incomplete { missing })) => {
             assert!(!complete);
-            assert!(missing.start >= out.len() as u64 && missing.end <= size && missing.start < missing.end);
+            assert!(
+                missing.start >= out.len() as u64
+                    && missing.end <= size
+                    && missing.start < missing.end
+            );
         }
         Err(e) => panic!("unexpected error at the end {e}"),
     }

@@ -41,11 +41,22 @@ fn b64(data: &[u8]) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn request(action: ChunkAction, id: Option<String>, number: u64, size: u64, text: String, file_size: u64) -> ChunkAttachment<'static> {
+fn request(
+    action: ChunkAction,
+    id: Option<String>,
+    number: u64,
+    size: u64,
+    text: String,
+    file_size: u64,
+) -> ChunkAttachment<'static> {
     ChunkAttachment {
         action,
         upload_id: id,
-        chunk: Chunk { chunk_number: number, chunk_content: Base64Text::from(text), chunk_size: size },
+        chunk: Chunk {
+            chunk_number: number,
+            chunk_content: Base64Text::from(text),
+            chunk_size: size,
+        },
         file_type: "application/octet-stream".into(),
         file_size,
         file_name: "f.bin".into(),
@@ -75,12 +86,23 @@ fuzz_target!(|data: &[u8]| {
 
     let check = |received: &Received, model: &mut Model| match received {
         Received::Chunk { offset, data, .. } | Received::Last { offset, data, .. } => {
-            assert_eq!(*offset as usize, model.accepted.len(), "chunks are contiguous");
+            assert_eq!(
+                *offset as usize,
+                model.accepted.len(),
+                "chunks are contiguous"
+            );
             model.accepted.extend_from_slice(data);
             if let Received::Last { attachment, .. } = received {
                 assert_eq!(attachment.size as usize, model.accepted.len());
-                assert_eq!(attachment.sha256, sha256(&model.accepted), "commit = accepted bytes");
-                assert_eq!(model.accepted, model.file, "only the file's own bytes are accepted");
+                assert_eq!(
+                    attachment.sha256,
+                    sha256(&model.accepted),
+                    "commit = accepted bytes"
+                );
+                assert_eq!(
+                    model.accepted, model.file,
+                    "only the file's own bytes are accepted"
+                );
             }
         }
         _ => {}
@@ -96,9 +118,21 @@ fuzz_target!(|data: &[u8]| {
                 let len = (1 + input.num(511) as usize).min(size);
                 serial = serial.wrapping_add(1);
                 let id = RandomId::from_bytes([serial; 16]);
-                let req = request(ChunkAction::Start, None, 0, len as u64, b64(&file[..len]), size as u64);
+                let req = request(
+                    ChunkAction::Start,
+                    None,
+                    0,
+                    len as u64,
+                    b64(&file[..len]),
+                    size as u64,
+                );
                 if let Ok((session, received)) = UploadSession::start(&policy, id, &req, now) {
-                    let mut model = Model { file, accepted: Vec::new(), next: 1, last: Some((0, ChunkAction::Start, 0..len)) };
+                    let mut model = Model {
+                        file,
+                        accepted: Vec::new(),
+                        next: 1,
+                        last: Some((0, ChunkAction::Start, 0..len)),
+                    };
                     check(&received, &mut model);
                     models.insert(id, model);
                     sessions.insert(session, now);
@@ -107,33 +141,68 @@ fuzz_target!(|data: &[u8]| {
             }
             op @ (1..=4) => {
                 // The next chunk done right (1), as finish (2), a retry (3), or anything (4).
-                let Some(&id) = ids.get(input.num(ids.len() as u64) as usize) else { continue };
+                let Some(&id) = ids.get(input.num(ids.len() as u64) as usize) else {
+                    continue;
+                };
                 let model = models.get_mut(&id).unwrap();
                 let size = model.file.len();
                 let from = model.accepted.len().min(size);
                 let req = match op {
                     1 | 2 => {
                         let len = (1 + input.num(511) as usize).min(size - from);
-                        let action = if op == 2 || from + len == size { ChunkAction::Finish } else { ChunkAction::Resume };
+                        let action = if op == 2 || from + len == size {
+                            ChunkAction::Finish
+                        } else {
+                            ChunkAction::Resume
+                        };
                         model.last = Some((model.next, action, from..from + len));
-                        request(action, Some(id.to_string()), model.next, len as u64, b64(&model.file[from..from + len]), size as u64)
+                        request(
+                            action,
+                            Some(id.to_string()),
+                            model.next,
+                            len as u64,
+                            b64(&model.file[from..from + len]),
+                            size as u64,
+                        )
                     }
                     3 => {
-                        let Some((n, action, range)) = model.last.clone() else { continue };
-                        request(action, Some(id.to_string()), n, range.len() as u64, b64(&model.file[range]), size as u64)
+                        let Some((n, action, range)) = model.last.clone() else {
+                            continue;
+                        };
+                        request(
+                            action,
+                            Some(id.to_string()),
+                            n,
+                            range.len() as u64,
+                            b64(&model.file[range]),
+                            size as u64,
+                        )
                     }
                     _ => {
-                        let action = [ChunkAction::Start, ChunkAction::Resume, ChunkAction::Finish][input.byte() as usize % 3];
+                        let action = [ChunkAction::Start, ChunkAction::Resume, ChunkAction::Finish]
+                            [input.byte() as usize % 3];
                         let n = input.num(20);
                         let declared = input.num(600);
                         let raw_len = input.num(700) as usize;
                         let raw = input.take(raw_len).to_vec();
-                        let text = if input.byte() % 2 == 0 { b64(&raw) } else { String::from_utf8_lossy(&raw).into_owned() };
-                        let file_size = if input.byte() % 4 == 0 { input.num(5000) } else { size as u64 };
+                        let text = if input.byte() % 2 == 0 {
+                            b64(&raw)
+                        } else {
+                            String::from_utf8_lossy(&raw).into_owned()
+                        };
+                        let file_size = if input.byte() % 4 == 0 {
+                            input.num(5000)
+                        } else {
+                            size as u64
+                        };
                         request(action, Some(id.to_string()), n, declared, text, file_size)
                     }
                 };
-                let Ok(mut session) = sessions.check_out(&id.to_string(), req.chunk.chunk_number, now) else { continue };
+                let Ok(mut session) =
+                    sessions.check_out(&id.to_string(), req.chunk.chunk_number, now)
+                else {
+                    continue;
+                };
                 let result = session.receive(&req, now);
                 if let Ok(received) = &result {
                     if !matches!(received, Received::Repeat { .. }) {
@@ -142,7 +211,10 @@ fuzz_target!(|data: &[u8]| {
                         // that happen to be accepted are recorded as what they are.
                         if op == 4 {
                             let data = received_data(received);
-                            model.file.splice(model.accepted.len()..(model.accepted.len() + data.len()).min(size), data.iter().copied());
+                            model.file.splice(
+                                model.accepted.len()..(model.accepted.len() + data.len()).min(size),
+                                data.iter().copied(),
+                            );
                             model.file.truncate(size);
                         }
                         model.next += 1;
@@ -152,7 +224,10 @@ fuzz_target!(|data: &[u8]| {
                         session.committed(format!("att-{serial}"));
                     }
                 } else if session.failure().is_some() {
-                    assert!(session.receive(&req, now).is_err(), "a failed session stays failed");
+                    assert!(
+                        session.receive(&req, now).is_err(),
+                        "a failed session stays failed"
+                    );
                 }
                 sessions.check_in(session, now);
             }

@@ -9,7 +9,9 @@ use attachments::{Inspector, Policy};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, file)) = data.split_first() else { return };
+    let Some((&step, file)) = data.split_first() else {
+        return;
+    };
     let step = usize::from(step) + 1;
 
     let whole = detect(file);
@@ -21,10 +23,15 @@ fuzz_target!(|data: &[u8]| {
 
     for policy in [Policy::demand(), Policy::chat()] {
         let declared = whole.as_ref().map_or("image/png", |t| t.as_str());
-        let Ok(mut one) = Inspector::new(&policy, declared, None) else { continue };
+        let Ok(mut one) = Inspector::new(&policy, declared, None) else {
+            continue;
+        };
         let mut two = Inspector::new(&policy, declared, None).expect("same arguments");
         let a = one.update(file).and_then(|()| one.finish());
-        let b = file.chunks(step).try_for_each(|p| two.update(p)).and_then(|()| two.finish());
+        let b = file
+            .chunks(step)
+            .try_for_each(|p| two.update(p))
+            .and_then(|()| two.finish());
         assert_eq!(a, b);
     }
 
@@ -34,6 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let mut one = Inspector::new(&policy, "application/octet-stream", None).expect("accepted");
     let mut two = Inspector::new(&policy, "application/octet-stream", None).expect("accepted");
     let a = one.update(file).and_then(|()| one.finish());
-    let b = file.chunks(step).try_for_each(|p| two.update(p)).and_then(|()| two.finish());
+    let b = file
+        .chunks(step)
+        .try_for_each(|p| two.update(p))
+        .and_then(|()| two.finish());
     assert_eq!(a, b);
 });

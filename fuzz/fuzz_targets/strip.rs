@@ -31,8 +31,14 @@ fn valid(ty: &MediaType, file: &[u8]) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, file)) = data.split_first() else { return };
-    let ty = if head & 0x80 != 0 { MediaType::JPEG } else { MediaType::PNG };
+    let Some((&head, file)) = data.split_first() else {
+        return;
+    };
+    let ty = if head & 0x80 != 0 {
+        MediaType::JPEG
+    } else {
+        MediaType::PNG
+    };
     let step = usize::from(head & 0x7F) + 1;
     let whole = strip(&ty, std::iter::once(file));
     let split = strip(&ty, file.chunks(step));
@@ -43,6 +49,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if valid(&ty, file) {
         let out = whole.expect("a valid image strips");
-        assert!(valid(&ty, &out), "a valid image stripped into an invalid one");
+        assert!(
+            valid(&ty, &out),
+            "a valid image stripped into an invalid one"
+        );
     }
 });

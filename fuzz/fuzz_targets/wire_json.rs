@@ -38,7 +38,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(mut r) = attachments::download::Reassembler::resume(&cp, size, None) {
             assert_eq!(r.delivered(), cp.offset);
             let rest = vec![7u8; (size - cp.offset) as usize];
-            r.insert(cp.offset, bytes::Bytes::from(rest)).expect("the rest fits");
+            r.insert(cp.offset, bytes::Bytes::from(rest))
+                .expect("the rest fits");
             while r.next_ready().is_some() {}
             r.finish().expect("complete");
         }
