@@ -1,5 +1,5 @@
-//! HTTP clients for the Connectivity and Demand messaging APIs (feature `client`,
-//! `reqwest` with rustls).
+//! HTTP clients for the Connectivity and Demand messaging APIs and for a chat platform's
+//! attachments resource ([`ChatClient`]) (feature `client`, `reqwest` with rustls).
 //!
 //! The protocol work is the core's: [`UploadPlan`] / [`BodyStream`] build the request
 //! bodies (checked, hashed and base64-encoded in one pass), the [`Downloader`] runs the

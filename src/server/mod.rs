@@ -1,5 +1,6 @@
-//! The sandbox server (feature `server`): the Connectivity and Demand messaging APIs over a
-//! [`Store`], as an `axum::Router` to mount in a service or run with `attachments serve`.
+//! The sandbox server (feature `server`): the Connectivity and Demand messaging APIs and a
+//! chat platform's attachments resource over a [`Store`], as an `axum::Router` to mount in
+//! a service or run with `attachments serve`.
 //!
 //! Paths (SPEC.md, seeds 000-002 and 004):
 //!
@@ -363,7 +364,8 @@ impl Sandbox {
         &self.inner.store
     }
 
-    /// The routes of both APIs, with auth, rate limit and request logging.
+    /// The routes of the three APIs (Connectivity, Demand, the chat resource), with auth,
+    /// rate limit and request logging.
     pub fn router(&self) -> Router {
         const CONV: &str = "/messaging/properties/{property_id}/conversations/{conversation_id}";
         const CHAT: &str = "/v1/attachments";

@@ -5,6 +5,8 @@
 //!   `data` / `meta.ruid` envelope.
 //! - [`demand`]: Booking.com Demand API v3 messaging: flat upload requests, `request_id` +
 //!   `data` responses and the `errors[].message.{error,message}` error shape.
+//! - [`chat`]: a chat platform's attachments resource (seed 003): attachment objects, the
+//!   `{has_more, data}` page, the rename body and the `{"error": {..}}` shape.
 //!
 //! Reading is lenient where the documents disagree with their own examples: numbers that
 //! seed 001 documents as strings (`chunk_number`, `chunk_size`, ...) are accepted as JSON
