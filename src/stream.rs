@@ -1011,3 +1011,27 @@ pub(crate) fn random_id() -> Result<RandomId> {
     })?;
     Ok(RandomId::from_bytes(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_ordered_ids_increase_within_one_millisecond_and_when_the_clock_steps_back() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let mut last = time_ordered_id(t).unwrap();
+        for i in 0..2_000u64 {
+            // The same millisecond, then one that went back.
+            let now = if i % 2 == 0 {
+                t
+            } else {
+                t - Duration::from_millis(5)
+            };
+            let id = time_ordered_id(now).unwrap();
+            assert!(id > last, "{id} after {last}");
+            assert!(id.to_string() > last.to_string());
+            assert!(id.unix_millis().is_some_and(|ms| ms >= 1_800_000_000_000));
+            last = id;
+        }
+    }
+}

@@ -564,3 +564,39 @@ pub fn content_disposition(name: &str) -> String {
     }
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any name the chat policy accepts makes a header value HTTP can carry, whose
+        /// `filename*` decodes back to the exact name and whose fallback is plain ASCII.
+        #[test]
+        fn content_disposition_carries_any_accepted_name(name in "\\PC{1,40}") {
+            prop_assume!(crate::Policy::chat().check_file_name(&name).is_ok());
+            let value = content_disposition(&name);
+            prop_assert!(HeaderValue::from_str(&value).is_ok(), "{}", value);
+            let (fallback, encoded) = value
+                .strip_prefix("attachment; filename=\"")
+                .and_then(|v| v.split_once("\"; filename*=UTF-8''"))
+                .expect("both parameters");
+            prop_assert!(fallback.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+            prop_assert!(!fallback.contains('"') && !fallback.contains('\\'));
+            // RFC 3986 percent-decoding (not form decoding: `+` is itself).
+            let mut decoded = Vec::new();
+            let mut bytes = encoded.bytes();
+            while let Some(b) = bytes.next() {
+                if b == b'%' {
+                    let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                    decoded.push(u8::from_str_radix(&hex, 16).unwrap());
+                } else {
+                    prop_assert!(b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b));
+                    decoded.push(b);
+                }
+            }
+            prop_assert_eq!(String::from_utf8(decoded).unwrap(), name);
+        }
+    }
+}
