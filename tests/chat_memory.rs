@@ -3,8 +3,7 @@
 //! buffers around it, not by the file. The figure is printed (`--nocapture`).
 #![cfg(all(feature = "server", feature = "client", target_os = "linux"))]
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod common;
 
 use attachments::client::{ChatClient, ChatUpload};
 use attachments::digest::Sha256;
@@ -40,25 +39,9 @@ fn peak_kib(pid: u32) -> u64 {
 #[test]
 fn a_100_mib_upload_keeps_the_server_flat() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_attachments"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--chat-max-mib",
-            "128",
-            "--store",
-        ])
-        .arg(format!("fs:{}", dir.path().display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    let url = url.trim().to_owned();
+    let store = format!("fs:{}", dir.path().display());
+    let server = common::spawn_serve(&["--chat-max-mib", "128", "--store", &store], &[]);
+    let (url, pid) = (server.url.clone(), server.child.id());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,13 +58,13 @@ fn a_100_mib_upload_keeps_the_server_flat() {
             .unwrap();
         client.list(None, 10, None).await.unwrap();
     });
-    let before = peak_kib(server.id());
+    let before = peak_kib(pid);
     let pieces = futures::stream::iter((0..BLOCKS).map(|i| Ok::<_, std::io::Error>(block(i))));
     let reader = tokio_util::io::StreamReader::new(pieces);
     let sent = rt
         .block_on(client.upload(reader, ChatUpload::new("big.bin").with_conversation("c")))
         .unwrap();
-    let after = peak_kib(server.id());
+    let after = peak_kib(pid);
     let mut expected = Sha256::new();
     for i in 0..BLOCKS {
         expected.update(&block(i));
@@ -94,9 +77,8 @@ fn a_100_mib_upload_keeps_the_server_flat() {
         .block_on(client.download_to(&sent.id, DownloadOptions::default(), &mut tokio::io::sink()))
         .unwrap();
     assert_eq!(verified.sha256, expected);
-    let end = peak_kib(server.id());
-    server.kill().unwrap();
-    server.wait().unwrap();
+    let end = peak_kib(pid);
+    drop(server);
     let grew = after.saturating_sub(before);
     eprintln!(
         "server peak memory: {} KiB before the 100 MiB upload, {after} KiB after it (+{grew} KiB), \

@@ -204,27 +204,8 @@ fn the_demand_policy_applies_its_1mb_limit() {
 
 #[test]
 fn serve_prints_its_url_first_and_answers() {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attachments"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--token",
-            "t",
-            "--affiliate-id",
-            "a",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let server = common::spawn_serve(&["--token", "t", "--affiliate-id", "a"], &[]);
+    let url = server.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -236,27 +217,16 @@ fn serve_prints_its_url_first_and_answers() {
             .status()
             .as_u16()
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     assert_eq!(status, 401);
 }
 
 #[test]
 fn upload_then_download_through_the_commands() {
-    use std::io::BufRead;
     let dir = Dir::new("updown");
     let photo = dir.file("photo.jpg", &exact_jpeg(1_500_000));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_attachments"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    let url = url.trim().to_owned();
+    let server = spawn_serve(&[], &[]);
+    let url = server.url.clone();
     let remote = [
         "--endpoint",
         &url,
@@ -307,8 +277,7 @@ fn upload_then_download_through_the_commands() {
     ];
     args.extend(["--conversation", "c2", "--out", copy.as_str()]);
     let (code, _, err) = run(&args);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
 }

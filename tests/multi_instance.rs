@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-
 use attachments::Policy;
 use attachments::client::ConnectivityClient;
 use attachments::digest::sha256;
@@ -18,34 +15,13 @@ use serde_json::Value;
 const PROPERTY: u64 = 8011855;
 const CONV: &str = "f3a9c29d-0e4c-5a8e-9d7f-2b1c4e6a8d0f";
 
-/// A server process, killed when dropped.
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(s3: &common::s3::S3, prefix: &str) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attachments"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--store", &s3.url(prefix)])
-        .envs(s3.env())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("attachments serve");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "first line: {line:?}");
-    Instance { child, url }
+fn start(s3: &common::s3::S3, prefix: &str) -> common::ServeProcess {
+    let env: Vec<(String, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    common::spawn_serve(&["--store", &s3.url(prefix)], &env)
 }
 
 /// Every request body of a chunked upload of `file`, the first to be sent without an

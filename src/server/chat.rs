@@ -139,21 +139,41 @@ fn conversation_filter(query: Option<&str>) -> Result<Option<String>> {
     Ok(conversation)
 }
 
-impl Sandbox {
-    /// The attachment, if the request's owner (and the conversation it names) may see it;
-    /// otherwise not found.
-    async fn owned(
-        &self,
-        id: &str,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Result<AttachmentMeta> {
-        let conversation = conversation_filter(query)?;
-        let meta = self.scoped(id, &owner_scope(headers)).await?;
+/// The attachment a `/v1/attachments/{id}` request names, if the request's owner (and the
+/// `conversation_id` it names, if any) may see it, else a 404 exactly like a missing id;
+/// with the base of its `file_url`.
+pub(super) struct Owned {
+    meta: AttachmentMeta,
+    base: String,
+}
+
+impl axum::extract::FromRequestParts<Sandbox> for Owned {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Sandbox,
+    ) -> std::result::Result<Self, Failure> {
+        let Path(id) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| {
+                fail(Error::InvalidField {
+                    field: "attachment id".into(),
+                    problem: e.body_text(),
+                })
+            })?;
+        let conversation = conversation_filter(parts.uri.query()).map_err(fail)?;
+        let meta = s
+            .scoped(&id, &owner_scope(&parts.headers))
+            .await
+            .map_err(fail)?;
         if conversation.is_some() && meta.conversation_id != conversation {
-            return Err(super::not_found_attachment(id));
+            return Err(fail(super::not_found_attachment(&id)));
         }
-        Ok(meta)
+        Ok(Owned {
+            meta,
+            base: base_url(s, &parts.headers),
+        })
     }
 }
 
@@ -356,25 +376,15 @@ async fn text_field(
 }
 
 /// `GET /v1/attachments/{id}`
-pub(super) async fn retrieve(
-    State(s): State<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let meta = s
-        .owned(&id, &headers, query.as_deref())
-        .await
-        .map_err(fail)?;
-    Ok(super::ok_json(&to_wire(&meta, &base_url(&s, &headers))))
+pub(super) async fn retrieve(Owned { meta, base }: Owned) -> Reply {
+    Ok(super::ok_json(&to_wire(&meta, &base)))
 }
 
 /// `PUT /v1/attachments/{id}`: a form (`filename=...`, as the seed's curl sends it) or JSON.
 pub(super) async fn rename(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Owned { meta, base }: Owned,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
     body: Body,
 ) -> Reply {
     let body = Sandbox::body(body, MAX_SMALL_BODY).await.map_err(fail)?;
@@ -396,10 +406,6 @@ pub(super) async fn rename(
             filename: get(&pairs, "filename").map(str::to_owned),
         }
     };
-    let meta = s
-        .owned(&id, &headers, query.as_deref())
-        .await
-        .map_err(fail)?;
     let meta = match update.filename {
         Some(name) => {
             s.inner.config.chat.check_file_name(&name).map_err(fail)?;
@@ -411,20 +417,11 @@ pub(super) async fn rename(
         }
         None => meta,
     };
-    Ok(super::ok_json(&to_wire(&meta, &base_url(&s, &headers))))
+    Ok(super::ok_json(&to_wire(&meta, &base)))
 }
 
 /// `DELETE /v1/attachments/{id}`: the attachment and its bytes, for good. 204.
-pub(super) async fn delete(
-    State(s): State<Sandbox>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let meta = s
-        .owned(&id, &headers, query.as_deref())
-        .await
-        .map_err(fail)?;
+pub(super) async fn delete(State(s): State<Sandbox>, Owned { meta, .. }: Owned) -> Reply {
     s.inner
         .store
         .remove(&Expired::Attachment(meta.id.clone()))
@@ -439,14 +436,9 @@ pub(super) async fn delete(
 /// store [`STREAM_CHUNK`] bytes at a time.
 pub(super) async fn content(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Owned { meta, .. }: Owned,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
 ) -> Reply {
-    let meta = s
-        .owned(&id, &headers, query.as_deref())
-        .await
-        .map_err(fail)?;
     let etag = format!("\"{}\"", meta.sha256.to_hex());
     let size = meta.file_size;
     let mut response = Response::builder()

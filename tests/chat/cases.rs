@@ -43,11 +43,7 @@ async fn serve(config: ServerConfig) -> Server {
     } else {
         Arc::new(MemoryStore::new())
     };
-    let sandbox = Sandbox::new(store.clone(), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = sandbox.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = common::serve_local(Sandbox::new(store.clone(), config).router()).await;
     Server { url, store }
 }
 

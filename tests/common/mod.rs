@@ -451,3 +451,47 @@ pub fn real_pdf(text: &str) -> Vec<u8> {
     );
     out
 }
+
+/// An `attachments serve` process, killed when dropped, and the base URL it printed.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `attachments serve --addr 127.0.0.1:0` with `args` and `env`, and reads the
+/// base URL from the first line it prints.
+pub fn spawn_serve(args: &[&str], env: &[(String, String)]) -> ServeProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("attachments serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the first line");
+    let url = line.trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "first line: {line:?}");
+    ServeProcess { child, url }
+}
+
+/// Serves `router` on 127.0.0.1 (any free port) in the background; returns its base URL.
+pub async fn serve_local(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
