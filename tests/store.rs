@@ -26,6 +26,92 @@ async fn object_store_backend_keeps_the_contract_in_memory() {
     conformance::run(&attachments::store::ObjectStoreBackend::new(inner)).await;
 }
 
+/// `object_store`'s in-memory store, listing newest key first: a backend whose listings
+/// are not in key order (the S3 backend then reads and sorts every name of a page's scope).
+#[derive(Debug, Default)]
+struct ReverseListing(object_store::memory::InMemory);
+
+impl std::fmt::Display for ReverseListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReverseListing")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for ReverseListing {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let all = self.0.list(prefix);
+        futures::stream::once(async move {
+            let mut items: Vec<_> = all.collect().await;
+            items.reverse();
+            futures::stream::iter(items)
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn object_store_backend_keeps_the_contract_when_listings_are_unordered() {
+    let inner = std::sync::Arc::new(ReverseListing::default());
+    conformance::run(&attachments::store::ObjectStoreBackend::new(inner)).await;
+}
+
 #[tokio::test]
 async fn s3_store_keeps_the_contract_on_a_real_s3_server() {
     let store = common::s3::s3().store("conformance");

@@ -746,8 +746,8 @@ impl Store for ObjectStoreBackend {
             None => self.inner.list(Some(&prefix)),
         };
         let mut found = Vec::new();
-        let mut names = Vec::new();
-        let mut in_order = true;
+        // Every name listed so far, and those not yet read.
+        let (mut listed, mut pending) = (Vec::<String>::new(), Vec::new());
         while found.len() < query.limit {
             let next = listing
                 .try_next()
@@ -757,37 +757,32 @@ impl Store for ObjectStoreBackend {
             let Some(name) = object.location.filename().map(str::to_owned) else {
                 continue;
             };
-            if names.last().is_some_and(|last: &String| name <= *last) || !in_order {
-                in_order = false;
-                names.push(name);
-                continue;
+            if listed.last().is_some_and(|last| name <= *last) {
+                // Not listed in key order: read every name, sort them, and read the page
+                // from the start of the sorted names.
+                listed.push(name);
+                let rest: Vec<_> = listing
+                    .try_collect()
+                    .await
+                    .map_err(|e| io("listing", &prefix, e))?;
+                listed.extend(
+                    rest.into_iter()
+                        .filter_map(|o| o.location.filename().map(str::to_owned)),
+                );
+                listed.sort_unstable();
+                listed.dedup();
+                found.clear();
+                self.read_listed(listed, query, &mut found).await?;
+                return Ok(found);
             }
-            names.push(name);
-            if names.len() >= query.limit - found.len() {
-                self.read_listed(std::mem::take(&mut names), query, &mut found)
+            listed.push(name.clone());
+            pending.push(name);
+            if pending.len() >= query.limit - found.len() {
+                self.read_listed(std::mem::take(&mut pending), query, &mut found)
                     .await?;
             }
         }
-        if in_order {
-            self.read_listed(names, query, &mut found).await?;
-        } else {
-            // Not listed in key order: read the rest of the names, sort them, and read the
-            // page from the sorted names (the ones read so far were in order, so they are
-            // already the highest).
-            let rest: Vec<_> = listing
-                .try_collect()
-                .await
-                .map_err(|e| io("listing", &prefix, e))?;
-            names.extend(
-                rest.into_iter()
-                    .filter_map(|o| o.location.filename().map(str::to_owned)),
-            );
-            names.sort_unstable();
-            names.dedup();
-            let seen: BTreeSet<String> = found.iter().map(|m| invert_id(&m.id)).collect();
-            names.retain(|n| !seen.contains(n));
-            self.read_listed(names, query, &mut found).await?;
-        }
+        self.read_listed(pending, query, &mut found).await?;
         found.truncate(query.limit);
         Ok(found)
     }
