@@ -304,6 +304,13 @@ pub(super) async fn upload(
     }
     .await;
     let committed = match (read, staged) {
+        (Ok(()), Some(staged)) if staged.info().size == 0 => {
+            s.inner.chat.abort_staged(staged).await;
+            Err(Error::InvalidField {
+                field: "file".into(),
+                problem: "is empty (0 bytes): an attachment needs content".into(),
+            })
+        }
         (Ok(()), Some(staged)) => {
             s.inner
                 .chat

@@ -725,6 +725,10 @@ async fn malformed_uploads_answer_4xx_naming_the_problem() {
             vec![("file", Some("../a.png"), None, png)],
             "file name rejected",
         ),
+        (
+            vec![("file", Some("empty.txt"), Some("text/plain"), Vec::new())],
+            "file is empty",
+        ),
     ];
     for (parts, text) in cases {
         let (status, body) = post_form(&server, parts).await;
