@@ -427,7 +427,7 @@ fn a_checkpoint_is_plain_json_and_resumes() {
 }
 
 mod http_range {
-    use attachments::download::http_range::{RangeRequest, content_range};
+    use attachments::download::http_range::{RangeRequest, content_range, parse_content_range};
     use proptest::prelude::*;
 
     /// One range-spec as a test writes it: (first, last) or a suffix.
@@ -501,6 +501,23 @@ mod http_range {
             prop_assert_eq!(RangeRequest::parse(Some(two.as_bytes()), size), RangeRequest::Whole);
             let other = format!("items={}", write(&a));
             prop_assert_eq!(RangeRequest::parse(Some(other.as_bytes()), size), RangeRequest::Whole);
+        }
+
+        /// What the server writes, the client reads back; anything else it reads is a
+        /// non-empty range inside the size it names.
+        #[test]
+        fn content_range_reads_back_what_is_written(
+            first in 0u64..1 << 40,
+            len in 1u64..1 << 20,
+            extra in 0u64..1 << 20,
+            text in "\\PC{0,40}",
+        ) {
+            let size = first + len + extra;
+            let written = content_range(&(first..first + len), size);
+            prop_assert_eq!(parse_content_range(&written), Some((first..first + len, size)));
+            if let Some((r, size)) = parse_content_range(&text) {
+                prop_assert!(r.start < r.end && r.end <= size);
+            }
         }
 
         #[test]

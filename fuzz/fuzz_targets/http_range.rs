@@ -5,7 +5,7 @@
 //! when the input is short), the rest is the header value.
 #![no_main]
 
-use attachments::download::http_range::{RangeRequest, content_range};
+use attachments::download::http_range::{RangeRequest, content_range, parse_content_range};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,5 +27,10 @@ fuzz_target!(|data: &[u8]| {
             RangeRequest::Whole => {}
             RangeRequest::Unsatisfiable => assert!(header.len() <= 1024),
         }
+    }
+    // The same bytes as a 206 answer's Content-Range, as the client reads it.
+    if let Some((r, size)) = std::str::from_utf8(header).ok().and_then(parse_content_range) {
+        assert!(r.start < r.end && r.end <= size, "{r:?} of {size}");
+        assert_eq!(parse_content_range(&content_range(&r, size)), Some((r, size)));
     }
 });

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, RANGE};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, RANGE};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Http, MAX_SMALL_ANSWER, file_name, io_error, open, sniff_file};
 use crate::digest::Sha256Digest;
+use crate::download::http_range::parse_content_range;
 use crate::download::{DownloadOptions, Downloader, RangeSource, Verified};
 use crate::error::{Error, Result};
 use crate::stream::read_body;
@@ -144,13 +145,7 @@ impl ChatClient {
     ///
     /// [`Error::InvalidField`] for a token an HTTP header cannot carry.
     pub fn with_token(mut self, token: &str) -> Result<Self> {
-        let mut bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::InvalidField {
-                field: "token".into(),
-                problem: "holds characters an HTTP header cannot carry".into(),
-            })?;
-        bearer.set_sensitive(true);
-        self.http.headers.insert(AUTHORIZATION, bearer);
+        self.http.bearer(token)?;
         Ok(self)
     }
 
@@ -235,7 +230,7 @@ impl ChatClient {
             .request(reqwest::Method::POST, "/v1/attachments")
             .multipart(form);
         let resp = self.http.execute(req, "/v1/attachments").await?;
-        parse(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
+        crate::wire::from_slice(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
     }
 
     /// Uploads the file at `path` (its type sniffed from its content, its size sent as the
@@ -268,7 +263,7 @@ impl ChatClient {
                     .request(reqwest::Method::POST, "/v1/attachments")
                     .multipart(form(part, &upload)?);
                 let resp = self.http.execute(req, "/v1/attachments").await?;
-                parse(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
+                crate::wire::from_slice(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
             })
             .await
     }
@@ -456,7 +451,7 @@ impl ChatClient {
                 read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await
             })
             .await?;
-        parse(&answer)
+        crate::wire::from_slice(&answer)
     }
 }
 
@@ -508,24 +503,8 @@ fn form(part: reqwest::multipart::Part, upload: &ChatUpload) -> Result<reqwest::
     Ok(form.part("file", part))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(answer: &[u8]) -> Result<T> {
-    serde_json::from_slice(answer).map_err(|e| Error::InvalidJson {
-        message: format!("the answer is not what the API documents: {e}"),
-    })
-}
-
 fn bad_answer(problem: &str) -> Error {
     Error::InvalidJson {
         message: format!("the server's answer does not fit the request: {problem}"),
     }
-}
-
-/// `bytes first-last/size` as (first..last + 1, size).
-fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (span, size) = rest.split_once('/')?;
-    let (first, last) = span.split_once('-')?;
-    let (first, last, size): (u64, u64, u64) =
-        (first.parse().ok()?, last.parse().ok()?, size.parse().ok()?);
-    (first <= last && last < size).then(|| (first..last + 1, size))
 }

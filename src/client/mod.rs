@@ -121,19 +121,19 @@ impl Http {
     }
 
     fn credentials(&mut self, token: &str, affiliate_id: &str) -> Result<()> {
-        let value = |v: String, what: &str| {
-            HeaderValue::from_str(&v).map_err(|_| Error::InvalidField {
-                field: what.into(),
-                problem: "holds characters an HTTP header cannot carry".into(),
-            })
-        };
-        let mut bearer = value(format!("Bearer {token}"), "token")?;
-        bearer.set_sensitive(true);
-        self.headers.insert(AUTHORIZATION, bearer);
+        self.bearer(token)?;
         self.headers.insert(
             "x-affiliate-id",
-            value(affiliate_id.to_owned(), "affiliate id")?,
+            header_value(affiliate_id, "affiliate id")?,
         );
+        Ok(())
+    }
+
+    /// Sends `Authorization: Bearer <token>` (marked sensitive, so it is not logged).
+    fn bearer(&mut self, token: &str) -> Result<()> {
+        let mut bearer = header_value(&format!("Bearer {token}"), "token")?;
+        bearer.set_sensitive(true);
+        self.headers.insert(AUTHORIZATION, bearer);
         Ok(())
     }
 
@@ -224,6 +224,13 @@ impl Http {
             retry_after,
         })
     }
+}
+
+fn header_value(value: &str, what: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(value).map_err(|_| Error::InvalidField {
+        field: what.into(),
+        problem: "holds characters an HTTP header cannot carry".into(),
+    })
 }
 
 fn io_error(op: &str, err: &dyn std::fmt::Display) -> Error {

@@ -93,6 +93,27 @@ pub fn content_range(range: &Range<u64>, size: u64) -> String {
     )
 }
 
+/// Reads the `Content-Range` value of a 206 answer, as [`content_range`] writes it:
+/// `bytes first-last/size` gives `(first..last + 1, size)`; `None` for anything else
+/// (another unit, `*`, `last` before `first` or at or past `size`, numbers over 64 bits).
+///
+/// # Examples
+///
+/// ```
+/// use attachments::download::http_range::parse_content_range;
+///
+/// assert_eq!(parse_content_range("bytes 900-999/1000"), Some((900..1000, 1000)));
+/// assert_eq!(parse_content_range("bytes */1000"), None);
+/// ```
+pub fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let digits = |s: &str| number(s.as_bytes()).filter(|&n| n < u64::MAX);
+    let (first, last, size) = (digits(first)?, digits(last)?, digits(size)?);
+    (first <= last && last < size).then(|| (first..last + 1, size))
+}
+
 /// The `Content-Range` value of a 416 answer: `bytes */size`.
 pub fn unsatisfied_range(size: u64) -> String {
     format!("bytes */{size}")
