@@ -66,7 +66,7 @@ async fn run(args: Args) -> Result<()> {
         .file
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample.jpg"));
     let original =
-        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
 
     // The endpoint: the one given, or a sandbox on loopback over a temporary directory.
     let _dir;
@@ -74,17 +74,17 @@ async fn run(args: Args) -> Result<()> {
     let endpoint = match args.endpoint {
         Some(url) => url,
         None => {
-            _dir = tempfile::tempdir().map_err(|e| Error::io("creating a temp dir", &e))?;
+            _dir = tempfile::tempdir().map_err(|e| Error::io("creating a temp dir", e))?;
             let sandbox = Sandbox::new(
                 Arc::new(FsStore::open(_dir.path())?),
                 ServerConfig::default(),
             );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
-                .map_err(|e| Error::io("binding 127.0.0.1", &e))?;
+                .map_err(|e| Error::io("binding 127.0.0.1", e))?;
             let url = format!(
                 "http://{}",
-                listener.local_addr().map_err(|e| Error::io("addr", &e))?
+                listener.local_addr().map_err(|e| Error::io("addr", e))?
             );
             tokio::spawn(async move { axum::serve(listener, sandbox.router()).await });
             println!("sandbox server at {url}");

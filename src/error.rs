@@ -288,15 +288,59 @@ pub enum Error {
         size: u64,
     },
 
-    /// Reading or writing bytes failed (a file, a store, a network stream).
-    #[error("{op} failed: {message}")]
-    Io {
-        /// What was being done.
-        op: String,
-        /// The kind of IO error.
-        kind: std::io::ErrorKind,
-        /// The error's text.
-        message: String,
+    /// Reading or writing bytes failed (a file, a store, a network stream). The
+    /// [`IoError`] names the operation and keeps the underlying [`std::io::Error`] as its
+    /// source.
+    #[error(transparent)]
+    Io(IoError),
+
+    /// An upload's stored chunks do not (yet) cover its file: they hold `stored` bytes
+    /// from the start, without a gap, of the `expected`. A commit is refused rather than
+    /// leaving a hole. A receiver waits a little on this (an earlier chunk's write may
+    /// still be under way); past that wait an earlier chunk's bytes were lost (its request
+    /// was interrupted after it was accepted) and the upload starts again.
+    #[error(
+        "upload {upload_id} cannot be committed: its stored chunks cover {stored} bytes from \
+         the start without a gap, but the file has {expected}; an earlier chunk was accepted \
+         but its bytes were not stored (its request was interrupted): start the upload again"
+    )]
+    Incomplete {
+        /// The upload.
+        upload_id: String,
+        /// Bytes stored contiguously from offset 0.
+        stored: u64,
+        /// The file's size.
+        expected: u64,
+    },
+
+    /// A commit named an attachment id that is taken.
+    #[error("the {what} id {id} is taken; commit under a new id")]
+    Taken {
+        /// What the id names (`attachment`).
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+
+    /// Saved state read back from a store (a session record, a validator's position,
+    /// attachment metadata) is damaged or could not have been saved by this crate. Not
+    /// transient: the same record fails the same way each time.
+    #[error("{what} is damaged and cannot be used: {problem}")]
+    CorruptState {
+        /// What was read (`the session record of upload ...`).
+        what: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A state that has to be saved between two requests cannot be: a stateless receiver
+    /// needs validators that implement `Validator::save`.
+    #[error("{what} cannot be saved: {reason}")]
+    NotSaveable {
+        /// What was being saved.
+        what: String,
+        /// Why not.
+        reason: String,
     },
 
     /// A request field has a value the API does not take (other than the file's own
@@ -387,6 +431,76 @@ pub enum Error {
         first: Box<Error>,
     },
 }
+
+/// An IO failure: what was being done, with the [`std::io::Error`] as its
+/// [source](std::error::Error::source). See [`Error::Io`].
+///
+/// Cheap to clone (the source is shared). Two `IoError`s are equal when they name the same
+/// operation, kind and message.
+///
+/// # Examples
+///
+/// ```
+/// use std::error::Error as _;
+/// use attachments::Error;
+///
+/// let err = Error::io("reading photo.jpg", std::io::Error::other("disk on fire"));
+/// assert_eq!(err.to_string(), "reading photo.jpg failed: disk on fire");
+/// assert_eq!(err.source().map(|s| s.to_string()).as_deref(), Some("disk on fire"));
+/// assert!(err.is_transient());
+/// ```
+#[derive(Debug, Clone)]
+pub struct IoError {
+    op: String,
+    source: std::sync::Arc<std::io::Error>,
+}
+
+impl IoError {
+    /// An IO error `source` met while doing `op`.
+    pub fn new(op: impl Into<String>, source: std::io::Error) -> Self {
+        IoError {
+            op: op.into(),
+            source: std::sync::Arc::new(source),
+        }
+    }
+
+    /// What was being done.
+    pub fn op(&self) -> &str {
+        &self.op
+    }
+
+    /// The kind of the underlying error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// The underlying error.
+    pub fn io_error(&self) -> &std::io::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.op, self.source)
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl PartialEq for IoError {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op
+            && self.source.kind() == other.source.kind()
+            && self.source.to_string() == other.source.to_string()
+    }
+}
+
+impl Eq for IoError {}
 
 /// Why a chunk was rejected; see [`Error::Chunk`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -848,9 +962,12 @@ impl Error {
             Error::UploadNotFound { .. } | Error::UploadExpired { .. } | Error::NotFound { .. } => {
                 404
             }
-            Error::UploadBusy { .. } | Error::UploadFinished { .. } | Error::Contended { .. } => {
-                409
-            }
+            Error::UploadBusy { .. }
+            | Error::UploadFinished { .. }
+            | Error::Contended { .. }
+            | Error::Incomplete { .. }
+            | Error::Taken { .. } => 409,
+            Error::CorruptState { .. } | Error::NotSaveable { .. } => 500,
             Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
             Error::MethodNotAllowed { .. } => 405,
@@ -860,7 +977,7 @@ impl Error {
             Error::Piece(_) | Error::Remote { .. } => 502,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
-            Error::Io { .. } => 500,
+            Error::Io(_) => 500,
             Error::AlreadyFailed { first } | Error::UploadFailed { first, .. } => first.status(),
             // Reusing a finished checker is the caller's own mistake, not the client's.
             Error::AlreadyFinished => 500,
@@ -897,7 +1014,14 @@ impl Error {
                 first.wire_message()
             )),
             // The IO error's text may name paths and hosts: keep it in the logs.
-            Error::Io { .. } => Cow::Borrowed("internal storage error; try again later"),
+            Error::Io(_) => Cow::Borrowed("internal storage error; try again later"),
+            // The details name records and stores: keep them in the logs.
+            Error::CorruptState { .. } => Cow::Borrowed(
+                "internal error: stored state is damaged; start the upload or request again",
+            ),
+            Error::NotSaveable { .. } => {
+                Cow::Borrowed("internal error: the upload's state cannot be saved")
+            }
             other => Cow::Owned(other.to_string()),
         }
     }
@@ -920,18 +1044,32 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Io { .. } => true,
+            Error::Io(_) => true,
             Error::Remote { status, .. } => matches!(status, 408 | 429 | 500..=599),
             _ => false,
         }
     }
 
-    /// An [`Error::Io`] for `err` while doing `op`.
-    pub fn io(op: impl Into<String>, err: &std::io::Error) -> Self {
-        Error::Io {
-            op: op.into(),
-            kind: err.kind(),
-            message: err.to_string(),
+    /// An [`Error::Io`] for `err` while doing `op`; `err` stays its source.
+    pub fn io(op: impl Into<String>, err: std::io::Error) -> Self {
+        Error::Io(IoError::new(op, err))
+    }
+
+    /// An [`Error::Io`] for an error of another type (a task, a library) while doing `op`,
+    /// kept as the source of an [`std::io::Error`] of `kind`.
+    pub fn io_other(
+        op: impl Into<String>,
+        kind: std::io::ErrorKind,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Io(IoError::new(op, std::io::Error::new(kind, err)))
+    }
+
+    /// An [`Error::CorruptState`]: `what` was read back and `problem` makes it unusable.
+    pub fn corrupt(what: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::CorruptState {
+            what: what.into(),
+            problem: problem.into(),
         }
     }
 }
@@ -940,7 +1078,7 @@ impl Error {
 /// [`Error::Io`] with the operation "reading the file".
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
-        Error::io("reading the file", &err)
+        Error::io("reading the file", err)
     }
 }
 

@@ -513,7 +513,7 @@ impl Inspector {
     /// # Errors
     ///
     /// [`Error::AlreadyFailed`] / [`Error::AlreadyFinished`] once the file was rejected or
-    /// finished; [`Error::Io`] (kind `Unsupported`) for a validator that cannot be saved
+    /// finished; [`Error::NotSaveable`] for a validator that cannot be saved
     /// ([`Validator::save`]).
     ///
     /// # Examples
@@ -535,10 +535,9 @@ impl Inspector {
     /// ```
     pub fn save(&self) -> Result<InspectorState> {
         self.check_alive()?;
-        let validator = self.validator.save().ok_or_else(|| Error::Io {
-            op: "saving an inspector".into(),
-            kind: std::io::ErrorKind::Unsupported,
-            message: "its validator cannot be saved (Validator::save gives None)".into(),
+        let validator = self.validator.save().ok_or_else(|| Error::NotSaveable {
+            what: "an inspector".into(),
+            reason: "its validator cannot be saved (Validator::save gives None)".into(),
         })?;
         let (window, verdict) = self.sniffer.parts();
         Ok(InspectorState {
@@ -560,7 +559,7 @@ impl Inspector {
     ///
     /// # Errors
     ///
-    /// As [`Inspector::new`] for the declaration; [`Error::Io`] (kind `InvalidData`) for a
+    /// As [`Inspector::new`] for the declaration; [`Error::CorruptState`] for a
     /// state no inspector could have saved (a damaged or forged record).
     pub fn restore(policy: &Policy, state: InspectorState) -> Result<Self> {
         let bad = |problem: &str| crate::image::bad_state(&format!("inspector state: {problem}"));

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn io() -> Error {
-        Error::io("read", &std::io::Error::other("reset"))
+        Error::io("read", std::io::Error::other("reset"))
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl<R: AsyncRead + AsyncSeek + Unpin> BodyStream<R> {
         self.reader
             .seek(io::SeekFrom::Start(0))
             .await
-            .map_err(|e| Error::io("seeking the file back to its start", &e))?;
+            .map_err(|e| Error::io("seeking the file back to its start", e))?;
         self.plan.restart();
         self.start = 0;
         self.end = 0;
@@ -241,7 +241,7 @@ impl<R: AsyncRead + Unpin> Stream for BodyStream<R> {
             }
             let mut read = ReadBuf::new(&mut this.buf);
             if let Err(e) = ready!(Pin::new(&mut this.reader).poll_read(cx, &mut read)) {
-                return this.fail(Error::io("reading the file", &e));
+                return this.fail(Error::io("reading the file", e));
             }
             let n = read.filled().len();
             this.start = 0;
@@ -308,10 +308,12 @@ where
     let mut body = BytesMut::new();
     let mut size = 0usize;
     while let Some(part) = stream.next().await {
-        let part = part.map_err(|e| Error::Io {
-            op: "reading the request body".into(),
-            kind: io::ErrorKind::Other,
-            message: e.to_string(),
+        let part = part.map_err(|e| {
+            Error::io_other(
+                "reading the request body",
+                io::ErrorKind::Other,
+                e.to_string(),
+            )
         })?;
         size += part.len();
         if size > limit {
@@ -843,10 +845,7 @@ impl UploadReceiver {
             tokio::pin!(advanced);
             advanced.as_mut().enable();
             match self.store.commit(id, meta).await {
-                Err(Error::Io {
-                    kind: io::ErrorKind::InvalidData,
-                    ..
-                }) if tokio::time::Instant::now() < wait_until => {
+                Err(Error::Incomplete { .. }) if tokio::time::Instant::now() < wait_until => {
                     let _ = tokio::time::timeout(AHEAD_POLL, advanced).await;
                 }
                 other => return other,
@@ -962,11 +961,8 @@ const AHEAD_POLL: Duration = Duration::from_millis(20);
 
 /// Parses and restores a stored session record.
 fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
-    let record: SessionRecord = serde_json::from_slice(record).map_err(|e| Error::Io {
-        op: format!("reading the session record of upload {id}"),
-        kind: io::ErrorKind::InvalidData,
-        message: e.to_string(),
-    })?;
+    let record: SessionRecord = serde_json::from_slice(record)
+        .map_err(|e| Error::corrupt(format!("the session record of upload {id}"), e.to_string()))?;
     UploadSession::restore(policy, record)
 }
 
@@ -1004,11 +1000,8 @@ pub(crate) fn time_ordered_id(now: std::time::SystemTime) -> Result<RandomId> {
 /// 128 random bits from the operating system.
 pub(crate) fn random_id() -> Result<RandomId> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Io {
-        op: "generating an id".into(),
-        kind: io::ErrorKind::Other,
-        message: e.to_string(),
-    })?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::io_other("generating an id", io::ErrorKind::Other, e.to_string()))?;
     Ok(RandomId::from_bytes(bytes))
 }
 

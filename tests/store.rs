@@ -213,10 +213,10 @@ async fn fs_refuses_oversized_metadata_before_reading_it() {
         .join(format!("{}.json", id(5)));
     std::fs::write(&path, vec![b' '; 64 * 1024 + 1]).unwrap();
     match store.metadata(&id(5)).await {
-        Err(Error::Io { message, .. }) => {
+        Err(Error::CorruptState { problem, .. }) => {
             assert!(
-                message.contains("65537 bytes, over the 65536-byte limit"),
-                "{message}"
+                problem.contains("65537 bytes, over the 65536-byte limit"),
+                "{problem}"
             )
         }
         other => panic!("{other:?}"),

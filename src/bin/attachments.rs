@@ -257,10 +257,10 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let sandbox = Sandbox::new(store, config);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .map_err(|e| Error::io(format!("listening on {}", args.addr), &e))?;
+        .map_err(|e| Error::io(format!("listening on {}", args.addr), e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io("reading the listening address", &e))?;
+        .map_err(|e| Error::io("reading the listening address", e))?;
     println!("http://{addr}");
     tokio::spawn(
         sandbox
@@ -272,7 +272,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .map_err(|e| Error::io("serving", &e))
+        .map_err(|e| Error::io("serving", e))
 }
 
 async fn upload(args: UploadArgs) -> Result<(), Error> {

@@ -377,7 +377,7 @@ impl ChatClient {
         let body = resp
             .bytes_stream()
             .map(move |piece| {
-                let piece = piece.map_err(|e| io_error("reading the attachment", &e))?;
+                let piece = piece.map_err(|e| io_error("reading the attachment", e))?;
                 seen += piece.len() as u64;
                 if seen > expected {
                     return Err(bad_answer(&format!(

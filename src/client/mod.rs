@@ -104,7 +104,7 @@ impl Http {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| io_error("building the HTTP client", &e))?;
+            .map_err(|e| io_error("building the HTTP client", e))?;
         let base = base_url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::InvalidField {
@@ -206,7 +206,7 @@ impl Http {
         let resp = req
             .send()
             .await
-            .map_err(|e| io_error(&format!("sending {path}"), &e))?;
+            .map_err(|e| io_error(&format!("sending {path}"), e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -233,12 +233,9 @@ fn header_value(value: &str, what: &str) -> Result<HeaderValue> {
     })
 }
 
-fn io_error(op: &str, err: &dyn std::fmt::Display) -> Error {
-    Error::Io {
-        op: op.to_owned(),
-        kind: std::io::ErrorKind::Other,
-        message: err.to_string(),
-    }
+/// An [`Error::Io`] for a transport error (reqwest's), kept as the source.
+fn io_error(op: &str, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::io_other(op, std::io::ErrorKind::Other, err)
 }
 
 /// The message of an error answer: a Connectivity envelope's first error, a Demand error
@@ -300,7 +297,7 @@ async fn sniff_file(file: &mut tokio::fs::File, path: &Path) -> Result<String> {
         let n = file
             .read(&mut head[got..])
             .await
-            .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if n == 0 {
             break;
         }
@@ -308,7 +305,7 @@ async fn sniff_file(file: &mut tokio::fs::File, path: &Path) -> Result<String> {
     }
     file.rewind()
         .await
-        .map_err(|e| Error::io(format!("rewinding {}", path.display()), &e))?;
+        .map_err(|e| Error::io(format!("rewinding {}", path.display()), e))?;
     Ok(detect(&head[..got])
         .map(|t| t.to_string())
         .unwrap_or_else(|| "application/octet-stream".to_owned()))
@@ -327,11 +324,11 @@ fn file_name(path: &Path) -> Result<String> {
 async fn open(path: &Path) -> Result<(tokio::fs::File, u64)> {
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| Error::io(format!("opening {}", path.display()), &e))?;
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let size = file
         .metadata()
         .await
-        .map_err(|e| Error::io(format!("reading the size of {}", path.display()), &e))?
+        .map_err(|e| Error::io(format!("reading the size of {}", path.display()), e))?
         .len();
     Ok((file, size))
 }

@@ -367,7 +367,7 @@ impl<S: RangeSource + 'static> Downloader<S> {
                 // An empty answer makes no progress: retried like a dropped connection.
                 Ok(bytes) if bytes.is_empty() && !done.range.is_empty() => Error::io(
                     format!("fetching bytes {}..{}", done.range.start, done.range.end),
-                    &std::io::Error::new(
+                    std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "the source returned no bytes",
                     ),
@@ -410,12 +410,12 @@ impl<S: RangeSource + 'static> Downloader<S> {
             writer
                 .write_all(&bytes?)
                 .await
-                .map_err(|e| Error::io("writing the download", &e))?;
+                .map_err(|e| Error::io("writing the download", e))?;
         }
         writer
             .flush()
             .await
-            .map_err(|e| Error::io("flushing the download", &e))?;
+            .map_err(|e| Error::io("flushing the download", e))?;
         self.finish()
     }
 
@@ -554,7 +554,7 @@ pub async fn checkpoint_from_prefix<R: AsyncRead + Unpin>(
         let n = prefix
             .read(&mut buf)
             .await
-            .map_err(|e| Error::io("reading the downloaded prefix", &e))?;
+            .map_err(|e| Error::io("reading the downloaded prefix", e))?;
         if n == 0 {
             break;
         }
@@ -585,7 +585,7 @@ pub async fn download_to_file<S: RangeSource + 'static>(
     sha256: Option<Sha256Digest>,
     options: DownloadOptions,
 ) -> Result<Verified> {
-    let io = |op: &str, e: std::io::Error| Error::io(format!("{op} {}", path.display()), &e);
+    let io = |op: &str, e: std::io::Error| Error::io(format!("{op} {}", path.display()), e);
     let mut file = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -93,7 +93,7 @@ impl ValidatorState {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] (kind `InvalidData`) for a state no validator could have saved.
+    /// [`Error::CorruptState`] for a state no validator could have saved.
     pub fn restore(self) -> Result<Box<dyn Validator>> {
         let checked = match self.0 {
             Saved::Any => return Ok(Box::new(AcceptAll)),
@@ -108,11 +108,7 @@ impl ValidatorState {
 
 /// The error for a saved state that cannot be restored.
 pub(crate) fn bad_state(problem: &str) -> Error {
-    Error::Io {
-        op: "restoring a saved validator".into(),
-        kind: std::io::ErrorKind::InvalidData,
-        message: problem.to_owned(),
-    }
+    Error::corrupt("a saved validator state", problem)
 }
 
 /// Saves and restores a `crc32fast::Hasher` as its running value: the CRC of the bytes

@@ -154,8 +154,14 @@ async fn incomplete_commit_is_refused(store: &dyn Store) {
         .expect("put_chunk");
     let whole = pattern(150, 6);
     match store.commit(&up, &meta(&att, &whole, at(1))).await {
-        Err(Error::Io { .. }) => {}
-        other => panic!("commit of 100 of 150 bytes: expected Error::Io, got {other:?}"),
+        Err(Error::Incomplete {
+            stored: 100,
+            expected: 150,
+            ..
+        }) => {}
+        other => panic!(
+            "commit of 100 of 150 bytes: expected Error::Incomplete {{ stored: 100, expected: 150 }}, got {other:?}"
+        ),
     }
     assert_not_found(
         store.metadata(&att).await,
@@ -239,13 +245,15 @@ async fn taken_id_is_refused(store: &dyn Store) {
         .put_chunk(&up, 0, 0, pattern(3, 3))
         .await
         .expect("put_chunk");
-    assert!(
-        store
-            .commit(&up, &meta(&att, &pattern(3, 3), at(1)))
-            .await
-            .is_err(),
-        "commit under an attachment id in use must fail"
-    );
+    match store.commit(&up, &meta(&att, &pattern(3, 3), at(1))).await {
+        Err(Error::Taken {
+            what: "attachment",
+            id,
+        }) if id == att => {}
+        other => panic!(
+            "commit under an attachment id in use: expected Error::Taken {{ what: \"attachment\" }}, got {other:?}"
+        ),
+    }
     assert_eq!(
         store
             .read_range(&att, 0..1778)

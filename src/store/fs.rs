@@ -98,7 +98,7 @@ impl FsStore {
         let root = root.into();
         for dir in ["uploads", "attachments"] {
             fs::create_dir_all(root.join(dir))
-                .map_err(|e| Error::io(format!("creating {}", root.join(dir).display()), &e))?;
+                .map_err(|e| Error::io(format!("creating {}", root.join(dir).display()), e))?;
         }
         Ok(FsStore {
             root: Arc::new(root),
@@ -126,22 +126,19 @@ impl FsStore {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(this))
             .await
-            .map_err(|e| Error::Io {
-                op: "a blocking store task".into(),
-                kind: io::ErrorKind::Other,
-                message: e.to_string(),
-            })?
+            .map_err(|e| Error::io_other("a blocking store task", io::ErrorKind::Other, e))?
     }
 
     fn read_meta(&self, id: &RandomId) -> Result<AttachmentMeta> {
         let path = self.attachment_path(id, "json");
-        let text = read_small(&path)
-            .map_err(|e| map_missing(e, "attachment", &id.to_string(), "reading metadata"))?;
-        serde_json::from_slice(&text).map_err(|e| Error::Io {
-            op: format!("reading metadata {}", path.display()),
-            kind: io::ErrorKind::InvalidData,
-            message: e.to_string(),
-        })
+        let text = read_small(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => {
+                Error::corrupt(format!("the metadata of attachment {id}"), e.to_string())
+            }
+            _ => map_missing(e, "attachment", &id.to_string(), "reading metadata"),
+        })?;
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::corrupt(format!("the metadata of attachment {id}"), e.to_string()))
     }
 }
 
@@ -149,7 +146,7 @@ fn map_missing(e: io::Error, what: &'static str, id: &str, op: &str) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         not_found(what, id)
     } else {
-        Error::io(format!("{op} of {what} {id}"), &e)
+        Error::io(format!("{op} of {what} {id}"), e)
     }
 }
 
@@ -210,7 +207,7 @@ impl Store for FsStore {
     async fn begin_upload(&self, upload_id: &str, started: SystemTime) -> Result<()> {
         let id = parse_id("upload", upload_id)?;
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io(format!("beginning upload {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("beginning upload {id}"), e);
             File::create(s.upload_path(&id, "part")).map_err(op)?;
             let record = serde_json::to_vec(&UploadRecord { started })?;
             write_atomic(&s.upload_path(&id, "json"), &record).map_err(op)
@@ -235,7 +232,7 @@ impl Store for FsStore {
                 .map_err(|e| map_missing(e, "upload", &id.to_string(), &op))?;
             file.seek(SeekFrom::Start(offset))
                 .and_then(|_| file.write_all(&data))
-                .map_err(|e| Error::io(format!("{op} of upload {id}"), &e))
+                .map_err(|e| Error::io(format!("{op} of upload {id}"), e))
         })
         .await
     }
@@ -245,7 +242,7 @@ impl Store for FsStore {
         let att = parse_id("attachment", &meta.id)?;
         let meta = meta.clone();
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io(format!("commit of upload {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("commit of upload {id}"), e);
             let part = s.upload_path(&id, "part");
             let file = File::open(&part)
                 .map_err(|e| map_missing(e, "upload", &id.to_string(), "commit"))?;
@@ -255,10 +252,9 @@ impl Store for FsStore {
             }
             let json_path = s.attachment_path(&att, "json");
             if json_path.exists() {
-                return Err(Error::Io {
-                    op: format!("commit of upload {id}"),
-                    kind: io::ErrorKind::AlreadyExists,
-                    message: format!("attachment {att} exists already"),
+                return Err(Error::Taken {
+                    what: "attachment",
+                    id: att.to_string(),
                 });
             }
             file.sync_all().map_err(op)?;
@@ -278,7 +274,7 @@ impl Store for FsStore {
             return Ok(());
         };
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io(format!("aborting upload {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("aborting upload {id}"), e);
             remove_if_present(&s.upload_path(&id, "part")).map_err(op)?;
             remove_if_present(&s.upload_path(&id, "json")).map_err(op)
         })
@@ -291,7 +287,7 @@ impl Store for FsStore {
         };
         self.blocking(move |s| {
             let found = read_session(&s.upload_path(&id, "session"))
-                .map_err(|e| Error::io(format!("reading the session of upload {id}"), &e))?;
+                .map_err(|e| Error::io(format!("reading the session of upload {id}"), e))?;
             Ok(found.map(|(header, record)| StoredSession {
                 record,
                 version: header.version.to_string(),
@@ -310,7 +306,7 @@ impl Store for FsStore {
         let id = parse_id("upload", upload_id)?;
         let expected = expected.map(str::to_owned);
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io(format!("saving the session of upload {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("saving the session of upload {id}"), e);
             let lock = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -329,10 +325,9 @@ impl Store for FsStore {
             text.push(b'\n');
             text.extend_from_slice(&record);
             if text.len() as u64 > MAX_META_FILE {
-                return Err(Error::Io {
-                    op: format!("saving the session of upload {id}"),
-                    kind: io::ErrorKind::InvalidInput,
-                    message: format!(
+                return Err(Error::NotSaveable {
+                    what: format!("the session of upload {id}"),
+                    reason: format!(
                         "the record is {} bytes, over the {MAX_META_FILE}-byte limit",
                         text.len()
                     ),
@@ -349,7 +344,7 @@ impl Store for FsStore {
         self.blocking(move |s| {
             let meta = s.read_meta(&id)?;
             check_range(&range, meta.file_size)?;
-            let op = |e: io::Error| Error::io(format!("reading attachment {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("reading attachment {id}"), e);
             let mut file = File::open(s.attachment_path(&id, "bin")).map_err(op)?;
             let mut out = BytesMut::zeroed((range.end - range.start) as usize);
             file.seek(SeekFrom::Start(range.start))
@@ -369,7 +364,7 @@ impl Store for FsStore {
         let id = parse_id("attachment", attachment_id)?;
         let change = change.clone();
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io(format!("updating attachment {id}"), &e);
+            let op = |e: io::Error| Error::io(format!("updating attachment {id}"), e);
             // One lock for all metadata updates (they are rare): the metadata file itself is
             // replaced by rename, so a lock on it would not hold across the replacement.
             let lock = OpenOptions::new()
@@ -395,7 +390,7 @@ impl Store for FsStore {
     async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>> {
         let query = query.clone();
         self.blocking(move |s| {
-            let op = |e: io::Error| Error::io("listing attachments", &e);
+            let op = |e: io::Error| Error::io("listing attachments", e);
             let mut ids = Vec::new();
             for entry in fs::read_dir(s.root.join("attachments")).map_err(op)? {
                 let path = entry.map_err(op)?.path();
@@ -431,7 +426,7 @@ impl Store for FsStore {
     ) -> Result<Vec<Expired>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
-            let op = |e: io::Error| Error::io("listing the store", &e);
+            let op = |e: io::Error| Error::io("listing the store", e);
             // Per upload: the latest time its records give (begin, session save), and the
             // latest file time, used only when no record is readable (a crash during
             // `begin_upload`, or a damaged record).
@@ -499,7 +494,7 @@ impl Store for FsStore {
                     };
                     for ext in ["session", "lock"] {
                         remove_if_present(&s.upload_path(&rid, ext))
-                            .map_err(|e| Error::io(format!("removing {id}"), &e))?;
+                            .map_err(|e| Error::io(format!("removing {id}"), e))?;
                     }
                     (
                         id,
@@ -521,7 +516,7 @@ impl Store for FsStore {
                 }
             };
             for path in paths {
-                remove_if_present(&path).map_err(|e| Error::io(format!("removing {id}"), &e))?;
+                remove_if_present(&path).map_err(|e| Error::io(format!("removing {id}"), e))?;
             }
             Ok(())
         })

@@ -128,10 +128,9 @@ impl Store for MemoryStore {
             .get(upload_id)
             .ok_or_else(|| not_found("upload", upload_id))?;
         if inner.attachments.contains_key(&meta.id) {
-            return Err(Error::Io {
-                op: format!("commit of upload {upload_id}"),
-                kind: std::io::ErrorKind::AlreadyExists,
-                message: format!("attachment {} exists already", meta.id),
+            return Err(Error::Taken {
+                what: "attachment",
+                id: meta.id.clone(),
             });
         }
         let mut end = 0;

@@ -257,9 +257,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown upload; [`Error::Io`] when the stored chunks do
-    /// not cover `meta.file_size` bytes exactly, when the attachment id is taken, or when
-    /// writing fails (the attachment is then not visible).
+    /// [`Error::NotFound`] for an unknown upload; [`Error::Incomplete`] when the stored
+    /// chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too few or too
+    /// many bytes); [`Error::Taken`] when the attachment id is in use; [`Error::Io`] when
+    /// writing fails. In every case the attachment is then not visible and the upload
+    /// stays as it was.
     async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()>;
 
     /// Releases an upload's bytes; nothing happens for an unknown one.
@@ -420,14 +422,12 @@ pub(crate) fn contended(upload_id: &str) -> Error {
     }
 }
 
-/// The error for stored chunks that do not add up to the file.
+/// The error for stored chunks that do not tile the file.
 pub(crate) fn incomplete(upload_id: &str, stored: u64, expected: u64) -> Error {
-    Error::Io {
-        op: format!("commit of upload {upload_id}"),
-        kind: std::io::ErrorKind::InvalidData,
-        message: format!(
-            "the stored chunks hold {stored} contiguous bytes but the file has {expected}"
-        ),
+    Error::Incomplete {
+        upload_id: upload_id.to_owned(),
+        stored,
+        expected,
     }
 }
 

@@ -283,14 +283,13 @@ impl ObjectStoreBackend {
             Err(e) => return Err(io("reading", path, e)),
         };
         if got.meta.size > MAX_RECORD_OBJECT {
-            return Err(Error::Io {
-                op: format!("reading {path}"),
-                kind: std::io::ErrorKind::InvalidData,
-                message: format!(
+            return Err(Error::corrupt(
+                format!("the record {path}"),
+                format!(
                     "{} bytes, over the {MAX_RECORD_OBJECT}-byte limit for records",
                     got.meta.size
                 ),
-            });
+            ));
         }
         let e_tag = got.meta.e_tag.clone();
         let bytes = got.bytes().await.map_err(|e| io("reading", path, e))?;
@@ -309,11 +308,8 @@ impl ObjectStoreBackend {
         let Some((bytes, e_tag)) = self.read_record(path).await? else {
             return Ok(None);
         };
-        let value = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
-            op: format!("reading {path}"),
-            kind: std::io::ErrorKind::InvalidData,
-            message: e.to_string(),
-        })?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("the record {path}"), e.to_string()))?;
         Ok(Some((value, e_tag)))
     }
 
@@ -458,15 +454,12 @@ fn invert_id(id: &str) -> String {
 }
 
 fn io(op: &str, path: &Path, e: object_store::Error) -> Error {
-    Error::Io {
-        op: format!("{op} {path}"),
-        kind: match e {
-            object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
-            object_store::Error::AlreadyExists { .. } => std::io::ErrorKind::AlreadyExists,
-            _ => std::io::ErrorKind::Other,
-        },
-        message: e.to_string(),
-    }
+    let kind = match e {
+        object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } => std::io::ErrorKind::AlreadyExists,
+        _ => std::io::ErrorKind::Other,
+    };
+    Error::io_other(format!("{op} {path}"), kind, e)
 }
 
 #[async_trait]
@@ -527,10 +520,9 @@ impl Store for ObjectStoreBackend {
         if end != meta.file_size {
             return Err(incomplete(upload_id, end, meta.file_size));
         }
-        let taken = || Error::Io {
-            op: format!("commit of upload {upload_id}"),
-            kind: std::io::ErrorKind::AlreadyExists,
-            message: format!("attachment {att} exists already"),
+        let taken = || Error::Taken {
+            what: "attachment",
+            id: att.to_string(),
         };
         match self.inner.head(&self.manifest_path(&att)).await {
             Ok(_) => return Err(taken()),
@@ -566,10 +558,7 @@ impl Store for ObjectStoreBackend {
             let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
             return Err(match e {
                 // Taken meanwhile: the index entry is the other attachment's too.
-                Error::Io {
-                    kind: std::io::ErrorKind::AlreadyExists,
-                    ..
-                } => taken(),
+                Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => taken(),
                 e => {
                     for entry in &entries {
                         let _ = self.delete(entry).await;
@@ -599,11 +588,7 @@ impl Store for ObjectStoreBackend {
         let split = bytes
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or_else(|| Error::Io {
-                op: format!("reading {path}"),
-                kind: std::io::ErrorKind::InvalidData,
-                message: "no header line".into(),
-            })?;
+            .ok_or_else(|| Error::corrupt(format!("the record {path}"), "no header line"))?;
         Ok(Some(StoredSession {
             record: bytes.slice(split + 1..),
             version: e_tag.unwrap_or_default(),
@@ -635,11 +620,12 @@ impl Store for ObjectStoreBackend {
                 .await
                 .ok()
                 .and_then(|m| m.e_tag)
-                .ok_or_else(|| Error::Io {
-                    op: format!("saving {path}"),
-                    kind: std::io::ErrorKind::Unsupported,
-                    message: "the object store gives no ETag, so saves cannot be conditional"
-                        .into(),
+                .ok_or_else(|| {
+                    Error::io_other(
+                        format!("saving {path}"),
+                        std::io::ErrorKind::Unsupported,
+                        "the object store gives no ETag, so saves cannot be conditional",
+                    )
                 }),
         }
     }

@@ -354,7 +354,7 @@ impl UploadSession {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] (kind `InvalidData`) for a record no session could have saved (another
+    /// [`Error::CorruptState`] for a record no session could have saved (another
     /// format version, impossible counters, a damaged Inspector state); as
     /// [`Inspector::restore`] when `policy` no longer accepts the upload's declaration.
     ///
@@ -380,10 +380,11 @@ impl UploadSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn restore(policy: &Policy, mut record: SessionRecord) -> Result<Self> {
-        let bad = |problem: &str| Error::Io {
-            op: format!("restoring upload session {}", record.id),
-            kind: std::io::ErrorKind::InvalidData,
-            message: problem.to_owned(),
+        let bad = |problem: &str| {
+            Error::corrupt(
+                format!("the session record of upload {}", record.id),
+                problem,
+            )
         };
         if record.format != RECORD_FORMAT {
             return Err(bad(&format!(
