@@ -70,7 +70,7 @@ pub enum Error {
     },
 
     /// The declared MIME type is not one the policy accepts.
-    #[error("file type {declared:?} is not supported here; use one of: {allowed}")]
+    #[error("file type {:?} is not supported here; use one of: {allowed}", shorten(.declared, 100))]
     UnsupportedType {
         /// The type as declared.
         declared: String,
@@ -80,7 +80,8 @@ pub enum Error {
 
     /// The declared type is not a well-formed MIME type (`type/subtype`).
     #[error(
-        "file type {declared:?} is not a valid MIME type; expected the form type/subtype, e.g. image/png"
+        "file type {:?} is not a valid MIME type; expected the form type/subtype, e.g. image/png",
+        shorten(.declared, 100)
     )]
     InvalidType {
         /// The type as declared.
@@ -198,9 +199,10 @@ pub enum Error {
 
     /// No upload with this id is in progress.
     #[error(
-        "no upload {upload_id:?} is in progress (it was never started here, or it ended and \
+        "no upload {:?} is in progress (it was never started here, or it ended and \
          was cleared); start again with action start and chunk 0"
-    )]
+    ,
+        shorten(.upload_id, 100))]
     UploadNotFound {
         /// The id as sent.
         upload_id: String,
@@ -257,7 +259,7 @@ pub enum Error {
 
     /// An attachment (or another stored object) does not exist, or is not visible to the
     /// caller.
-    #[error("no {what} with id {id:?} exists here")]
+    #[error("no {what} with id {:?} exists here", shorten(.id, 100))]
     NotFound {
         /// What was looked up (`attachment`, `upload`).
         what: &'static str,
@@ -914,6 +916,20 @@ impl fmt::Display for FileNameProblem {
     }
 }
 
+/// `text` for an error message: as it is up to `max` bytes, else its first bytes (cut at a
+/// character boundary), an ellipsis and its length. Values a client sent can be of any
+/// length; the messages that quote them stay short enough to log, answer and save.
+pub(crate) fn shorten(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}... ({} bytes)", &text[..cut], text.len()))
+}
+
 /// Formats a limit the way the Booking.com documents do: `1MB` for 1,048,576 bytes.
 pub(crate) fn human_size(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
@@ -1100,5 +1116,22 @@ mod tests {
         assert_eq!(human_size(10_485_760), "10MB");
         assert_eq!(human_size(2048), "2KB");
         assert_eq!(human_size(1_000_000), "1000000 bytes");
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc... (4 bytes)");
+        // Never inside a character: "é" is two bytes.
+        assert_eq!(shorten("aéb", 2), "a... (4 bytes)");
+        let err = Error::InvalidType {
+            declared: "x".repeat(70_000),
+        };
+        assert!(err.to_string().len() < 300, "{err}");
+        let err = Error::NotFound {
+            what: "attachment",
+            id: "7".repeat(70_000),
+        };
+        assert!(err.to_string().contains("(70000 bytes)"), "{err}");
     }
 }

@@ -26,6 +26,11 @@ const ACTIVE_CONTENT: [&str; 5] = [
 /// once, and not at all when the first slice already covers it.
 pub const SNIFF_LEN: usize = 8192;
 
+/// The longest declared type accepted, parameters included: 255 bytes (RFC 6838 allows
+/// 127 characters for each of type and subtype). A declaration is saved with an upload, so
+/// it is bounded like every other name a request carries.
+pub const MAX_TYPE_LEN: usize = 255;
+
 /// A normalised MIME type essence such as `image/png`.
 ///
 /// # Examples
@@ -75,12 +80,16 @@ impl MediaType {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidType`] when the text is not of that form.
+    /// [`Error::InvalidType`] when the text is not of that form, or longer than
+    /// [`MAX_TYPE_LEN`] bytes.
     pub fn parse(declared: &str) -> Result<MediaType> {
-        let essence = declared.split(';').next().unwrap_or("").trim();
         let invalid = || Error::InvalidType {
             declared: declared.to_owned(),
         };
+        if declared.len() > MAX_TYPE_LEN {
+            return Err(invalid());
+        }
+        let essence = declared.split(';').next().unwrap_or("").trim();
         let (ty, sub) = essence.split_once('/').ok_or_else(invalid)?;
         let token = |s: &str| !s.is_empty() && s.bytes().all(is_token_byte);
         if !token(ty) || !token(sub) {

@@ -743,7 +743,7 @@ async fn unknown_and_expired_uploads_say_so() {
     assert_eq!(server.store.upload_count(), 0, "expired bytes are released");
     // Two more TTLs later, the store sweep removes the record too.
     server.advance(1201);
-    server.receiver.sweep_store().await.unwrap();
+    server.receiver.sweep().await.unwrap();
     let err = server
         .send(chunk("resume", Some(&id), 1, &file, MB..2 * MB))
         .await
@@ -757,10 +757,10 @@ async fn expiry_releases_idle_uploads_without_a_request() {
     let file = jpeg_3mb();
     started(&server, &file).await;
     server.advance(599);
-    assert_eq!(server.receiver.expire().await.unwrap(), 0);
+    assert_eq!(server.receiver.sweep().await.unwrap(), 0);
     assert_eq!(server.store.upload_count(), 1);
     server.advance(2);
-    assert_eq!(server.receiver.expire().await.unwrap(), 1);
+    assert_eq!(server.receiver.sweep().await.unwrap(), 1);
     assert_eq!(server.store.upload_count(), 0);
 }
 

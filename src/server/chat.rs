@@ -26,8 +26,7 @@ use crate::stream::{STREAM_CHUNK, Staged};
 use crate::upload::RandomId;
 use crate::wire::chat::{Attachment, AttachmentList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Update};
 
-/// The longest `conversation_id` or `message_id` accepted, in bytes.
-pub const MAX_REF_LEN: usize = 255;
+use crate::wire::MAX_REF_LEN;
 
 /// Room for the multipart framing around the file: boundaries, part headers and the small
 /// text fields. A body longer than the policy's largest file plus this is refused (413).
@@ -109,32 +108,12 @@ fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A `conversation_id` or `message_id`: 1 to [`MAX_REF_LEN`] bytes, no control characters.
-fn check_ref(field: &str, value: &str) -> Result<()> {
-    let problem = if value.is_empty() {
-        "is empty".to_owned()
-    } else if value.len() > MAX_REF_LEN {
-        format!(
-            "is {} bytes long, over the {MAX_REF_LEN}-byte limit",
-            value.len()
-        )
-    } else if value.chars().any(char::is_control) {
-        "contains a control character".to_owned()
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidField {
-        field: field.to_owned(),
-        problem,
-    })
-}
-
 /// The `conversation_id` a request names in its query, if any.
 fn conversation_filter(query: Option<&str>) -> Result<Option<String>> {
     let pairs = query_pairs(query, &["conversation_id"])?;
     let conversation = get(&pairs, "conversation_id").map(str::to_owned);
     if let Some(c) = &conversation {
-        check_ref("conversation_id", c)?;
+        crate::wire::check_ref("conversation_id", c)?;
     }
     Ok(conversation)
 }
@@ -205,7 +184,7 @@ pub(super) async fn list(
     // One more than asked tells whether another page follows.
     let mut q = ListQuery::new(owner_scope(&headers), limit + 1);
     if let Some(c) = get(&pairs, "conversation_id") {
-        check_ref("conversation_id", c).map_err(fail)?;
+        crate::wire::check_ref("conversation_id", c).map_err(fail)?;
         q = q.with_conversation(c);
     }
     if let Some(after) = get(&pairs, "starting_after") {
@@ -289,7 +268,7 @@ pub(super) async fn upload(
                 Some(name @ ("conversation_id" | "message_id")) => {
                     let name = name.to_owned();
                     let value = text_field(field, &name, limit).await?;
-                    check_ref(&name, &value)?;
+                    crate::wire::check_ref(&name, &value)?;
                     if name == "conversation_id" {
                         conversation = Some(value);
                     } else {

@@ -330,8 +330,24 @@ pub fn scope(property: u64, conversation: &str) -> String {
 fn parse_property(text: &str) -> Result<u64> {
     text.parse().map_err(|_| Error::InvalidField {
         field: "property_id".into(),
-        problem: format!("must be an integer, got {text:?}"),
+        problem: format!(
+            "must be an integer, got {:?}",
+            crate::error::shorten(text, 64)
+        ),
     })
+}
+
+/// The scope of a Connectivity path: the property and the conversation, each checked.
+fn conn_scope(property: &str, conversation: &str) -> Result<String> {
+    let property = parse_property(property)?;
+    wire::check_ref("conversation_id", conversation)?;
+    Ok(scope(property, conversation))
+}
+
+/// The scope a Demand body names, its conversation checked.
+fn demand_scope(accommodation: u64, conversation: &str) -> Result<String> {
+    wire::check_ref("conversation", conversation)?;
+    Ok(scope(accommodation, conversation))
 }
 
 type Reply = std::result::Result<Response, Failure>;
@@ -415,8 +431,9 @@ impl Sandbox {
     ///
     /// [`Error::Io`] from the store.
     pub async fn sweep(&self) -> Result<usize> {
-        let expired = self.inner.connectivity.expire().await? + self.inner.demand.expire().await?;
-        Ok(expired + self.inner.connectivity.sweep_store().await?)
+        // One receiver sweeps for all: uploads are only ever chunked through Connectivity,
+        // and the store is shared.
+        self.inner.connectivity.sweep().await
     }
 
     /// Sweeps every `period`, forever (spawn it).
@@ -448,6 +465,9 @@ impl Sandbox {
 
     /// Marks the attachments as carried by a message, after checking all of them.
     async fn link(&self, ids: &[String], scope: &str) -> Result<()> {
+        for id in ids {
+            wire::check_ref("attachment id", id)?;
+        }
         for id in ids {
             self.scoped(id, scope).await?;
         }
@@ -566,10 +586,7 @@ async fn conn_upload_request(
     conversation: &str,
     body: Body,
 ) -> std::result::Result<(String, Bytes), Failure> {
-    let scope = scope(
-        parse_property(property).map_err(Failure::conn)?,
-        conversation,
-    );
+    let scope = conn_scope(property, conversation).map_err(Failure::conn)?;
     let limit = max_body_len(&s.inner.config.connectivity);
     let body = Sandbox::body(body, limit).await.map_err(Failure::conn)?;
     Ok((scope, body))
@@ -614,10 +631,8 @@ async fn conn_download(
     Path((property, conversation, attachment_id)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let scope = scope(
-        parse_property(&property).map_err(Failure::conn)?,
-        &conversation,
-    );
+    let scope = conn_scope(&property, &conversation).map_err(Failure::conn)?;
+    wire::check_ref("attachment_id", &attachment_id).map_err(Failure::conn)?;
     let query =
         RangeQuery::from_query_string(query.as_deref().unwrap_or("")).map_err(Failure::conn)?;
     let meta = s
@@ -642,10 +657,8 @@ async fn conn_file_info(
     State(s): State<Sandbox>,
     Path((property, conversation, attachment_id)): Path<(String, String, String)>,
 ) -> Reply {
-    let scope = scope(
-        parse_property(&property).map_err(Failure::conn)?,
-        &conversation,
-    );
+    let scope = conn_scope(&property, &conversation).map_err(Failure::conn)?;
+    wire::check_ref("attachment_id", &attachment_id).map_err(Failure::conn)?;
     let meta = s
         .scoped(&attachment_id, &scope)
         .await
@@ -663,8 +676,8 @@ async fn conn_post_message(
     Path((property, conversation)): Path<(String, String)>,
     body: Body,
 ) -> Reply {
+    let scope = conn_scope(&property, &conversation).map_err(Failure::conn)?;
     let property = parse_property(&property).map_err(Failure::conn)?;
-    let scope = scope(property, &conversation);
     let body = Sandbox::body(body, MAX_SMALL_BODY)
         .await
         .map_err(Failure::conn)?;
@@ -694,7 +707,8 @@ async fn demand_upload(State(s): State<Sandbox>, body: Body) -> Reply {
     let limit = max_body_len(&s.inner.config.demand);
     let body = Sandbox::body(body, limit).await.map_err(Failure::demand)?;
     let req: demand::UploadRequest<'_> = wire::from_slice(&body).map_err(Failure::demand)?;
-    let scope = scope(req.accommodation, &req.conversation);
+    let scope = demand_scope(req.accommodation, &req.conversation).map_err(Failure::demand)?;
+    wire::check_ref("reservation", req.reservation.as_str()).map_err(Failure::demand)?;
     let attachment = s
         .inner
         .demand
@@ -718,12 +732,11 @@ async fn demand_ref(s: &Sandbox, body: Body) -> std::result::Result<AttachmentMe
         .await
         .map_err(Failure::demand)?;
     let req: demand::AttachmentRef = wire::from_slice(&body).map_err(Failure::demand)?;
-    s.scoped(
-        &req.attachment,
-        &scope(req.accommodation, &req.conversation),
-    )
-    .await
-    .map_err(Failure::demand)
+    let scope = demand_scope(req.accommodation, &req.conversation).map_err(Failure::demand)?;
+    wire::check_ref("attachment", &req.attachment).map_err(Failure::demand)?;
+    s.scoped(&req.attachment, &scope)
+        .await
+        .map_err(Failure::demand)
 }
 
 async fn demand_metadata(State(s): State<Sandbox>, body: Body) -> Reply {
@@ -763,6 +776,7 @@ async fn demand_send(State(s): State<Sandbox>, body: Body) -> Reply {
         .map_err(Failure::demand)?;
     let req: messages::DemandSend = wire::from_slice(&body).map_err(Failure::demand)?;
     messages::check_content(&req.content).map_err(Failure::demand)?;
+    wire::check_ref("reservation", req.reservation.as_str()).map_err(Failure::demand)?;
     let reservation = req.reservation.as_str().to_owned();
     let conversation = s
         .board()
@@ -811,6 +825,8 @@ async fn demand_conversations(State(s): State<Sandbox>, body: Body) -> Reply {
         .await
         .map_err(Failure::demand)?;
     let req: messages::ConversationQuery = wire::from_slice(&body).map_err(Failure::demand)?;
+    wire::check_ref("conversation", &req.conversation).map_err(Failure::demand)?;
+    wire::check_ref("reservation", req.reservation.as_str()).map_err(Failure::demand)?;
     let messages = s
         .board()
         .history(req.accommodation, &req.conversation)

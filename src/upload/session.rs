@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::RandomId;
 use crate::codec::base64::{Decoder, decoded_len};
 use crate::digest::{Sha256, Sha256Digest};
-use crate::error::{ChunkProblem, Error, Result, SizeLimit};
+use crate::error::{ChunkProblem, Error, Result, SizeLimit, shorten};
 use crate::inspect::Inspector;
 use crate::policy::{Policy, UploadMode};
 use crate::sniff::MediaType;
@@ -325,7 +325,7 @@ impl UploadSession {
                 },
                 e => SavedState::Failed {
                     status: e.status(),
-                    message: e.wire_message().into_owned(),
+                    message: shorten(&e.wire_message(), MAX_RECORDED_MESSAGE).into_owned(),
                 },
             },
         };
@@ -565,15 +565,15 @@ impl UploadSession {
         if req.file_name != self.file_name {
             return changed(
                 "file_name",
-                format!("{:?}", self.file_name),
-                format!("{:?}", req.file_name),
+                format!("{:?}", shorten(&self.file_name, 100)),
+                format!("{:?}", shorten(&req.file_name, 100)),
             );
         }
         if req.file_type != self.file_type {
             return changed(
                 "file_type",
-                format!("{:?}", self.file_type),
-                format!("{:?}", req.file_type),
+                format!("{:?}", shorten(&self.file_type, 100)),
+                format!("{:?}", shorten(&req.file_type, 100)),
             );
         }
         if req.file_size != self.file_size {
@@ -703,6 +703,10 @@ impl UploadSession {
     }
 }
 
+/// The longest failure message a [`SessionRecord`] keeps, in bytes (longer ones are cut):
+/// a record stays small whatever a client sent.
+const MAX_RECORDED_MESSAGE: usize = 2048;
+
 /// The version of [`SessionRecord`]'s layout this crate writes and reads.
 const RECORD_FORMAT: u32 = 1;
 
@@ -732,6 +736,12 @@ impl SessionRecord {
     /// When the last chunk arrived (or `start`).
     pub fn last_activity(&self) -> SystemTime {
         from_unix_millis(self.last_activity)
+    }
+
+    /// Whether the saved session was still taking chunks (not committing, finished,
+    /// failed or expired).
+    pub fn is_receiving(&self) -> bool {
+        self.state == SavedState::Receiving
     }
 }
 

@@ -46,6 +46,50 @@ pub mod chat;
 pub mod connectivity;
 pub mod demand;
 
+/// The longest identifier a request may name (conversation, reservation, message and
+/// attachment ids, the chat flavour's `conversation_id` / `message_id`): 255 bytes.
+///
+/// Every id a request carries is checked against it before it is used, stored or put into
+/// a record, so one request cannot make a record no reader takes back.
+pub const MAX_REF_LEN: usize = 255;
+
+/// Checks an identifier from a request: 1 to [`MAX_REF_LEN`] bytes, no control
+/// characters.
+///
+/// # Errors
+///
+/// [`Error::InvalidField`](crate::Error::InvalidField) (400) naming `field`, the length
+/// and the limit.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::wire::check_ref;
+///
+/// assert!(check_ref("conversation", "cc872746-77f2-5886-ba7c-17e0497241b5").is_ok());
+/// let err = check_ref("reservation", &"7".repeat(300)).unwrap_err();
+/// assert_eq!(err.to_string(), "reservation is 300 bytes long, over the 255-byte limit");
+/// assert_eq!(err.status(), 400);
+/// ```
+pub fn check_ref(field: &str, value: &str) -> Result<()> {
+    let problem = if value.is_empty() {
+        "is empty".to_owned()
+    } else if value.len() > MAX_REF_LEN {
+        format!(
+            "is {} bytes long, over the {MAX_REF_LEN}-byte limit",
+            value.len()
+        )
+    } else if value.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::InvalidField {
+        field: field.to_owned(),
+        problem,
+    })
+}
+
 /// Appends `value` as JSON to a body being written by hand.
 pub(crate) fn write_json<T: Serialize + ?Sized>(body: &mut bytes::BytesMut, value: &T) {
     use bytes::BufMut;
