@@ -47,6 +47,7 @@ use attachments::wire::connectivity::ChunkAction;
 use attachments::{Error, Policy};
 use base64::Engine as _;
 use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde_json::Value;
 
 /// Kills per run (the issue asks for at least 5).
@@ -1082,13 +1083,27 @@ async fn check_confirmed(sh: &Shared) {
         .await;
 }
 
-/// Removes everything the run left in the store (its uploads and attachments).
+/// Removes what the run left in the store as the library's sweep would (every upload and
+/// attachment, as if all had expired).
 async fn clear(store: &dyn Store) {
     let far = SystemTime::now() + Duration::from_secs(365 * 24 * 60 * 60);
     let left: Vec<Expired> = store.list_expired(far, far).await.unwrap_or_default();
     for item in &left {
         let _ = store.remove(item).await;
     }
+}
+
+/// Deletes every object under `prefix` of the bucket; returns their names.
+async fn purge(bucket: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    use futures::StreamExt as _;
+    let prefix = object_store::path::Path::from(prefix);
+    let objects: Vec<_> = bucket.list(Some(&prefix)).collect().await;
+    let mut names = Vec::new();
+    for meta in objects.into_iter().flatten() {
+        let _ = bucket.delete(&meta.location).await;
+        names.push(meta.location.to_string());
+    }
+    names
 }
 
 fn seed() -> u64 {
@@ -1286,13 +1301,22 @@ fn crash_s3() {
         .with_secret_access_key(&s3.secret_key)
         .build()
         .expect("S3 client");
-    let store = ObjectStoreBackend::new(Arc::new(inner)).with_prefix(&prefix);
+    let bucket: Arc<dyn ObjectStore> = Arc::new(inner);
+    let store = ObjectStoreBackend::new(Arc::clone(&bucket)).with_prefix(&prefix);
     eprintln!("crash_s3: prefix {prefix} of bucket {}", s3.bucket);
     let rt = runtime();
     let result = catch_unwind(AssertUnwindSafe(|| rt.block_on(run("s3", server, &store))));
     // The bucket's server keeps everything in memory: leave nothing behind, even on a
-    // failure (whose details are printed); the server logs are kept then.
+    // failure (whose details are printed); the server logs are kept then. First as the
+    // sweep would, then whatever the sweep does not know of.
     rt.block_on(clear(&store));
+    let missed = rt.block_on(purge(bucket.as_ref(), &prefix));
+    if !missed.is_empty() {
+        eprintln!(
+            "crash_s3: {} objects the sweep would not remove (deleted now): {missed:?}",
+            missed.len()
+        );
+    }
     if let Err(panic) = result {
         eprintln!(
             "crash_s3: the server logs are kept in {}",
