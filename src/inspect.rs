@@ -482,7 +482,7 @@ impl Inspector {
     /// The validator sees no byte before the sniffer has decided, so a file of the wrong
     /// type is always reported as such (not as a malformed image), whatever the split.
     fn admit(&mut self, data: &[u8]) -> Result<Validate> {
-        self.count += data.len() as u64;
+        self.count = self.count.saturating_add(data.len() as u64);
         if self.count > self.max_size {
             return Err(Error::TooLarge {
                 size: self.count,
@@ -564,7 +564,9 @@ impl Inspector {
     /// state no inspector could have saved (a damaged or forged record).
     pub fn restore(policy: &Policy, state: InspectorState) -> Result<Self> {
         let bad = |problem: &str| crate::image::bad_state(&format!("inspector state: {problem}"));
-        let validator = state.validator.restore()?;
+        let saved_format = state.validator.format();
+        let walked = state.validator.offset();
+        let validator = state.validator.restore(&policy.limits)?;
         let mut insp =
             Self::with_validator(policy, &state.declared_type, state.declared_size, validator)?;
         let window = hex::decode(&state.window).map_err(|_| bad("window is not hex"))?;
@@ -579,11 +581,14 @@ impl Inspector {
         }
         let verdict = state.decided.then_some(detected);
         let undecided = verdict.is_none();
-        insp.sniffer =
-            Sniffer::from_parts(window, verdict).ok_or_else(|| bad("sniff window too long"))?;
+        insp.sniffer = Sniffer::from_parts(window, verdict)
+            .ok_or_else(|| bad("the sniff window does not fit the sniffer's verdict"))?;
         let sha = hex::decode(&state.sha256).map_err(|_| bad("SHA-256 state is not hex"))?;
         insp.hasher = Sha256::from_state(&sha).map_err(|e| bad(&e.to_string()))?;
         insp.count = state.count;
+        if state.pick_validator && insp.declared_type != MediaType::OCTET_STREAM {
+            return Err(bad("a validator to pick for a file of a declared type"));
+        }
         insp.pick_validator = state.pick_validator && undecided;
         if insp.hasher.bytes_hashed() != state.count
             || state.count > insp.max_size
@@ -600,7 +605,34 @@ impl Inspector {
                 )));
             }
         } else {
+            // The sniffer decides when its window fills (a shorter file is decided only at
+            // the end, and a finished inspector is not saved).
+            if state.count < SNIFF_LEN as u64 {
+                return Err(bad("a sniffed type before the sniff window filled"));
+            }
             insp.check_sniffed()?;
+        }
+        // The validator sees no byte before the type is decided, then every byte.
+        let validated = if undecided { 0 } else { state.count };
+        if saved_format.is_some() && walked != validated {
+            return Err(bad(
+                "the validator walked another number of bytes than were seen",
+            ));
+        }
+        // Never a weaker check than the policy's for the type the file goes as: a PNG or
+        // JPEG (declared, or recognised in a file declared as octet-stream) is validated
+        // as one.
+        let effective = match insp.sniffer.verdict() {
+            Some(Some(found)) if insp.declared_type == MediaType::OCTET_STREAM => found.clone(),
+            _ => insp.declared_type.clone(),
+        };
+        let wanted = crate::image::validator_for(policy, &effective)
+            .save()
+            .and_then(|v| v.format());
+        if wanted.is_some() && wanted != saved_format {
+            return Err(bad(
+                "the validator does not check the type the file goes as",
+            ));
         }
         Ok(insp)
     }
