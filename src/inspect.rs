@@ -256,6 +256,11 @@ impl Inspector {
         &self.declared_type
     }
 
+    /// The declared size, if one was.
+    pub(crate) fn declared_size(&self) -> Option<u64> {
+        self.declared_size
+    }
+
     /// Bytes fed so far.
     pub fn bytes_seen(&self) -> u64 {
         self.count
