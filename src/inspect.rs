@@ -109,7 +109,8 @@ pub struct InspectorState {
     sha256: String,
     validator: ValidatorState,
     /// Whether the validator is still to be picked by the sniffed type (a file declared as
-    /// `application/octet-stream`, undecided).
+    /// `application/octet-stream`, undecided). Written for readers of the state; a restore
+    /// derives it from the declaration, as [`Inspector::new`] does.
     #[serde(default)]
     pick_validator: bool,
 }
@@ -561,7 +562,11 @@ impl Inspector {
 
     /// An inspector continued from [`Inspector::save`], under `policy` (the policy the file
     /// started under, or one that accepts what was seen so far: the declared type, size and
-    /// sniffed type are checked again).
+    /// sniffed type are checked again, and the image limits are the smaller of the saved
+    /// and the policy's). It continues as one that [`Inspector::new`] started: the
+    /// validator must be the policy's check for the type the file goes as, and a file
+    /// declared as `application/octet-stream` still takes the validator of the type it
+    /// turns out to be.
     ///
     /// # Errors
     ///
@@ -591,14 +596,13 @@ impl Inspector {
         let sha = hex::decode(&state.sha256).map_err(|_| bad("SHA-256 state is not hex"))?;
         insp.hasher = Sha256::from_state(&sha).map_err(|e| bad(&e.to_string()))?;
         insp.count = state.count;
-        if state.pick_validator && insp.declared_type != MediaType::OCTET_STREAM {
-            return Err(bad("a validator to pick for a file of a declared type"));
-        }
-        insp.pick_validator = state.pick_validator && undecided;
-        if insp.hasher.bytes_hashed() != state.count
-            || state.count > insp.max_size
-            || state.declared_size.is_some_and(|d| state.count > d)
-        {
+        // As `Inspector::new` sets it, whatever the state says: while undecided, a file
+        // declared as octet-stream takes the validator of the type it turns out to be (a
+        // state that said otherwise would let a PNG through unchecked).
+        insp.pick_validator = undecided && insp.declared_type == MediaType::OCTET_STREAM;
+        // (A count over the declared size is one `update` lets through and `finish`
+        // reports, as it will after the restore: an upload session checks its own.)
+        if insp.hasher.bytes_hashed() != state.count || state.count > insp.max_size {
             return Err(bad("byte count does not match the hash or the limits"));
         }
         if undecided {
