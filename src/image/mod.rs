@@ -192,6 +192,18 @@ pub(crate) trait Walk {
     /// Feeds a slice through [`Walk::step`].
     fn feed(&mut self, mut data: &[u8]) -> Result<()> {
         self.progress().alive()?;
+        // No walk goes past the farthest position a saved state may hold, so whatever it
+        // saves restores (only a restored state can be this far: no policy takes such a
+        // file).
+        let end = self.progress().offset.saturating_add(data.len() as u64);
+        if end > MAX_SAVED_OFFSET {
+            let e = Error::TooLarge {
+                size: end,
+                limit: MAX_SAVED_OFFSET,
+                kind: crate::error::SizeLimit::Single,
+            };
+            return Err(self.progress().fail(e));
+        }
         while !data.is_empty() {
             match self.step(data) {
                 Ok(n) => {
