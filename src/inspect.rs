@@ -109,7 +109,8 @@ pub struct InspectorState {
     sha256: String,
     validator: ValidatorState,
     /// Whether the validator is still to be picked by the sniffed type (a file declared as
-    /// `application/octet-stream`, undecided).
+    /// `application/octet-stream`, undecided). Written for readers of the state; a restore
+    /// derives it from the declaration, as [`Inspector::new`] does.
     #[serde(default)]
     pick_validator: bool,
 }
@@ -254,6 +255,11 @@ impl Inspector {
     /// The declared type, normalised.
     pub fn declared_type(&self) -> &MediaType {
         &self.declared_type
+    }
+
+    /// The declared size, if one was.
+    pub(crate) fn declared_size(&self) -> Option<u64> {
+        self.declared_size
     }
 
     /// Bytes fed so far.
@@ -482,7 +488,7 @@ impl Inspector {
     /// The validator sees no byte before the sniffer has decided, so a file of the wrong
     /// type is always reported as such (not as a malformed image), whatever the split.
     fn admit(&mut self, data: &[u8]) -> Result<Validate> {
-        self.count += data.len() as u64;
+        self.count = self.count.saturating_add(data.len() as u64);
         if self.count > self.max_size {
             return Err(Error::TooLarge {
                 size: self.count,
@@ -555,7 +561,11 @@ impl Inspector {
 
     /// An inspector continued from [`Inspector::save`], under `policy` (the policy the file
     /// started under, or one that accepts what was seen so far: the declared type, size and
-    /// sniffed type are checked again).
+    /// sniffed type are checked again, and the image limits are the smaller of the saved
+    /// and the policy's). It continues as one that [`Inspector::new`] started: the
+    /// validator must be the policy's check for the type the file goes as, and a file
+    /// declared as `application/octet-stream` still takes the validator of the type it
+    /// turns out to be.
     ///
     /// # Errors
     ///
@@ -563,7 +573,9 @@ impl Inspector {
     /// state no inspector could have saved (a damaged or forged record).
     pub fn restore(policy: &Policy, state: InspectorState) -> Result<Self> {
         let bad = |problem: &str| crate::image::bad_state(&format!("inspector state: {problem}"));
-        let validator = state.validator.restore()?;
+        let saved_format = state.validator.format();
+        let walked = state.validator.offset();
+        let validator = state.validator.restore(&policy.limits)?;
         let mut insp =
             Self::with_validator(policy, &state.declared_type, state.declared_size, validator)?;
         let window = hex::decode(&state.window).map_err(|_| bad("window is not hex"))?;
@@ -578,16 +590,18 @@ impl Inspector {
         }
         let verdict = state.decided.then_some(detected);
         let undecided = verdict.is_none();
-        insp.sniffer =
-            Sniffer::from_parts(window, verdict).ok_or_else(|| bad("sniff window too long"))?;
+        insp.sniffer = Sniffer::from_parts(window, verdict)
+            .ok_or_else(|| bad("the sniff window does not fit the sniffer's verdict"))?;
         let sha = hex::decode(&state.sha256).map_err(|_| bad("SHA-256 state is not hex"))?;
         insp.hasher = Sha256::from_state(&sha).map_err(|e| bad(&e.to_string()))?;
         insp.count = state.count;
-        insp.pick_validator = state.pick_validator && undecided;
-        if insp.hasher.bytes_hashed() != state.count
-            || state.count > insp.max_size
-            || state.declared_size.is_some_and(|d| state.count > d)
-        {
+        // As `Inspector::new` sets it, whatever the state says: while undecided, a file
+        // declared as octet-stream takes the validator of the type it turns out to be (a
+        // state that said otherwise would let a PNG through unchecked).
+        insp.pick_validator = undecided && insp.declared_type == MediaType::OCTET_STREAM;
+        // (A count over the declared size is one `update` lets through and `finish`
+        // reports, as it will after the restore: an upload session checks its own.)
+        if insp.hasher.bytes_hashed() != state.count || state.count > insp.max_size {
             return Err(bad("byte count does not match the hash or the limits"));
         }
         if undecided {
@@ -599,7 +613,34 @@ impl Inspector {
                 )));
             }
         } else {
+            // The sniffer decides when its window fills (a shorter file is decided only at
+            // the end, and a finished inspector is not saved).
+            if state.count < SNIFF_LEN as u64 {
+                return Err(bad("a sniffed type before the sniff window filled"));
+            }
             insp.check_sniffed()?;
+        }
+        // The validator sees no byte before the type is decided, then every byte.
+        let validated = if undecided { 0 } else { state.count };
+        if saved_format.is_some() && walked != validated {
+            return Err(bad(
+                "the validator walked another number of bytes than were seen",
+            ));
+        }
+        // Never a weaker check than the policy's for the type the file goes as: a PNG or
+        // JPEG (declared, or recognised in a file declared as octet-stream) is validated
+        // as one.
+        let effective = match insp.sniffer.verdict() {
+            Some(Some(found)) if insp.declared_type == MediaType::OCTET_STREAM => found.clone(),
+            _ => insp.declared_type.clone(),
+        };
+        let wanted = crate::image::validator_for(policy, &effective)
+            .save()
+            .and_then(|v| v.format());
+        if wanted.is_some() && wanted != saved_format {
+            return Err(bad(
+                "the validator does not check the type the file goes as",
+            ));
         }
         Ok(insp)
     }

@@ -263,8 +263,14 @@ impl Sniffer {
         (&self.window, self.verdict())
     }
 
-    /// A sniffer from saved parts; `None` when the window is longer than [`SNIFF_LEN`].
+    /// A sniffer from saved parts; `None` for parts no sniffer holds: an undecided window
+    /// of [`SNIFF_LEN`] bytes or more (it decides when the window fills), or a window
+    /// still held after deciding (it is taken then).
     pub(crate) fn from_parts(window: Vec<u8>, verdict: Option<Option<MediaType>>) -> Option<Self> {
-        (window.len() <= SNIFF_LEN).then_some(Sniffer { window, verdict })
+        let possible = match verdict {
+            None => window.len() < SNIFF_LEN,
+            Some(_) => window.is_empty(),
+        };
+        possible.then_some(Sniffer { window, verdict })
     }
 }

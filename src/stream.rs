@@ -1002,7 +1002,15 @@ const AHEAD_POLL: Duration = Duration::from_millis(20);
 fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
     let record: SessionRecord = serde_json::from_slice(record)
         .map_err(|e| Error::corrupt(format!("the session record of upload {id}"), e.to_string()))?;
-    UploadSession::restore(policy, record)
+    let session = UploadSession::restore(policy, record)?;
+    // A record stored under another upload's key is not this upload's.
+    if session.id().to_string() != id {
+        return Err(crate::upload::bad_record(
+            id,
+            "the record is of another upload",
+        ));
+    }
+    Ok(session)
 }
 
 /// A [`RandomId::time_ordered`] id for `now`, its random bits from the operating system,
@@ -1065,5 +1073,28 @@ mod tests {
             assert!(id.unix_millis().is_some_and(|ms| ms >= 1_800_000_000_000));
             last = id;
         }
+    }
+
+    #[test]
+    fn a_session_record_stored_under_another_id_is_refused() {
+        let body = br#"{"attachment": {"action": "start", "file_name": "a.bin",
+            "file_type": "application/octet-stream", "file_size": 4,
+            "chunk": {"chunk_number": 0, "chunk_size": 3, "chunk_content": "AAAA"}}}"#;
+        let req: crate::wire::connectivity::ChunkRequest<'_> =
+            crate::wire::from_slice(body).unwrap();
+        let mut policy_chunks = Policy::chat();
+        policy_chunks.limits.max_single_size = 2;
+        policy_chunks.limits.max_chunked_size = Some(10);
+        policy_chunks.limits.max_chunk_size = 10;
+        let id = RandomId::from_bytes([7; 16]);
+        let (session, _) =
+            UploadSession::start(&policy_chunks, id, &req.attachment, SystemTime::UNIX_EPOCH)
+                .unwrap();
+        let record = serde_json::to_vec(&session.save().unwrap()).unwrap();
+        let own = id.to_string();
+        assert!(restore_session(&policy_chunks, &own, &record).is_ok());
+        let other = RandomId::from_bytes([8; 16]).to_string();
+        let err = restore_session(&policy_chunks, &other, &record).unwrap_err();
+        assert!(err.to_string().contains("another upload"), "{err}");
     }
 }

@@ -595,7 +595,7 @@ async fn client_uploader(sh: Arc<Shared>, worker: usize, mut rng: Rng) {
                 }
                 sh.count_upload("client failed (refused)");
             }
-            Err(e @ Error::Io { .. }) => {
+            Err(e @ Error::Io(_)) => {
                 sh.dropped("client upload", &t, &what, &e.to_string());
                 sh.count_upload("client failed (connection)");
             }
@@ -648,7 +648,7 @@ async fn reader(sh: Arc<Shared>, worker: usize, mut rng: Rng) {
                         tally.bytes_checked += len;
                     }
                     Ok(v) => sh.fail(format!("{what}: wrong bytes though verified as {v:?}")),
-                    Err(e @ Error::Io { .. }) => sh.dropped("download", &t, &what, &e.to_string()),
+                    Err(e @ Error::Io(_)) => sh.dropped("download", &t, &what, &e.to_string()),
                     Err(e) => sh.fail(format!("{what}: {e}")),
                 }
             }

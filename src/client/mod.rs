@@ -736,7 +736,7 @@ impl RangeSource for ConnRanges {
         // One attempt: the Downloader retries a range itself.
         let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX / 2);
         // An inclusive server sends one byte more; the envelope is small.
-        let limit = encoded_len(len.saturating_add(1)) + 16 * 1024;
+        let limit = encoded_len(len.saturating_add(1)).saturating_add(16 * 1024);
         let path = format!("{}?from={}&to={}", self.path, range.start, range.end);
         let answer = self
             .http

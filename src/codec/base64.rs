@@ -103,7 +103,8 @@ impl OutputBuffer for BytesMut {
 /// assert_eq!(attachments::codec::base64::encoded_len(1_048_575), 1_398_100);
 /// ```
 pub const fn encoded_len(n: usize) -> usize {
-    n.div_ceil(3) * 4
+    // Saturating: a length from a peer's claim (a range of a huge file) is not a panic.
+    n.div_ceil(3).saturating_mul(4)
 }
 
 /// Length of the unpadded base64 text for `n` bytes.

@@ -116,14 +116,48 @@ pub(crate) struct SavedDecode {
 }
 
 impl SavedDecode {
-    pub(crate) fn restore(self) -> Result<Box<dyn Validator>> {
-        let structural = self.structural.restore()?;
-        let file = hex::decode(&self.file)
-            .map_err(|_| crate::image::bad_state("decode state: held bytes are not hex"))?;
-        if file.len() as u64 > self.max_file {
-            return Err(crate::image::bad_state(
-                "decode state: more bytes held than the file limit",
+    /// The validator again under the smaller (field by field) of the saved limits and
+    /// `limits`; see [`ValidatorState::restore`](crate::image::ValidatorState::restore).
+    pub(crate) fn restore(self, limits: &Limits) -> Result<Box<dyn Validator>> {
+        let bad = crate::image::bad_state;
+        let want = if self.jpeg {
+            MediaType::JPEG
+        } else {
+            MediaType::PNG
+        };
+        // The structural level is the PNG or JPEG validator of the same format, never
+        // another decode level (nor a check of nothing).
+        let same_format = match &self.structural.0 {
+            crate::image::Saved::Png(_) => !self.jpeg,
+            crate::image::Saved::Jpeg(_) => self.jpeg,
+            _ => false,
+        };
+        if !same_format || self.media_type != want.as_str() {
+            return Err(bad(
+                "decode state: the structural validator is of another format",
             ));
+        }
+        let walked = self.structural.offset();
+        let structural = self.structural.restore(limits)?;
+        let file =
+            hex::decode(&self.file).map_err(|_| bad("decode state: held bytes are not hex"))?;
+        let held = file.len() as u64;
+        if held > self.max_file {
+            return Err(bad("decode state: more bytes held than the file limit"));
+        }
+        // Both levels are fed the same bytes.
+        if held != walked {
+            return Err(bad(
+                "decode state: the structural validator walked another number of bytes",
+            ));
+        }
+        let max_file = self.max_file.min(limits.max_file_size());
+        if held > max_file {
+            return Err(Error::TooLarge {
+                size: held,
+                limit: max_file,
+                kind: SizeLimit::Single,
+            });
         }
         Ok(Box::new(DecodeValidator {
             structural,
@@ -134,11 +168,25 @@ impl SavedDecode {
             },
             media_type: self.media_type,
             file,
-            max_file: self.max_file,
-            max_width: self.max_width,
-            max_height: self.max_height,
-            max_alloc: self.max_alloc,
+            max_file,
+            max_width: self.max_width.min(limits.max_width),
+            max_height: self.max_height.min(limits.max_height),
+            max_alloc: self.max_alloc.min(limits.max_decode_alloc),
         }))
+    }
+
+    /// The format decoded.
+    pub(crate) fn format(&self) -> Option<MediaType> {
+        Some(if self.jpeg {
+            MediaType::JPEG
+        } else {
+            MediaType::PNG
+        })
+    }
+
+    /// Bytes held (as many as the structural level walked): half the hex digits.
+    pub(crate) fn offset(&self) -> u64 {
+        self.file.len() as u64 / 2
     }
 }
 
@@ -158,7 +206,7 @@ impl Validator for DecodeValidator {
 
     fn update(&mut self, data: &[u8]) -> Result<()> {
         self.structural.update(data)?;
-        let held = (self.file.len() + data.len()) as u64;
+        let held = (self.file.len() as u64).saturating_add(data.len() as u64);
         if held > self.max_file {
             return Err(Error::TooLarge {
                 size: held,

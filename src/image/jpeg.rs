@@ -90,8 +90,12 @@ pub struct JpegValidator {
 }
 
 impl JpegValidator {
-    /// Checks a restored state against the invariants the walk indexes by
-    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)).
+    /// Checks a restored state against every invariant the walk relies on
+    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)): the partial
+    /// bytes held for the state, positions, a marker that [`JpegValidator::begin_marker`]
+    /// would have let in for the segment being read (a scan header only after the frame
+    /// header, a frame header only before it), the segment body, the frame's fields, and
+    /// the counts within their limits.
     pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
         let have_ok = match self.state {
             State::Soi | State::Length => self.have < 2,
@@ -100,28 +104,81 @@ impl JpegValidator {
         if !have_ok {
             return Err("JPEG state: partial marker bytes out of range");
         }
-        if self.state == State::Segment && self.remaining == 0 {
-            return Err("JPEG state: inside a segment with nothing left to read");
+        self.budget.check_saved()?;
+        let offset = self.progress.offset;
+        if offset > crate::image::MAX_SAVED_OFFSET || self.marker_at > offset {
+            return Err("JPEG state: position past any file");
         }
-        if self.keep_body {
-            if self.body.len() + usize::from(self.remaining) > MAX_KEPT_BODY {
-                return Err("JPEG state: kept segment body over its maximum");
-            }
-        } else if !self.body.is_empty() {
-            return Err("JPEG state: a body kept for a segment that needs none");
+        let frame_ok = |f: &Frame| {
+            (1..=4).contains(&f.component_ids.len())
+                && f.width > 0
+                && f.height > 0
+                && self
+                    .budget
+                    .dimensions(u32::from(f.width), u32::from(f.height))
+                    .is_ok()
+        };
+        if self.frame.as_ref().is_some_and(|f| !frame_ok(f)) {
+            return Err("JPEG state: frame fields out of range");
         }
-        if self.state == State::Segment && self.marker == 0xDA && self.frame.is_none() {
-            return Err("JPEG state: a scan header before any frame header");
-        }
-        if self
-            .frame
-            .as_ref()
-            .is_some_and(|f| f.component_ids.len() > 4)
-            || self.next_rst >= 8
+        // Each scan header is a segment counted against the limit, and needs the frame.
+        if self.next_rst >= 8
+            || self.scans > self.budget.segments()
+            || (self.scans > 0 && self.frame.is_none())
         {
             return Err("JPEG state: frame or restart counters out of range");
         }
+        // Length and Segment: a marker begin_marker lets through to a segment. (In Length
+        // the body is the last segment's, cleared when the length is read.)
+        let code = self.marker;
+        let marker_ok = is_segment_marker(code)
+            && self.budget.segments() > 0
+            && !(is_sof(code) && self.frame.is_some())
+            && !(code == 0xDA && self.frame.is_none());
+        let kept = is_sof(code) || matches!(code, 0xDA | 0xDD);
+        let body_ok = self.keep_body == kept
+            && if kept {
+                self.body.len() + usize::from(self.remaining) <= MAX_KEPT_BODY
+            } else {
+                self.body.is_empty()
+            };
+        let ok = match self.state {
+            State::Soi => offset == self.have as u64 && self.budget.segments() == 0,
+            State::Marker | State::MarkerCode => offset >= 2,
+            State::Length => offset >= 2 && marker_ok,
+            State::Segment => offset >= 2 && self.remaining > 0 && marker_ok && body_ok,
+            State::Entropy { .. } => offset >= 2 && self.frame.is_some() && self.scans > 0,
+            State::End => offset >= 2 && self.scans > 0,
+        };
+        if !ok {
+            return Err("JPEG state: the marker or segment being read does not fit the state");
+        }
+        if self.state != State::Segment && self.body.len() > MAX_KEPT_BODY {
+            return Err("JPEG state: kept segment body over its maximum");
+        }
         Ok(())
+    }
+
+    /// Applies `limits` where they are tighter than the saved ones (after
+    /// [`JpegValidator::check_saved`]); what the file already showed must fit them.
+    /// Outside a segment, drops the body the last kept segment left.
+    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
+        if self.state != State::Segment {
+            self.body = Vec::new();
+            self.keep_body = false;
+        }
+        self.budget.tighten(limits)?;
+        match &self.frame {
+            Some(f) => self
+                .budget
+                .dimensions(u32::from(f.width), u32::from(f.height)),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes walked so far.
+    pub(crate) fn offset(&self) -> u64 {
+        self.progress.offset
     }
 
     /// A validator for a file starting now, with the image limits of `limits`.
@@ -156,7 +213,7 @@ impl JpegValidator {
     fn consume(&mut self, data: &[u8]) -> Result<usize> {
         match self.state {
             State::Soi => {
-                let want = [0xFF, 0xD8][self.have];
+                let want = if self.have == 0 { 0xFF } else { 0xD8 };
                 if data[0] != want {
                     return Err(self.invalid(
                         self.progress.offset,
@@ -237,6 +294,7 @@ impl JpegValidator {
         let mut blocks = data.chunks_exact(64);
         for (n, block) in (&mut blocks).enumerate() {
             let base = n * 64;
+            // Cannot fail: `chunks_exact(64)` yields 64-byte blocks only.
             let mut mask = ff_mask(block.try_into().expect("64-byte block"));
             while mask != 0 {
                 let at = base + mask.trailing_zeros() as usize;
@@ -268,7 +326,7 @@ impl JpegValidator {
     /// the fast loop (a marker, a fill byte, or the slice ends on the 0xFF), `None` when
     /// the scan goes on after the two bytes (stuffing or a restart marker).
     fn entropy_ff(&mut self, data: &[u8], at: usize) -> Result<Option<usize>> {
-        self.marker_at = self.progress.offset + at as u64;
+        self.marker_at = self.progress.offset.saturating_add(at as u64);
         self.state = State::Entropy { ff: true };
         let Some(&next) = data.get(at + 1) else {
             // The slice ends on 0xFF: the next byte decides.
@@ -276,7 +334,7 @@ impl JpegValidator {
         };
         if next == 0xFF {
             // Fill byte: the marker starts at the last 0xFF.
-            self.marker_at += 1;
+            self.marker_at = self.marker_at.saturating_add(1);
             return Ok(Some(at + 2));
         }
         self.after_ff(next)?;
@@ -503,20 +561,21 @@ impl JpegValidator {
                 ),
             ));
         }
-        let frame = self.frame.as_ref().expect("checked at the SOS marker");
-        if let Some(c) = b[1..1 + 2 * count]
+        let Some(frame) = self.frame.as_ref() else {
+            // Checked at the SOS marker, and by check_saved for a restored walk.
+            return Err(self.invalid(at, "a scan (SOS) before the frame header (SOF)"));
+        };
+        let components = b.get(1..1 + 2 * count).unwrap_or_default();
+        if let Some(&[id, _]) = components
             .chunks_exact(2)
             .find(|c| !frame.component_ids.contains(&c[0]))
         {
             return Err(self.invalid(
                 at,
-                format!(
-                    "scan uses component {} which the frame does not define",
-                    c[0]
-                ),
+                format!("scan uses component {id} which the frame does not define"),
             ));
         }
-        self.scans += 1;
+        self.scans = self.scans.saturating_add(1);
         self.next_rst = 0;
         self.state = State::Entropy { ff: false };
         Ok(())
@@ -538,6 +597,12 @@ impl JpegValidator {
             ),
         }
     }
+}
+
+/// The markers [`JpegValidator::begin_marker`] reads a segment length after: every code
+/// from C0 on except RST0-RST7, SOI and EOI (FF is fill, never a marker).
+fn is_segment_marker(code: u8) -> bool {
+    matches!(code, 0xC0..=0xCF | 0xDA..=0xFE)
 }
 
 /// SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC).
@@ -584,6 +649,7 @@ fn ff_mask(block: &[u8; 64]) -> u64 {
 pub(crate) fn find_ff(data: &[u8]) -> Option<usize> {
     let mut blocks = data.chunks_exact(64);
     for (n, block) in (&mut blocks).enumerate() {
+        // Cannot fail: `chunks_exact(64)` yields 64-byte blocks only.
         let mask = ff_mask(block.try_into().expect("64-byte block"));
         if mask != 0 {
             return Some(n * 64 + mask.trailing_zeros() as usize);

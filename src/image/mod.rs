@@ -40,9 +40,11 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
 /// A validator's progress through a file, saved to continue in another process (see
 /// [`Validator::save`]): what a stateless server keeps in its store between two chunks.
 ///
-/// It serialises with serde. [`ValidatorState::restore`] checks the invariants the
-/// validators index by, so a damaged or forged state is refused, never a panic; the
-/// policy's limits travel inside it, as they were when the file started.
+/// It serialises with serde. [`ValidatorState::restore`] checks every invariant the
+/// validators rely on (positions, counters against their limits, which state goes with
+/// which chunk or marker), so a damaged or forged state is refused, never a panic. The
+/// policy's image limits travel inside it, as they were when the file started; a restore
+/// applies the smaller of those and the current ones, field by field.
 ///
 /// # Examples
 ///
@@ -53,7 +55,7 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
 /// let mut v = JpegValidator::new(&Limits::demand(), false);
 /// v.update(b"\xff\xd8\xff")?;
 /// let json = serde_json::to_string(&v.save().expect("the JPEG validator saves"))?;
-/// let mut again = serde_json::from_str::<ValidatorState>(&json)?.restore()?;
+/// let mut again = serde_json::from_str::<ValidatorState>(&json)?.restore(&Limits::demand())?;
 /// let err = again.update(b"\xd9").unwrap_err(); // EOI at once: the same verdict as `v`'s
 /// assert!(err.to_string().contains("no scan"), "{err}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -89,22 +91,63 @@ impl ValidatorState {
         ValidatorState(Saved::Decode(saved))
     }
 
-    /// The validator again, where it was saved.
+    /// The validator again, where it was saved, under the smaller (field by field) of the
+    /// image limits saved with it and `limits` (the current policy's): a policy tightened
+    /// between two chunks applies to the rest of the file.
     ///
     /// # Errors
     ///
-    /// [`Error::CorruptState`] for a state no validator could have saved.
-    pub fn restore(self) -> Result<Box<dyn Validator>> {
-        let checked = match self.0 {
-            Saved::Any => return Ok(Box::new(AcceptAll)),
-            Saved::Png(v) => v.check_saved().map(|()| v as Box<dyn Validator>),
-            Saved::Jpeg(v) => v.check_saved().map(|()| v as Box<dyn Validator>),
+    /// [`Error::CorruptState`] for a state no validator could have saved;
+    /// [`Error::ImageLimit`] / [`Error::TooLarge`] when what the file already showed
+    /// (dimensions, chunk or segment count, metadata, bytes held for the full decode) is
+    /// over the tightened limits.
+    pub fn restore(self, limits: &Limits) -> Result<Box<dyn Validator>> {
+        match self.0 {
+            Saved::Any => Ok(Box::new(AcceptAll)),
+            Saved::Png(mut v) => {
+                v.check_saved().map_err(bad_state)?;
+                v.tighten(limits)?;
+                Ok(v)
+            }
+            Saved::Jpeg(mut v) => {
+                v.check_saved().map_err(bad_state)?;
+                v.tighten(limits)?;
+                Ok(v)
+            }
             #[cfg(feature = "decode")]
-            Saved::Decode(saved) => return saved.restore(),
-        };
-        checked.map_err(bad_state)
+            Saved::Decode(saved) => saved.restore(limits),
+        }
+    }
+
+    /// The structural format the state validates: `None` for a validator that accepts
+    /// anything.
+    pub(crate) fn format(&self) -> Option<MediaType> {
+        match &self.0 {
+            Saved::Any => None,
+            Saved::Png(_) => Some(MediaType::PNG),
+            Saved::Jpeg(_) => Some(MediaType::JPEG),
+            #[cfg(feature = "decode")]
+            Saved::Decode(saved) => saved.format(),
+        }
+    }
+
+    /// How many bytes of the file the saved validator has walked (0 for one that accepts
+    /// anything: it keeps no position).
+    pub(crate) fn offset(&self) -> u64 {
+        match &self.0 {
+            Saved::Any => 0,
+            Saved::Png(v) => v.offset(),
+            Saved::Jpeg(v) => v.offset(),
+            #[cfg(feature = "decode")]
+            Saved::Decode(saved) => saved.offset(),
+        }
     }
 }
+
+/// Farthest position a saved validator may stand at: far beyond any file a policy takes
+/// (2^62 bytes), so that positions computed from it (a chunk's end, the next marker) never
+/// overflow, whatever a forged state says.
+pub(crate) const MAX_SAVED_OFFSET: u64 = 1 << 62;
 
 /// The error for a saved state that cannot be restored.
 pub(crate) fn bad_state(problem: &str) -> Error {
@@ -145,11 +188,26 @@ pub(crate) trait Walk {
     /// Feeds a slice through [`Walk::step`].
     fn feed(&mut self, mut data: &[u8]) -> Result<()> {
         self.progress().alive()?;
+        // No walk goes past the farthest position a saved state may hold, so whatever it
+        // saves restores (only a restored state can be this far: no policy takes such a
+        // file).
+        let end = self.progress().offset.saturating_add(data.len() as u64);
+        if end > MAX_SAVED_OFFSET {
+            let e = Error::TooLarge {
+                size: end,
+                limit: MAX_SAVED_OFFSET,
+                kind: crate::error::SizeLimit::Single,
+            };
+            return Err(self.progress().fail(e));
+        }
         while !data.is_empty() {
             match self.step(data) {
                 Ok(n) => {
-                    self.progress().offset += n as u64;
-                    data = &data[n..];
+                    // `step` consumes at most the slice; `get` keeps a wrong count from
+                    // panicking here all the same.
+                    let progress = self.progress();
+                    progress.offset = progress.offset.saturating_add(n as u64);
+                    data = data.get(n..).unwrap_or_default();
                 }
                 Err(e) => return Err(self.progress().fail(e)),
             }
@@ -215,6 +273,44 @@ fn within(what: ImageLimit, value: u64, limit: u64) -> Result<()> {
 }
 
 impl Budget {
+    /// Checks a restored budget: its counts within its own limits (a walk fails as soon as
+    /// one passes), as a validator saves it.
+    pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
+        if self.segments > self.max_segments || self.metadata > self.max_metadata_bytes {
+            return Err("image budget: counts over the limits saved with them");
+        }
+        Ok(())
+    }
+
+    /// Takes the smaller of each saved limit and `limits`' (a policy tightened between two
+    /// chunks), then checks the counts so far against them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ImageLimit`] for a count already over a tightened limit.
+    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
+        self.max_width = self.max_width.min(limits.max_width);
+        self.max_height = self.max_height.min(limits.max_height);
+        self.max_pixels = self.max_pixels.min(limits.max_pixels);
+        self.max_segments = self.max_segments.min(limits.max_segments);
+        self.max_metadata_bytes = self.max_metadata_bytes.min(limits.max_metadata_bytes);
+        within(
+            ImageLimit::Segments,
+            u64::from(self.segments),
+            u64::from(self.max_segments),
+        )?;
+        within(
+            ImageLimit::MetadataBytes,
+            self.metadata,
+            self.max_metadata_bytes,
+        )
+    }
+
+    /// Chunks or segments counted so far.
+    pub(crate) fn segments(&self) -> u32 {
+        self.segments
+    }
+
     pub(crate) fn new(limits: &Limits) -> Self {
         Budget {
             max_width: limits.max_width,
@@ -248,21 +344,19 @@ impl Budget {
 
     /// Counts one more chunk or segment.
     pub(crate) fn segment(&mut self) -> Result<()> {
-        self.segments += 1;
-        within(
-            ImageLimit::Segments,
-            u64::from(self.segments),
-            u64::from(self.max_segments),
-        )
+        // In u64, where one more than any u32 count fits; within the u32 limit it fits
+        // back.
+        let count = u64::from(self.segments) + 1;
+        within(ImageLimit::Segments, count, u64::from(self.max_segments))?;
+        self.segments = u32::try_from(count).unwrap_or(u32::MAX);
+        Ok(())
     }
 
     /// Counts `bytes` more of metadata.
     pub(crate) fn metadata(&mut self, bytes: u64) -> Result<()> {
-        self.metadata += bytes;
-        within(
-            ImageLimit::MetadataBytes,
-            self.metadata,
-            self.max_metadata_bytes,
-        )
+        let total = self.metadata.saturating_add(bytes);
+        within(ImageLimit::MetadataBytes, total, self.max_metadata_bytes)?;
+        self.metadata = total;
+        Ok(())
     }
 }

@@ -106,8 +106,11 @@ pub struct PngValidator {
 }
 
 impl PngValidator {
-    /// Checks a restored state against the invariants the walk indexes by
-    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)).
+    /// Checks a restored state against every invariant the walk relies on
+    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)): the partial
+    /// bytes held for the state, the position against the chunk being read, a chunk that
+    /// [`PngValidator::begin_chunk`] would have let in (type, length, order against IHDR,
+    /// PLTE and IDAT), the header fields, and the counts within their limits.
     pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
         let have_ok = match self.state {
             State::Signature | State::Header => self.have < 8,
@@ -117,37 +120,137 @@ impl PngValidator {
         if !have_ok {
             return Err("PNG state: partial header bytes out of range");
         }
-        let in_chunk = matches!(self.state, State::Data | State::Crc);
-        if in_chunk {
-            let read = self.chunk_len.checked_sub(self.remaining);
-            if self.chunk_len > MAX_CHUNK_LEN
-                || read.is_none()
-                || (self.state == State::Data && self.remaining == 0)
-                || (self.state == State::Crc && self.remaining != 0)
-            {
-                return Err("PNG state: chunk length and bytes left disagree");
-            }
-            let ty = &self.chunk_type;
-            let kept = matches!(ty, b"IHDR" | b"PLTE");
-            if self.keep_body != kept
-                || (kept && Some(self.body.len() as u32) != read)
-                || (ty == b"IHDR" && (self.chunk_len != 13 || self.header.is_some()))
-                || (ty != b"IHDR" && self.header.is_none())
-                || self.chunk_len as usize > MAX_KEPT_BODY && kept
-            {
-                return Err("PNG state: the chunk being read does not fit the header seen");
-            }
-        } else if !self.body.is_empty() || self.keep_body {
-            return Err("PNG state: a body kept outside a chunk");
+        self.budget.check_saved()?;
+        let offset = self.progress.offset;
+        if offset > crate::image::MAX_SAVED_OFFSET {
+            return Err("PNG state: position past any file");
         }
-        if self
-            .header
-            .is_some_and(|h| h.bit_depth > 16 || !matches!(h.colour_type, 0 | 2 | 3 | 4 | 6))
-            || self.palette_entries.is_some_and(|n| n > 256)
+        if let Some(h) = self.header {
+            let fields_ok = (1..=MAX_CHUNK_LEN).contains(&h.width)
+                && (1..=MAX_CHUNK_LEN).contains(&h.height)
+                && depth_allowed(h.colour_type, h.bit_depth) == Some(true)
+                && self.budget.dimensions(h.width, h.height).is_ok();
+            if !fields_ok {
+                return Err("PNG state: header fields out of range");
+            }
+        }
+        if let Some(n) = self.palette_entries {
+            let fits = match self.header {
+                Some(h) if h.colour_type == 3 => n <= 1 << h.bit_depth,
+                Some(h) => !matches!(h.colour_type, 0 | 4),
+                None => false,
+            };
+            if n == 0 || n > 256 || !fits {
+                return Err("PNG state: a palette the header does not allow");
+            }
+        }
+        if self.idat != Idat::NotYet {
+            match self.header {
+                Some(h) if h.colour_type != 3 || self.palette_entries.is_some() => {}
+                _ => return Err("PNG state: image data without the header or palette it needs"),
+            }
+        }
+        let first_chunk = self.header.is_none();
+        if first_chunk
+            && (self.palette_entries.is_some()
+                || self.idat != Idat::NotYet
+                || !matches!(
+                    self.state,
+                    State::Signature | State::Header | State::Data | State::Crc
+                ))
         {
-            return Err("PNG state: header fields out of range");
+            return Err("PNG state: past the first chunk without a header");
+        }
+        let in_chunk = matches!(self.state, State::Data | State::Crc);
+        match self.state {
+            State::Signature => {
+                let seen = self.buf.get(..self.have).unwrap_or_default();
+                if offset != self.have as u64
+                    || seen != &SIGNATURE[..seen.len()]
+                    || self.budget.segments() != 0
+                {
+                    return Err("PNG state: inside the signature at another position");
+                }
+            }
+            State::Header if first_chunk => {
+                if offset != 8 + self.have as u64
+                    || self.budget.segments() != 0
+                    || (self.have > 0 && self.chunk_start != 8)
+                {
+                    return Err("PNG state: before IHDR at another position");
+                }
+            }
+            State::Header if self.have > 0 => {
+                if Some(self.chunk_start) != offset.checked_sub(self.have as u64) {
+                    return Err("PNG state: a chunk header that starts elsewhere");
+                }
+            }
+            State::Header | State::End => {}
+            State::Data | State::Crc => {
+                // Where the walk stands: 8 bytes of length and type, the data read, the
+                // CRC bytes held.
+                let read = self.chunk_len.checked_sub(self.remaining);
+                let at = read.and_then(|read| {
+                    self.chunk_start
+                        .checked_add(8 + u64::from(read))?
+                        .checked_add(self.have as u64)
+                });
+                if self.chunk_len > MAX_CHUNK_LEN
+                    || at != Some(offset)
+                    || (self.state == State::Data && self.remaining == 0)
+                    || (self.state == State::Crc && self.remaining != 0)
+                {
+                    return Err("PNG state: chunk length and bytes left disagree");
+                }
+                let ty = &self.chunk_type;
+                let kept = matches!(ty, b"IHDR" | b"PLTE");
+                let order_ok = match ty {
+                    b"IHDR" => first_chunk && self.chunk_start == 8,
+                    _ if first_chunk => false,
+                    b"IDAT" => self.idat == Idat::Inside,
+                    b"PLTE" => self.palette_entries.is_none() && self.idat == Idat::NotYet,
+                    b"IEND" => self.idat == Idat::Done,
+                    _ => self.idat != Idat::Inside,
+                };
+                if !ty.iter().all(u8::is_ascii_alphabetic)
+                    || chunk_problem(ty, self.chunk_len).is_some()
+                    || !order_ok
+                    || self.budget.segments() == 0
+                    || self.keep_body != kept
+                    || (kept && Some(self.body.len() as u32) != read)
+                    || (!kept && !self.body.is_empty())
+                {
+                    return Err("PNG state: the chunk being read does not fit the header seen");
+                }
+            }
+        }
+        if !in_chunk && (self.body.len() > MAX_KEPT_BODY || self.chunk_start > offset) {
+            return Err("PNG state: a chunk body or start out of range");
+        }
+        if self.state == State::End && (first_chunk || self.idat != Idat::Done) {
+            return Err("PNG state: at the end without image data");
         }
         Ok(())
+    }
+
+    /// Applies `limits` where they are tighter than the saved ones (after
+    /// [`PngValidator::check_saved`]); what the file already showed must fit them. Outside
+    /// a chunk, drops the body a finished IHDR or PLTE left (older saves kept it).
+    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
+        if !matches!(self.state, State::Data | State::Crc) {
+            self.body = Vec::new();
+            self.keep_body = false;
+        }
+        self.budget.tighten(limits)?;
+        match self.header {
+            Some(h) => self.budget.dimensions(h.width, h.height),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes walked so far.
+    pub(crate) fn offset(&self) -> u64 {
+        self.progress.offset
     }
 
     /// A validator for a file starting now, with the image limits of `limits`.
@@ -266,7 +369,7 @@ impl PngValidator {
 
         if !ty.iter().all(u8::is_ascii_alphabetic) {
             return Err(self.invalid(
-                at + 4,
+                at.saturating_add(4),
                 format!(
                     "chunk type \"{}\" is not four ASCII letters; the file is corrupt",
                     ty.escape_ascii()
@@ -286,55 +389,15 @@ impl PngValidator {
                 format!("the first chunk is {name}; a PNG must start with IHDR"),
             ));
         }
-        let critical = ty[0].is_ascii_uppercase();
-        let exact = |want: u32| -> Result<()> {
-            if len == want {
-                Ok(())
-            } else {
-                Err(self.invalid(
-                    at,
-                    format!("chunk {name} is {len} bytes long; it must be {want}"),
-                ))
-            }
-        };
-        match &ty {
-            b"IHDR" => {
-                if self.header.is_some() {
-                    return Err(self.invalid(at, "a second IHDR chunk"));
-                }
-                exact(13)?;
-            }
-            b"IEND" => exact(0)?,
-            b"PLTE" => {
-                if len == 0 || !len.is_multiple_of(3) || len as usize > MAX_KEPT_BODY {
-                    return Err(self.invalid(
-                        at,
-                        format!(
-                            "PLTE is {len} bytes long; it must hold 1 to 256 entries of 3 bytes"
-                        ),
-                    ));
-                }
-            }
-            b"acTL" => exact(8)?,
-            b"fcTL" => exact(26)?,
-            b"fdAT" if len < 4 => {
-                return Err(self.invalid(
-                    at,
-                    format!(
-                        "fdAT is {len} bytes long; it must hold at least its 4-byte sequence number"
-                    ),
-                ));
-            }
-            b"IDAT" | b"fdAT" => {}
-            _ if critical => {
-                return Err(self.invalid(
-                    at,
-                    format!("unknown critical chunk {name}; a decoder cannot display this image"),
-                ));
-            }
-            _ => {
-                self.budget.metadata(u64::from(len))?;
-            }
+        if &ty == b"IHDR" && self.header.is_some() {
+            return Err(self.invalid(at, "a second IHDR chunk"));
+        }
+        if let Some(reason) = chunk_problem(&ty, len) {
+            return Err(self.invalid(at, reason));
+        }
+        if !is_known(&ty) {
+            // An ancillary chunk (unknown critical ones are refused above).
+            self.budget.metadata(u64::from(len))?;
         }
         // IDAT contiguity: an IDAT after IDATs ended, or anything else ending them.
         if &ty == b"IDAT" {
@@ -346,8 +409,10 @@ impl PngValidator {
                     ));
                 }
                 Idat::NotYet => {
-                    let header = self.header.expect("IHDR precedes every other chunk");
-                    if header.colour_type == 3 && self.palette_entries.is_none() {
+                    // IHDR precedes every other chunk (checked above); `is_some_and` keeps
+                    // a panic out all the same.
+                    let palette_image = self.header.is_some_and(|h| h.colour_type == 3);
+                    if palette_image && self.palette_entries.is_none() {
                         return Err(self.invalid(
                             at,
                             "a palette image (colour type 3) needs a PLTE chunk before its IDAT",
@@ -392,7 +457,7 @@ impl PngValidator {
         let at = self.chunk_start;
         if stored != computed {
             return Err(self.invalid(
-                at + 8 + u64::from(self.chunk_len),
+                at.saturating_add(8 + u64::from(self.chunk_len)),
                 format!(
                     "chunk {} has CRC {stored:08x} but its bytes give {computed:08x}; the file is corrupt",
                     self.type_name()
@@ -403,7 +468,10 @@ impl PngValidator {
             b"IHDR" => self.parse_header()?,
             b"PLTE" => {
                 let entries = self.chunk_len / 3;
-                let header = self.header.expect("IHDR precedes every other chunk");
+                let Some(header) = self.header else {
+                    // IHDR precedes every other chunk: begin_chunk and check_saved see to it.
+                    return Err(self.invalid(at, "PLTE before IHDR"));
+                };
                 match header.colour_type {
                     0 | 4 => {
                         return Err(self.invalid(
@@ -411,10 +479,10 @@ impl PngValidator {
                             "PLTE in a greyscale image (colour types 0 and 4 have no palette)",
                         ));
                     }
-                    3 if entries > 1 << header.bit_depth => {
+                    3 if u64::from(entries) > 1u64 << header.bit_depth.min(16) => {
                         return Err(self.invalid(
                             at,
-                            format!("PLTE has {entries} entries but a {}-bit palette image can index only {}", header.bit_depth, 1u32 << header.bit_depth),
+                            format!("PLTE has {entries} entries but a {}-bit palette image can index only {}", header.bit_depth, 1u64 << header.bit_depth.min(16)),
                         ));
                     }
                     _ => {}
@@ -427,13 +495,19 @@ impl PngValidator {
             }
             _ => {}
         }
+        // The body was kept to parse above: nothing needs it any more.
+        self.body = Vec::new();
+        self.keep_body = false;
         self.state = State::Header;
         Ok(())
     }
 
     fn parse_header(&mut self) -> Result<()> {
-        let b = &self.body;
-        let at = self.chunk_start + 8;
+        let at = self.chunk_start.saturating_add(8);
+        // 13 bytes: begin_chunk checked IHDR's length, and check_saved a restored one.
+        let Ok(b) = <[u8; 13]>::try_from(self.body.as_slice()) else {
+            return Err(self.invalid(at, "IHDR is not 13 bytes long"));
+        };
         let width = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let height = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         let (bit_depth, colour_type, compression, filter, interlace) =
@@ -445,26 +519,21 @@ impl PngValidator {
             ));
         }
         self.budget.dimensions(width, height)?;
-        let depth_ok = match colour_type {
-            0 => matches!(bit_depth, 1 | 2 | 4 | 8 | 16),
-            3 => matches!(bit_depth, 1 | 2 | 4 | 8),
-            2 | 4 | 6 => matches!(bit_depth, 8 | 16),
-            _ => {
-                return Err(self.invalid(
-                    at + 9,
-                    format!("IHDR colour type {colour_type} does not exist (0, 2, 3, 4 and 6 do)"),
-                ));
-            }
+        let Some(depth_ok) = depth_allowed(colour_type, bit_depth) else {
+            return Err(self.invalid(
+                at.saturating_add(9),
+                format!("IHDR colour type {colour_type} does not exist (0, 2, 3, 4 and 6 do)"),
+            ));
         };
         if !depth_ok {
             return Err(self.invalid(
-                at + 8,
+                at.saturating_add(8),
                 format!("IHDR bit depth {bit_depth} is not allowed with colour type {colour_type}"),
             ));
         }
         if compression != 0 || filter != 0 {
             return Err(self.invalid(
-                at + 10,
+                at.saturating_add(10),
                 format!(
                     "IHDR compression method {compression} / filter method {filter}; only 0 exists"
                 ),
@@ -472,7 +541,7 @@ impl PngValidator {
         }
         if interlace > 1 {
             return Err(self.invalid(
-                at + 12,
+                at.saturating_add(12),
                 format!("IHDR interlace method {interlace}; only 0 (none) and 1 (Adam7) exist"),
             ));
         }
@@ -499,6 +568,52 @@ impl PngValidator {
             ),
             State::End => String::new(),
         }
+    }
+}
+
+/// Whether `bit_depth` goes with `colour_type`; `None` for a colour type that does not
+/// exist.
+fn depth_allowed(colour_type: u8, bit_depth: u8) -> Option<bool> {
+    match colour_type {
+        0 => Some(matches!(bit_depth, 1 | 2 | 4 | 8 | 16)),
+        3 => Some(matches!(bit_depth, 1 | 2 | 4 | 8)),
+        2 | 4 | 6 => Some(matches!(bit_depth, 8 | 16)),
+        _ => None,
+    }
+}
+
+/// The chunk types the validator knows; any other is metadata (ancillary) or refused
+/// (critical).
+fn is_known(ty: &[u8; 4]) -> bool {
+    matches!(
+        ty,
+        b"IHDR" | b"IEND" | b"PLTE" | b"acTL" | b"fcTL" | b"fdAT" | b"IDAT"
+    )
+}
+
+/// Why a chunk of type `ty` cannot declare `len` bytes (or at all), if it cannot: the
+/// rules of [`PngValidator::begin_chunk`] that depend on the chunk alone, shared with
+/// [`PngValidator::check_saved`].
+fn chunk_problem(ty: &[u8; 4], len: u32) -> Option<String> {
+    let name = String::from_utf8_lossy(ty);
+    let exact = |want: u32| {
+        (len != want).then(|| format!("chunk {name} is {len} bytes long; it must be {want}"))
+    };
+    match ty {
+        b"IHDR" => exact(13),
+        b"IEND" => exact(0),
+        b"PLTE" if len == 0 || !len.is_multiple_of(3) || len as usize > MAX_KEPT_BODY => Some(
+            format!("PLTE is {len} bytes long; it must hold 1 to 256 entries of 3 bytes"),
+        ),
+        b"acTL" => exact(8),
+        b"fcTL" => exact(26),
+        b"fdAT" if len < 4 => Some(format!(
+            "fdAT is {len} bytes long; it must hold at least its 4-byte sequence number"
+        )),
+        _ if !is_known(ty) && ty[0].is_ascii_uppercase() => Some(format!(
+            "unknown critical chunk {name}; a decoder cannot display this image"
+        )),
+        _ => None,
     }
 }
 

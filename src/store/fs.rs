@@ -320,7 +320,8 @@ impl Store for FsStore {
             if current.map(|v| v.to_string()) != expected {
                 return Err(contended(&id.to_string()));
             }
-            let version = current.map_or(1, |v| v + 1);
+            // The version is read back from the file: a damaged one is not a panic.
+            let version = current.map_or(1, |v| v.saturating_add(1));
             let mut text = serde_json::to_vec(&SessionHeader { version, saved })?;
             text.push(b'\n');
             text.extend_from_slice(&record);

@@ -514,7 +514,9 @@ impl Store for ObjectStoreBackend {
             // Same number at two offsets: only the one continuing the file can be right.
             candidates.retain(|p| p.offset == end);
             let Some(part) = candidates.pop() else { break };
-            end += part.size;
+            // Sizes as the object store lists them: saturating, a sum past u64 is not a
+            // file of any size.
+            end = end.saturating_add(part.size);
             parts.push(part);
         }
         if end != meta.file_size {
@@ -643,7 +645,7 @@ impl Store for ObjectStoreBackend {
         let wanted: Vec<(Path, Range<u64>)> = manifest
             .parts
             .iter()
-            .filter(|p| p.offset < range.end && p.offset + p.size > range.start)
+            .filter(|p| p.offset < range.end && p.offset.saturating_add(p.size) > range.start)
             .map(|p| {
                 let from = range.start.saturating_sub(p.offset);
                 let to = (range.end - p.offset).min(p.size);

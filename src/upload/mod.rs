@@ -81,12 +81,12 @@ mod plan;
 mod session;
 
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
-#[cfg(feature = "async")]
-pub(crate) use session::unix_millis;
 pub use session::{
     AttachmentInfo, DEFAULT_SESSION_TTL, Received, SessionRecord, Sessions, UploadSession,
     receive_single,
 };
+#[cfg(feature = "async")]
+pub(crate) use session::{bad_record, unix_millis};
 
 /// A random 128-bit identifier (`upload_id`, `attachment_id`), written like a UUID:
 /// 32 lowercase hex digits in groups of 8-4-4-4-12.

@@ -380,12 +380,7 @@ impl UploadSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn restore(policy: &Policy, mut record: SessionRecord) -> Result<Self> {
-        let bad = |problem: &str| {
-            Error::corrupt(
-                format!("the session record of upload {}", record.id),
-                problem,
-            )
-        };
+        let bad = |problem: &str| bad_record(&record.id, problem);
         if record.format != RECORD_FORMAT {
             return Err(bad(&format!(
                 "record format {} is not the supported {RECORD_FORMAT}",
@@ -396,20 +391,63 @@ impl UploadSession {
         if record.received > record.file_size || record.next > record.received {
             return Err(bad("the counters are impossible"));
         }
+        if let Some(last) = &record.last {
+            // Where the last chunk ends, and the hash states around it: `before` over the
+            // bytes before it, `after` over those and the chunk (a retry is recognised by
+            // them, and its bytes are stored at `offset`).
+            let end = last.offset.checked_add(last.size);
+            let hashed = |state: &[u8]| Sha256::from_state(state).ok().map(|h| h.bytes_hashed());
+            if last.size == 0
+                || end != Some(record.received)
+                || last.number.checked_add(1) != Some(record.next)
+                || hashed(&last.before) != Some(last.offset)
+                || hashed(&last.after) != end
+            {
+                return Err(bad("the last chunk does not end where the upload stands"));
+            }
+        }
+        if record.inspector.is_some() && record.state != SavedState::Receiving {
+            return Err(bad("an inspector in a session that stopped receiving"));
+        }
         let (state, inspector) = match record.state {
             SavedState::Receiving => {
                 let saved = record
                     .inspector
                     .take()
                     .ok_or_else(|| bad("a receiving session without its inspector"))?;
+                // Every session takes chunk 0 as it starts, and a failure drops `last`.
+                let Some(last) = &record.last else {
+                    return Err(bad("a receiving session without its last chunk"));
+                };
+                if record.received == record.file_size {
+                    return Err(bad("a receiving session that has every byte"));
+                }
+                policy.check_file_name(&record.file_name)?;
+                let declared = policy.check_type(&record.file_type)?;
                 let insp = Inspector::restore(policy, saved)?;
                 if insp.bytes_seen() != record.received {
                     return Err(bad("the inspector has seen another number of bytes"));
                 }
+                // The inspector checks the file the session describes, and has hashed
+                // the chunks the session took.
+                if *insp.declared_type() != declared
+                    || insp.declared_size() != Some(record.file_size)
+                    || insp.hash_state() != last.after
+                {
+                    return Err(bad("the inspector checks another file than the session's"));
+                }
                 (State::Receiving, Some(insp))
+            }
+            SavedState::Committing | SavedState::Finished { .. }
+                if record.received != record.file_size =>
+            {
+                return Err(bad("a committed session that is missing bytes"));
             }
             SavedState::Committing => (State::Committing, None),
             SavedState::Finished { attachment_id } => (State::Finished { attachment_id }, None),
+            SavedState::Failed { status, .. } if !(400..=599).contains(&status) => {
+                return Err(bad(&format!("a failure recorded with status {status}")));
+            }
             SavedState::Failed { status, message } => (
                 State::Failed(Box::new(Error::Recorded { status, message })),
                 None,
@@ -426,11 +464,6 @@ impl UploadSession {
                 None,
             ),
         };
-        if let Some(last) = &record.last
-            && (last.offset + last.size != record.received || last.number + 1 != record.next)
-        {
-            return Err(bad("the last chunk does not end where the upload stands"));
-        }
         Ok(UploadSession {
             id,
             policy: policy.clone(),
@@ -637,7 +670,7 @@ impl UploadSession {
         if len == 0 {
             return Err(Error::Chunk(ChunkProblem::Empty { number }));
         }
-        let total = self.received + len;
+        let total = self.received.saturating_add(len);
         if total > self.file_size {
             return Err(Error::SizeMismatch {
                 actual: total,
@@ -667,7 +700,8 @@ impl UploadSession {
         let data = buf.freeze();
         let offset = self.received;
         self.received = total;
-        self.next += 1;
+        // `next` <= `received` < `file_size` (each chunk holds a byte): no overflow.
+        self.next = self.next.saturating_add(1);
         self.last_activity = now;
         self.last = Some(LastChunk {
             number,
@@ -753,6 +787,12 @@ enum SavedState {
     Finished { attachment_id: String },
     Failed { status: u16, message: String },
     Expired { idle_secs: u64, ttl_secs: u64 },
+}
+
+/// The error for a session record that cannot be restored: one that no session could
+/// have saved, damaged or forged.
+pub(crate) fn bad_record(id: &str, problem: &str) -> Error {
+    Error::corrupt(format!("the session record of upload {id}"), problem)
 }
 
 /// Unix milliseconds of `t` (0 before the epoch, saturating far in the future).
