@@ -20,7 +20,7 @@ pub const MAX_MESSAGES: usize = 100_000;
 
 /// Most bytes of messages a [`MemoryStore`] keeps: 64 MiB, counted as the bytes of each
 /// message's text and ids plus [`MESSAGE_OVERHEAD`] for its map and index entries. At the
-/// caps a message costs at most about 23 KiB, so this keeps some 2,800 of the largest
+/// caps a message counts for about 15 KiB, so this keeps some 4,300 of the largest
 /// messages, or [`MAX_MESSAGES`] short ones.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
