@@ -43,7 +43,7 @@ pub const MAX_CONTENT: usize = 8 * 1024;
 /// attachment named in a message: 255, as for file names. Ids are also refused when they
 /// hold control characters. Without a bound, one message with a 63 KB reservation id cost
 /// 117 KB of the sandbox's memory.
-pub const MAX_ID_LEN: usize = 255;
+pub const MAX_ID_LEN: usize = crate::wire::MAX_REF_LEN;
 
 /// Most attachments one message may carry: 20. A send checks and links each one (two store
 /// calls apiece, four S3 requests), so this bounds the work of one request; the APIs
@@ -154,34 +154,15 @@ pub trait MessageStore: Send + Sync + fmt::Debug {
     ) -> Result<String>;
 }
 
-/// Checks an id against [`MAX_ID_LEN`]: not empty, at most 255 bytes, no control
-/// characters. `field` names it in the error.
+/// Checks an id against [`MAX_ID_LEN`]: 1 to 255 bytes, no control characters, as
+/// [`wire::check_ref`](crate::wire::check_ref) checks every id a request carries. `field`
+/// names it in the error.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidField`] naming `field` and the rule.
 pub fn check_id(field: &str, id: &str) -> Result<()> {
-    let invalid = |problem: String| {
-        Err(Error::InvalidField {
-            field: field.to_owned(),
-            problem,
-        })
-    };
-    if id.is_empty() {
-        return invalid("must not be empty".into());
-    }
-    if id.len() > MAX_ID_LEN {
-        return invalid(format!(
-            "is {} bytes, more than the {MAX_ID_LEN} bytes allowed",
-            id.len()
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return invalid(format!(
-            "must not contain control characters (at most {MAX_ID_LEN} bytes of text)"
-        ));
-    }
-    Ok(())
+    crate::wire::check_ref(field, id)
 }
 
 /// Checks a message id: as [`check_id`], and only ASCII letters, digits, `-` and `_`, since
@@ -198,9 +179,7 @@ pub fn check_message_id(id: &str) -> Result<()> {
     {
         return Err(Error::InvalidField {
             field: "message_id".into(),
-            problem: format!(
-                "must be ASCII letters, digits, '-' and '_' only (at most {MAX_ID_LEN} bytes)"
-            ),
+            problem: "must be ASCII letters, digits, '-' and '_' only".into(),
         });
     }
     Ok(())
@@ -396,19 +375,16 @@ mod tests {
         let cases: [(Change, &str); 7] = [
             (
                 |m| m.reservation = Some("r".repeat(256)),
-                "reservation is 256 bytes, more than the 255 bytes allowed",
+                "reservation is 256 bytes long, over the 255-byte limit",
             ),
             (
                 |m| m.conversation = "c\nd".into(),
-                "conversation must not contain control characters (at most 255 bytes of text)",
+                "conversation contains a control character",
             ),
-            (
-                |m| m.conversation = String::new(),
-                "conversation must not be empty",
-            ),
+            (|m| m.conversation = String::new(), "conversation is empty"),
             (
                 |m| m.message_id = "a/b".into(),
-                "message_id must be ASCII letters, digits, '-' and '_' only (at most 255 bytes)",
+                "message_id must be ASCII letters, digits, '-' and '_' only",
             ),
             (
                 |m| m.content = "x".repeat(MAX_CONTENT + 1),
@@ -420,7 +396,7 @@ mod tests {
             ),
             (
                 |m| m.attachments = vec!["a".repeat(300)],
-                "attachments is 300 bytes, more than the 255 bytes allowed",
+                "attachments is 300 bytes long, over the 255-byte limit",
             ),
         ];
         for (change, expected) in cases {
