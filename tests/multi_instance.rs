@@ -177,3 +177,66 @@ async fn an_upload_alternates_between_two_servers_and_races_end_whole() {
         download_matches(url, &attachment_ids[0], &file).await;
     }
 }
+
+async fn post_json(url: &str, path: &str, body: Value) -> Value {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let json: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(status, 200, "{path} on {url}: {json}");
+    json
+}
+
+async fn latest_ids(url: &str) -> Vec<String> {
+    let answer = reqwest::get(format!("{url}/3.1/messages/latest"))
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    json["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_shared_by_two_servers_and_outlive_both() {
+    let s3 = common::s3::s3();
+    let prefix = common::s3::unique_prefix("multi-messages");
+    let servers = [start(&s3, &prefix), start(&s3, &prefix)];
+    let (a, b) = (servers[0].url.clone(), servers[1].url.clone());
+
+    let path = format!("/messaging/properties/{PROPERTY}/conversations/{CONV}");
+    let posted = post_json(
+        &a,
+        &path,
+        serde_json::json!({"message": {"content": "one"}}),
+    )
+    .await;
+    let first = posted["data"]["message_id"].as_str().unwrap().to_owned();
+    let body = serde_json::json!({"reservation": "r", "accommodation": PROPERTY, "content": "two"});
+    let sent = post_json(&b, "/3.1/messages/send", body).await;
+    let second = sent["data"]["message_id"].as_str().unwrap().to_owned();
+    assert_eq!(latest_ids(&a).await, [first.clone(), second.clone()]);
+    assert_eq!(latest_ids(&b).await, [first.clone(), second.clone()]);
+
+    let confirm = serde_json::json!({"messages": [first]});
+    let confirmed = post_json(&a, "/3.1/messages/latest/confirm", confirm).await;
+    assert_eq!(confirmed["data"]["confirmed"], 1);
+    assert_eq!(latest_ids(&b).await, std::slice::from_ref(&second));
+
+    // Both stop; a new server on the bucket has everything.
+    drop(servers);
+    let c = start(&s3, &prefix);
+    assert_eq!(latest_ids(&c.url).await, [second]);
+    let body =
+        serde_json::json!({"conversation": CONV, "accommodation": PROPERTY, "reservation": "r"});
+    let history = post_json(&c.url, "/3.1/messages/conversations", body).await;
+    assert_eq!(history["data"]["messages"][0]["content"], "one");
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use attachments::Error;
 use attachments::digest::sha256;
-use attachments::store::{AttachmentMeta, Expired, FsStore, MemoryStore, Store, conformance};
+use attachments::store::{
+    AttachmentMeta, Expired, FsStore, MemoryStore, Store, conformance, conformance_messages,
+};
 use attachments::upload::{AttachmentInfo, RandomId};
 
 fn id(n: u8) -> String {
@@ -17,13 +19,17 @@ fn id(n: u8) -> String {
 
 #[tokio::test]
 async fn memory_store_keeps_the_contract() {
-    conformance::run(&MemoryStore::new()).await;
+    let store = MemoryStore::new();
+    conformance::run(&store).await;
+    conformance_messages::run(&store).await;
 }
 
 #[tokio::test]
 async fn object_store_backend_keeps_the_contract_in_memory() {
     let inner = std::sync::Arc::new(object_store::memory::InMemory::new());
-    conformance::run(&attachments::store::ObjectStoreBackend::new(inner)).await;
+    let store = attachments::store::ObjectStoreBackend::new(inner);
+    conformance::run(&store).await;
+    conformance_messages::run(&store).await;
 }
 
 /// `object_store`'s in-memory store, listing newest key first: a backend whose listings
@@ -109,23 +115,31 @@ impl object_store::ObjectStore for ReverseListing {
 #[tokio::test]
 async fn object_store_backend_keeps_the_contract_when_listings_are_unordered() {
     let inner = std::sync::Arc::new(ReverseListing::default());
-    conformance::run(&attachments::store::ObjectStoreBackend::new(inner)).await;
+    let store = attachments::store::ObjectStoreBackend::new(inner);
+    conformance::run(&store).await;
+    conformance_messages::run(&store).await;
 }
 
 #[tokio::test]
 async fn s3_store_keeps_the_contract_on_a_real_s3_server() {
     let store = common::s3::s3().store("conformance");
     conformance::run(&store).await;
+    conformance_messages::run(&store).await;
 }
 
 #[tokio::test]
 async fn fs_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::run(&FsStore::open(dir.path()).unwrap()).await;
+    let store = FsStore::open(dir.path()).unwrap();
+    conformance::run(&store).await;
+    conformance_messages::run(&store).await;
     // Nothing half-written is left behind.
+    let messages = dir.path().join("messages");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("attachments"))
         .unwrap()
         .chain(std::fs::read_dir(dir.path().join("uploads")).unwrap())
+        .chain(std::fs::read_dir(messages.join("records")).unwrap())
+        .chain(std::fs::read_dir(messages.join("reservations")).unwrap())
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with(".tmp-"))
         .collect();

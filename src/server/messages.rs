@@ -5,137 +5,49 @@
 //! (README, "Decisions"): Demand responses are `{"request_id", "data": {..}}` like the
 //! other Demand responses, Connectivity ones an envelope whose `data` has `ok` and
 //! `message_id`.
+//!
+//! The messages live in the store ([`MessageStore`](crate::store::MessageStore)), beside
+//! the attachments they carry: a restart keeps them and servers sharing a store share
+//! them. The handlers hold no lock of their own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::messages::{MAX_CONFIRM_IDS, check_content_len};
 use crate::wire::{Id, OkFlag, lenient_u64};
 
-/// Longest message content accepted, in bytes.
-pub const MAX_CONTENT: usize = 8 * 1024;
+pub use crate::store::messages::{MAX_CONTENT, Message};
 
-/// Messages the sandbox keeps; beyond it the oldest are forgotten, so its memory stays
-/// bounded (about 100,000 x 8 KiB at most) however long it runs.
-pub const MAX_MESSAGES: usize = 100_000;
+/// Messages `latest` returns at most: 100, as the Demand API documents.
+pub const LATEST_LIMIT: usize = 100;
 
-/// One message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// Its id.
-    pub message_id: String,
-    /// The conversation it belongs to.
-    pub conversation: String,
-    /// The accommodation (property).
-    pub accommodation: u64,
-    /// The reservation, when sent through the Demand API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reservation: Option<String>,
-    /// The text.
-    pub content: String,
-    /// Ids of the attachments it carries.
-    pub attachments: Vec<String>,
-    /// When it was posted, RFC 3339 UTC.
-    pub created_at: String,
-}
+/// Largest `latest/confirm` body: 1 MiB, room for [`MAX_CONFIRM_IDS`] ids at their longest
+/// ([`MAX_ID_LEN`](crate::store::messages::MAX_ID_LEN), escaped), so that a request naming
+/// too many ids is answered with the cap on ids rather than a body size.
+pub const MAX_CONFIRM_BODY: usize = 1024 * 1024;
 
-impl Message {
-    /// A message posted now (its id is set when posted).
-    pub fn new(
-        accommodation: u64,
-        conversation: String,
-        reservation: Option<String>,
-        content: String,
-        attachments: Vec<String>,
-    ) -> Self {
-        Message {
-            message_id: String::new(),
-            conversation,
-            accommodation,
-            reservation,
-            content,
-            attachments,
-            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        }
-    }
-}
-
-/// The messages posted (the last [`MAX_MESSAGES`]), in order, and which ones
-/// `latest/confirm` acknowledged.
-#[derive(Debug, Default)]
-pub struct MessageBoard {
-    messages: VecDeque<Message>,
-    confirmed: HashSet<String>,
-    /// Conversation of each (accommodation, reservation), created by the first `send`.
-    conversations: HashMap<(u64, String), String>,
-}
-
-impl MessageBoard {
-    /// Posts `message` under a fresh id and returns the id.
-    pub fn post(&mut self, mut message: Message) -> String {
-        message.message_id = crate::stream::random_id()
-            .map(|id| id.to_string())
-            .unwrap_or_else(|_| format!("message-{}", self.messages.len()));
-        let id = message.message_id.clone();
-        if self.messages.len() >= MAX_MESSAGES
-            && let Some(old) = self.messages.pop_front()
-        {
-            self.confirmed.remove(&old.message_id);
-        }
-        self.messages.push_back(message);
-        id
-    }
-
-    /// The conversation of a reservation, started (with an id from `new_id`) if there is
-    /// none yet, as seed 004 describes.
-    pub fn conversation_for(
-        &mut self,
-        accommodation: u64,
-        reservation: &str,
-        new_id: impl FnOnce() -> String,
-    ) -> String {
-        let key = (accommodation, reservation.to_owned());
-        // Bounded: past the cap one is forgotten (its reservation gets a new conversation
-        // on its next message).
-        if self.conversations.len() >= MAX_MESSAGES
-            && !self.conversations.contains_key(&key)
-            && let Some(old) = self.conversations.keys().next().cloned()
-        {
-            self.conversations.remove(&old);
-        }
-        self.conversations.entry(key).or_insert_with(new_id).clone()
-    }
-
-    /// Up to `limit` messages not confirmed yet, oldest first.
-    pub fn latest(&self, limit: usize) -> Vec<Message> {
-        self.messages
-            .iter()
-            .filter(|m| !self.confirmed.contains(&m.message_id))
-            .take(limit)
-            .cloned()
-            .collect()
-    }
-
-    /// Confirms these messages; returns how many were known and not yet confirmed.
-    pub fn confirm(&mut self, ids: &[String]) -> usize {
-        ids.iter()
-            .filter(|id| self.messages.iter().any(|m| &m.message_id == *id))
-            .filter(|id| self.confirmed.insert((*id).clone()))
-            .count()
-    }
-
-    /// Every message of a conversation, or `None` when it has none.
-    pub fn history(&self, accommodation: u64, conversation: &str) -> Option<Vec<Message>> {
-        let found: Vec<Message> = self
-            .messages
-            .iter()
-            .filter(|m| m.accommodation == accommodation && m.conversation == conversation)
-            .cloned()
-            .collect();
-        (!found.is_empty()).then_some(found)
-    }
+/// A message posted now under a fresh time-ordered id (the order of ids is the order of
+/// posts, across processes as far as their clocks agree).
+pub(crate) fn new_message(
+    accommodation: u64,
+    conversation: String,
+    reservation: Option<String>,
+    content: String,
+    attachments: Vec<String>,
+) -> Result<Message> {
+    let now = SystemTime::now();
+    Ok(Message {
+        message_id: crate::stream::time_ordered_id(now)?.to_string(),
+        conversation,
+        accommodation,
+        reservation,
+        content,
+        attachments,
+        created_at: humantime::format_rfc3339_seconds(now).to_string(),
+    })
 }
 
 /// Message content is required (Booking documents it) and bounded.
@@ -146,16 +58,7 @@ pub(crate) fn check_content(content: &str) -> Result<()> {
             problem: "is required and must not be empty".into(),
         });
     }
-    if content.len() > MAX_CONTENT {
-        return Err(Error::InvalidField {
-            field: "content".into(),
-            problem: format!(
-                "is {} bytes, more than the {MAX_CONTENT} bytes allowed",
-                content.len()
-            ),
-        });
-    }
-    Ok(())
+    check_content_len(content)
 }
 
 /// Connectivity `POST .../conversations/{conversation_id}`.
@@ -203,7 +106,49 @@ pub(crate) struct Messages {
 /// `POST /messages/latest/confirm` (seed 004).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Confirm {
-    pub messages: Vec<String>,
+    pub messages: ConfirmIds,
+}
+
+/// The ids of a confirm request: the first [`MAX_CONFIRM_IDS`] kept, the rest only counted
+/// (so a request over the cap costs no allocation per id, and is refused naming the cap).
+#[derive(Debug)]
+pub(crate) struct ConfirmIds {
+    pub ids: Vec<String>,
+    pub total: usize,
+}
+
+impl<'de> Deserialize<'de> for ConfirmIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Ids;
+        impl<'de> Visitor<'de> for Ids {
+            type Value = ConfirmIds;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of message ids")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<ConfirmIds, A::Error> {
+                let mut ids = Vec::new();
+                let mut total = 0;
+                loop {
+                    if total < MAX_CONFIRM_IDS {
+                        match seq.next_element::<String>()? {
+                            Some(id) => ids.push(id),
+                            None => break,
+                        }
+                    } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    total += 1;
+                }
+                Ok(ConfirmIds { ids, total })
+            }
+        }
+        d.deserialize_seq(Ids)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -231,25 +176,20 @@ pub(crate) struct History {
 mod tests {
     use super::*;
 
-    fn message(n: usize) -> Message {
-        Message::new(1, "c".into(), None, format!("m{n}"), Vec::new())
-    }
-
     #[test]
-    fn the_board_keeps_the_newest_messages_up_to_its_cap() {
-        let mut board = MessageBoard::default();
-        let first = board.post(message(0));
-        assert_eq!(board.confirm(&[first.clone(), "unknown".into()]), 1);
-        assert_eq!(board.confirm(std::slice::from_ref(&first)), 0);
-        for n in 1..MAX_MESSAGES + 5 {
-            board.post(message(n));
-        }
-        let kept = board.latest(usize::MAX);
-        assert_eq!(kept.len(), MAX_MESSAGES);
-        assert_eq!(kept[0].content, "m5");
-        assert_eq!(kept.last().map(|m| m.content.as_str()), Some("m100004"));
-        assert_eq!(board.history(1, "c").map(|h| h.len()), Some(MAX_MESSAGES));
-        assert_eq!(board.history(2, "c"), None);
+    fn confirm_requests_keep_the_first_ids_and_count_the_rest() {
+        let ids: Vec<String> = (0..13_000).map(|n| n.to_string()).collect();
+        let body = serde_json::json!({ "messages": ids }).to_string();
+        let req: Confirm = crate::wire::from_slice(body.as_bytes()).unwrap();
+        assert_eq!(req.messages.total, 13_000);
+        assert_eq!(req.messages.ids.len(), MAX_CONFIRM_IDS);
+        let req: Confirm = crate::wire::from_slice(br#"{"messages": ["a", "b"]}"#).unwrap();
+        assert_eq!(
+            (req.messages.ids, req.messages.total),
+            (vec!["a".into(), "b".into()], 2)
+        );
+        assert!(crate::wire::from_slice::<Confirm>(br#"{"messages": [1]}"#).is_err());
+        assert!(crate::wire::from_slice::<Confirm>(br#"{"messages": "a"}"#).is_err());
     }
 
     #[test]

@@ -58,12 +58,14 @@ use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-pub use messages::{MAX_MESSAGES, Message, MessageBoard};
+pub use crate::store::MAX_MESSAGES;
+pub use messages::{LATEST_LIMIT, MAX_CONFIRM_BODY, MAX_CONTENT, Message};
 pub use rate::RateLimiter;
 
 use crate::download::{RangeQuery, write_connectivity_download, write_demand_download};
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::store::messages::{MAX_MESSAGE_PAGE, check_attachment_count};
 use crate::store::{AttachmentMeta, Store, UNLINKED_TTL};
 use crate::stream::{UploadReceiver, max_body_len, random_id, read_body_sized};
 use crate::upload::DEFAULT_SESSION_TTL;
@@ -193,7 +195,6 @@ struct Inner {
     chat: UploadReceiver,
     limiter: Mutex<Option<RateLimiter>>,
     started: Instant,
-    board: Mutex<MessageBoard>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -366,7 +367,6 @@ impl Sandbox {
             chat: receiver(&config.chat),
             limiter: Mutex::new(config.rate_per_minute.map(RateLimiter::new)),
             started: Instant::now(),
-            board: Mutex::new(MessageBoard::default()),
             store,
             config,
         };
@@ -475,10 +475,6 @@ impl Sandbox {
             self.inner.store.set_linked(id, true).await?;
         }
         Ok(())
-    }
-
-    fn board(&self) -> std::sync::MutexGuard<'_, MessageBoard> {
-        self.inner.board.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -684,19 +680,20 @@ async fn conn_post_message(
     let req: messages::ConnPostMessage = wire::from_slice(&body).map_err(Failure::conn)?;
     let m = req.message;
     messages::check_content(&m.content).map_err(Failure::conn)?;
+    check_attachment_count(m.attachment_ids.len()).map_err(Failure::conn)?;
     s.link(&m.attachment_ids, &scope)
         .await
         .map_err(Failure::conn)?;
-    let message_id = s.board().post(Message::new(
-        property,
-        conversation,
-        None,
-        m.content,
-        m.attachment_ids,
-    ));
+    let message = messages::new_message(property, conversation, None, m.content, m.attachment_ids)
+        .map_err(Failure::conn)?;
+    s.inner
+        .store
+        .post_message(&message)
+        .await
+        .map_err(Failure::conn)?;
     let data = messages::ConnPosted {
         ok: OkFlag(true),
-        message_id,
+        message_id: message.message_id,
     };
     Ok(ok_json(&Envelope::ok(data, new_id())))
 }
@@ -718,6 +715,17 @@ async fn demand_upload(State(s): State<Sandbox>, body: Body) -> Reply {
             req.file_size,
             req.file_content.as_bytes(),
             &scope,
+        )
+        .await
+        .map_err(Failure::demand)?;
+    // The upload names the reservation's conversation, if it has none yet (SPEC.md, "A
+    // reservation's conversation"): a send for the reservation then links it.
+    s.inner
+        .store
+        .reservation_conversation(
+            req.accommodation,
+            req.reservation.as_str(),
+            &req.conversation,
         )
         .await
         .map_err(Failure::demand)?;
@@ -778,30 +786,45 @@ async fn demand_send(State(s): State<Sandbox>, body: Body) -> Reply {
     messages::check_content(&req.content).map_err(Failure::demand)?;
     wire::check_ref("reservation", req.reservation.as_str()).map_err(Failure::demand)?;
     let reservation = req.reservation.as_str().to_owned();
-    let conversation = s
-        .board()
-        .conversation_for(req.accommodation, &reservation, new_id);
+    check_attachment_count(req.attachments.len()).map_err(Failure::demand)?;
+    let store = &s.inner.store;
+    // Started by this message (seed 004) unless an upload or an earlier message gave the
+    // reservation one.
+    let conversation = store
+        .reservation_conversation(req.accommodation, &reservation, &new_id())
+        .await
+        .map_err(Failure::demand)?;
     s.link(&req.attachments, &scope(req.accommodation, &conversation))
         .await
         .map_err(Failure::demand)?;
-    let message_id = s.board().post(Message::new(
+    let message = messages::new_message(
         req.accommodation,
-        conversation.clone(),
+        conversation,
         Some(reservation),
         req.content,
         req.attachments,
-    ));
+    )
+    .map_err(Failure::demand)?;
+    store
+        .post_message(&message)
+        .await
+        .map_err(Failure::demand)?;
     Ok(ok_json(&demand::Response {
         request_id: new_id(),
         data: messages::DemandSent {
-            message_id,
-            conversation,
+            message_id: message.message_id,
+            conversation: message.conversation,
         },
     }))
 }
 
 async fn demand_latest(State(s): State<Sandbox>) -> Reply {
-    let messages = s.board().latest(100);
+    let messages = s
+        .inner
+        .store
+        .latest_messages(LATEST_LIMIT)
+        .await
+        .map_err(Failure::demand)?;
     Ok(ok_json(&demand::Response {
         request_id: new_id(),
         data: messages::Messages { messages },
@@ -809,11 +832,17 @@ async fn demand_latest(State(s): State<Sandbox>) -> Reply {
 }
 
 async fn demand_confirm(State(s): State<Sandbox>, body: Body) -> Reply {
-    let body = Sandbox::body(body, MAX_SMALL_BODY)
+    let body = Sandbox::body(body, MAX_CONFIRM_BODY)
         .await
         .map_err(Failure::demand)?;
     let req: messages::Confirm = wire::from_slice(&body).map_err(Failure::demand)?;
-    let confirmed = s.board().confirm(&req.messages);
+    crate::store::messages::check_confirm_count(req.messages.total).map_err(Failure::demand)?;
+    let confirmed = s
+        .inner
+        .store
+        .confirm_messages(&req.messages.ids)
+        .await
+        .map_err(Failure::demand)?;
     Ok(ok_json(&demand::Response {
         request_id: new_id(),
         data: messages::Confirmed { confirmed },
@@ -827,15 +856,19 @@ async fn demand_conversations(State(s): State<Sandbox>, body: Body) -> Reply {
     let req: messages::ConversationQuery = wire::from_slice(&body).map_err(Failure::demand)?;
     wire::check_ref("conversation", &req.conversation).map_err(Failure::demand)?;
     wire::check_ref("reservation", req.reservation.as_str()).map_err(Failure::demand)?;
+    // The oldest MAX_MESSAGE_PAGE messages: one bounded page.
     let messages = s
-        .board()
-        .history(req.accommodation, &req.conversation)
-        .ok_or_else(|| {
-            Failure::demand(Error::NotFound {
-                what: "conversation",
-                id: req.conversation.clone(),
-            })
-        })?;
+        .inner
+        .store
+        .conversation_messages(req.accommodation, &req.conversation, None, MAX_MESSAGE_PAGE)
+        .await
+        .map_err(Failure::demand)?;
+    if messages.is_empty() {
+        return Err(Failure::demand(Error::NotFound {
+            what: "conversation",
+            id: req.conversation,
+        }));
+    }
     Ok(ok_json(&demand::Response {
         request_id: new_id(),
         data: messages::History {

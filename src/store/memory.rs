@@ -39,6 +39,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// The messages ([`MessageStore`](super::MessageStore)), under a lock of their own.
+    pub(super) messages: super::memory_messages::MemoryMessages,
 }
 
 #[derive(Debug, Default)]

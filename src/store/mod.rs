@@ -35,6 +35,10 @@
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
 //! refuse anything else as not found. [`conformance`] checks a backend against this
 //! contract; every backend in the crate passes it.
+//!
+//! Every `Store` is also a [`MessageStore`] (the sandbox's messages, kept beside the
+//! attachments they carry; see [`messages`] for that contract and its caps), checked by
+//! [`conformance_messages`].
 
 use std::fmt;
 use std::ops::Range;
@@ -49,13 +53,21 @@ use crate::error::{Error, Result};
 use crate::upload::AttachmentInfo;
 
 pub mod conformance;
+pub mod conformance_messages;
 mod fs;
+mod fs_messages;
 mod memory;
+mod memory_messages;
+pub mod messages;
 #[cfg(feature = "object-store")]
 mod object;
+#[cfg(feature = "object-store")]
+mod object_messages;
 
 pub use fs::FsStore;
 pub use memory::MemoryStore;
+pub use memory_messages::{MAX_MESSAGE_BYTES, MAX_MESSAGES, MAX_RESERVATIONS, MESSAGE_OVERHEAD};
+pub use messages::{Message, MessageStore};
 #[cfg(feature = "object-store")]
 pub use object::{MAX_RECORD_OBJECT, ObjectStoreBackend};
 
@@ -234,10 +246,11 @@ pub struct StoredSession {
     pub version: String,
 }
 
-/// Storage for uploads in progress and committed attachments. See the
-/// [module documentation](self) for the contract.
+/// Storage for uploads in progress and committed attachments, and (as a
+/// [`MessageStore`]) the messages that carry them. See the [module documentation](self)
+/// for the contract.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: MessageStore + Send + Sync + fmt::Debug {
     /// Records a new upload, started at `started`.
     ///
     /// # Errors

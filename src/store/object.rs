@@ -143,6 +143,11 @@ impl ObjectStoreBackend {
         self
     }
 
+    /// The object store and the root prefix (for the messages, `object_messages`).
+    pub(super) fn object_store(&self) -> (&Arc<dyn ObjectStore>, &Path) {
+        (&self.inner, &self.root)
+    }
+
     /// An S3 store from a URL `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`, with the
     /// credentials of the usual `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` variables
     /// (and the other `AWS_*` ones `object_store` reads). `endpoint` is for S3-compatible

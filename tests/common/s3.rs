@@ -52,6 +52,12 @@ pub fn s3() -> S3 {
 impl S3 {
     /// A store under a prefix of its own, so tests sharing the bucket never meet.
     pub fn store(&self, name: &str) -> ObjectStoreBackend {
+        self.store_at(&unique_prefix(name))
+    }
+
+    /// A store under `prefix` (another handle on the same prefix stands for another
+    /// server process on the bucket).
+    pub fn store_at(&self, prefix: &str) -> ObjectStoreBackend {
         let inner = AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
@@ -61,7 +67,7 @@ impl S3 {
             .with_secret_access_key(&self.secret_key)
             .build()
             .expect("S3 client");
-        ObjectStoreBackend::new(Arc::new(inner)).with_prefix(&unique_prefix(name))
+        ObjectStoreBackend::new(Arc::new(inner)).with_prefix(prefix)
     }
 
     /// The `--store` URL of `attachments serve` for a prefix of the bucket.

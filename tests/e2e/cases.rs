@@ -754,3 +754,145 @@ async fn an_expired_upload_makes_the_client_start_over_once() {
     }
     assert_eq!(server.unlinked_attachments().await, 0);
 }
+
+/// A Demand upload as seed 004's flow makes it: accommodation, conversation, reservation.
+async fn demand_upload(server: &Server, conversation: &str, reservation: &str) -> String {
+    let file = common::exact_jpeg(2_000);
+    let mut content = Vec::new();
+    attachments::codec::base64::encode_to(&file, &mut content);
+    let body = json!({"accommodation": PROPERTY, "conversation": conversation,
+        "reservation": reservation, "file_content": String::from_utf8(content).unwrap(),
+        "file_name": "p.jpg", "file_type": "image/jpeg", "file_size": file.len()});
+    let (status, _, v) = post_json(server, "/3.1/messages/attachments/upload", &body).await;
+    assert_eq!(status, 200, "{v}");
+    v["data"]["attachment"].as_str().unwrap().to_owned()
+}
+
+/// SPEC.md, "A reservation's conversation": an upload naming conversation C and
+/// reservation R makes C the conversation of R, and a send for R links the attachment
+/// (it answered 404 when the send started a conversation of its own).
+#[tokio::test]
+async fn seed_004_a_send_links_what_was_uploaded_for_the_reservation() {
+    let server = serve(ServerConfig::default()).await;
+    let attachment = demand_upload(&server, CONV, "4380765874").await;
+    let body = json!({"reservation": "4380765874", "accommodation": PROPERTY,
+        "content": "The photo of the parking", "attachments": [attachment]});
+    let (status, _, v) = post_json(&server, "/3.1/messages/send", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["conversation"], CONV, "{v}");
+    let message_id = v["data"]["message_id"].as_str().unwrap().to_owned();
+    assert!(server.store.metadata(&attachment).await.unwrap().linked);
+
+    // The reservation (sent as a number this time) keeps its conversation.
+    let body = json!({"reservation": 4380765874u64, "accommodation": PROPERTY,
+        "content": "And the key box"});
+    let (status, _, v) = post_json(&server, "/3.1/messages/send", &body).await;
+    assert_eq!(
+        (status, v["data"]["conversation"].as_str()),
+        (200, Some(CONV))
+    );
+
+    // A later upload naming another conversation does not move the reservation.
+    let other = demand_upload(&server, "another-conversation", "4380765874").await;
+    let body = json!({"reservation": "4380765874", "accommodation": PROPERTY,
+        "content": "x", "attachments": [other]});
+    let (status, _, v) = post_json(&server, "/3.1/messages/send", &body).await;
+    assert_eq!(status, 404, "{v}");
+
+    let body =
+        json!({"conversation": CONV, "accommodation": PROPERTY, "reservation": 4380765874u64});
+    let (status, _, v) = post_json(&server, "/3.1/messages/conversations", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let history = v["data"]["messages"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["message_id"], message_id.as_str());
+    assert_eq!(history[0]["attachments"], json!([attachment]));
+    assert_eq!(history[0]["reservation"], "4380765874");
+}
+
+/// The reported slowdown came from confirming 13,000 ids a request against every message:
+/// a request names at most 1,000 ids, each looked up, and more is a 400 naming the cap.
+#[tokio::test]
+async fn confirm_takes_at_most_1000_ids_and_names_the_cap() {
+    let server = serve(ServerConfig::default()).await;
+    let client = DemandClient::new(&server.url).unwrap();
+    let sent = client
+        .send(PROPERTY, &Id::text("r-1"), "hello", &[])
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = (0..13_000)
+        .map(|n| format!("0190c1a2-{n:04x}-7000-8000-000000000000"))
+        .collect();
+    let (status, _, v) = post_json(
+        &server,
+        "/3.1/messages/latest/confirm",
+        &json!({ "messages": ids }),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let message = demand_error(&v);
+    assert!(
+        message.contains("13000 ids, more than the 1000 one request may confirm"),
+        "{message}"
+    );
+    // A full batch of 1,000, one of them known, confirms that one.
+    ids.truncate(999);
+    ids.push(sent.message_id.clone());
+    let (status, _, v) = post_json(
+        &server,
+        "/3.1/messages/latest/confirm",
+        &json!({ "messages": ids }),
+    )
+    .await;
+    assert_eq!((status, &v["data"]["confirmed"]), (200, &json!(1)), "{v}");
+    let (_, _, v) = raw(
+        reqwest::Method::GET,
+        format!("{}/3.1/messages/latest", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["data"]["messages"], json!([]));
+}
+
+/// Ids stored with a message are bounded (a 63 KB reservation id cost 117 KB of memory).
+#[tokio::test]
+async fn message_ids_are_bounded() {
+    let server = serve(ServerConfig::default()).await;
+    let long = "9".repeat(256);
+    let body = json!({"reservation": long, "accommodation": PROPERTY, "content": "hi"});
+    let (status, _, v) = post_json(&server, "/3.1/messages/send", &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        demand_error(&v),
+        "reservation is 256 bytes long, over the 255-byte limit"
+    );
+    let body = json!({"message": {"content": "hi"}});
+    let path = format!(
+        "/messaging/properties/{PROPERTY}/conversations/{}",
+        "c".repeat(300)
+    );
+    let (status, _, v) = post_json(&server, &path, &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        conn_error(&v),
+        "conversation_id is 300 bytes long, over the 255-byte limit"
+    );
+    let ids: Vec<String> = (0..21).map(|n| format!("a{n}")).collect();
+    let body = json!({"reservation": "r", "accommodation": PROPERTY, "content": "hi",
+        "attachments": ids});
+    let (status, _, v) = post_json(&server, "/3.1/messages/send", &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(demand_error(&v).contains("more than the 20 a message may carry"));
+    assert_eq!(
+        raw(
+            reqwest::Method::GET,
+            format!("{}/3.1/messages/latest", server.url),
+            None,
+            None
+        )
+        .await
+        .2["data"]["messages"],
+        json!([])
+    );
+}
