@@ -122,14 +122,65 @@ async fn s3_store_keeps_the_contract_on_a_real_s3_server() {
 async fn fs_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run(&FsStore::open(dir.path()).unwrap()).await;
-    // Nothing half-written is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("attachments"))
-        .unwrap()
-        .chain(std::fs::read_dir(dir.path().join("uploads")).unwrap())
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".tmp-"))
+    // Nothing half-written is left behind, and nothing of a commit being assembled.
+    let leftovers: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.components().any(|c| {
+                let name = c.as_os_str().to_string_lossy();
+                name.starts_with(".tmp-") || name.starts_with("commit-")
+            })
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Every file and directory under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[tokio::test]
+async fn fs_commit_refuses_a_hole() {
+    // The chunk at offset 100 with none at 0: the upload's bytes are as long as the file,
+    // but its first 100 bytes were never stored.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    let data: Vec<u8> = (0..200u8).collect();
+    let up = id(6);
+    store.begin_upload(&up, SystemTime::now()).await.unwrap();
+    store
+        .put_chunk(&up, 1, 100, data[100..].to_vec().into())
+        .await
+        .unwrap();
+    let meta = meta_for(&id(7), &data);
+    match store.commit(&up, &meta).await {
+        Err(Error::Incomplete {
+            stored: 0,
+            expected: 200,
+            ..
+        }) => {}
+        other => panic!("expected Incomplete {{ stored: 0, expected: 200 }}, got {other:?}"),
+    }
+    assert!(matches!(
+        store.metadata(&id(7)).await,
+        Err(Error::NotFound { .. })
+    ));
+    // The upload is as it was: the missing chunk completes it.
+    store
+        .put_chunk(&up, 0, 0, data[..100].to_vec().into())
+        .await
+        .unwrap();
+    store.commit(&up, &meta).await.unwrap();
+    assert_eq!(store.read_range(&id(7), 0..200).await.unwrap(), &data[..]);
 }
 
 fn meta_for(att: &str, data: &[u8]) -> AttachmentMeta {
@@ -177,15 +228,20 @@ async fn fs_chunks_may_arrive_through_different_handles() {
 async fn fs_crash_leftovers_are_listed_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
-    // A commit interrupted between its two renames: data without metadata.
-    let orphan = dir
-        .path()
-        .join("attachments")
-        .join(format!("{}.bin", id(3)));
-    std::fs::write(&orphan, b"half").unwrap();
-    // An upload whose record was never written.
-    let part = dir.path().join("uploads").join(format!("{}.part", id(4)));
-    std::fs::write(&part, b"x").unwrap();
+    // A removal interrupted after the metadata went: chunks without metadata.
+    let orphan = dir.path().join("attachments").join(id(3));
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(orphan.join("00000000000000000000"), b"half").unwrap();
+    // An upload whose record was never written, with a commit stopped half-way.
+    let upload = dir.path().join("uploads").join(id(4));
+    std::fs::create_dir_all(upload.join("commit-0123456789abcdef")).unwrap();
+    std::fs::write(
+        upload
+            .join("commit-0123456789abcdef")
+            .join("00000000000000000000"),
+        b"x",
+    )
+    .unwrap();
     // Neither is visible as an attachment.
     assert!(matches!(
         store.metadata(&id(3)).await,
@@ -197,7 +253,7 @@ async fn fs_crash_leftovers_are_listed_and_removed() {
     for item in &found {
         store.remove(item).await.unwrap();
     }
-    assert!(!orphan.exists() && !part.exists());
+    assert!(!orphan.exists() && !upload.exists());
     // Files that are not the store's are left alone.
     std::fs::write(dir.path().join("attachments").join("README"), b"mine").unwrap();
     assert!(store.list_expired(later, later).await.unwrap().is_empty());
@@ -207,11 +263,9 @@ async fn fs_crash_leftovers_are_listed_and_removed() {
 async fn fs_refuses_oversized_metadata_before_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
-    let path = dir
-        .path()
-        .join("attachments")
-        .join(format!("{}.json", id(5)));
-    std::fs::write(&path, vec![b' '; 64 * 1024 + 1]).unwrap();
+    let att = dir.path().join("attachments").join(id(5));
+    std::fs::create_dir(&att).unwrap();
+    std::fs::write(att.join("meta.json"), vec![b' '; 64 * 1024 + 1]).unwrap();
     match store.metadata(&id(5)).await {
         Err(Error::CorruptState { problem, .. }) => {
             assert!(

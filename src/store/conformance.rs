@@ -67,6 +67,8 @@ pub async fn run(store: &dyn Store) {
     chunks_commit_and_read(store).await;
     invisible_until_commit(store).await;
     incomplete_commit_is_refused(store).await;
+    only_exact_tilings_commit(store).await;
+    pipelined_commit_race(store).await;
     abort_releases(store).await;
     same_number_replaces(store).await;
     taken_id_is_refused(store).await;
@@ -182,6 +184,160 @@ async fn incomplete_commit_is_refused(store: &dyn Store) {
         store.read_range(&att, 0..150).await.expect("read"),
         &full[..]
     );
+}
+
+/// Chunks that do not tile `0..file_size` exactly are refused whatever their lengths add
+/// up to, with the bytes they tile from offset 0 as `stored`.
+async fn only_exact_tilings_commit(store: &dyn Store) {
+    let att = id(41);
+    let data = pattern(200, 41);
+    // (what, chunks as (number, offset, length), file size, stored)
+    type Case<'a> = (&'a str, &'a [(u64, u64, u64)], u64, u64);
+    let cases: [Case; 5] = [
+        (
+            "a chunk at offset 100 and none at 0",
+            &[(1, 100, 100)],
+            200,
+            0,
+        ),
+        (
+            "a gap in the middle",
+            &[(0, 0, 100), (2, 150, 50)],
+            200,
+            100,
+        ),
+        (
+            "overlapping chunks that cover the file",
+            &[(0, 0, 100), (1, 60, 100), (2, 100, 60)],
+            160,
+            100,
+        ),
+        (
+            "overlapping chunks whose lengths add up to the file's",
+            &[(0, 0, 100), (1, 50, 100)],
+            200,
+            100,
+        ),
+        (
+            "bytes past the end",
+            &[(0, 0, 100), (1, 100, 100)],
+            150,
+            200,
+        ),
+    ];
+    for (n, (what, chunks, size, stored)) in cases.into_iter().enumerate() {
+        let up = id(42 + n as u8);
+        store.begin_upload(&up, at(0)).await.expect("begin_upload");
+        for &(number, offset, len) in chunks {
+            let bytes = data.slice(offset as usize..(offset + len) as usize);
+            store
+                .put_chunk(&up, number, offset, bytes)
+                .await
+                .expect("put_chunk");
+        }
+        match store
+            .commit(&up, &meta(&att, &data[..size as usize], at(1)))
+            .await
+        {
+            Err(Error::Incomplete {
+                stored: s,
+                expected: e,
+                ..
+            }) if (s, e) == (stored, size) => {}
+            other => panic!(
+                "commit of {what}: expected Error::Incomplete {{ stored: {stored}, expected: {size} }}, got {other:?}"
+            ),
+        }
+        assert_not_found(store.metadata(&att).await, what);
+        assert_not_found(store.read_range(&att, 0..1).await, what);
+        store.abort(&up).await.expect("abort");
+    }
+}
+
+/// Chunks stored concurrently in random order while another task keeps trying to commit:
+/// each attempt is refused as incomplete (and shows nothing) or commits, and what it
+/// commits reads back byte-exact.
+async fn pipelined_commit_race(store: &dyn Store) {
+    const CHUNKS: usize = 24;
+    const TASKS: usize = 4;
+    let (up, att) = (id(50), id(51));
+    let sizes: Vec<usize> = (0..CHUNKS).map(|i| 100 + (i * 37) % 90).collect();
+    let offsets: Vec<usize> = sizes
+        .iter()
+        .scan(0, |end, size| {
+            let offset = *end;
+            *end += size;
+            Some(offset)
+        })
+        .collect();
+    let whole = pattern(sizes.iter().sum(), 50);
+    // A fixed shuffle (a linear congruential generator), dealt to the tasks in turn.
+    let mut order: Vec<usize> = (0..CHUNKS).collect();
+    let mut state = 0x2545_f491_u64;
+    for i in (1..CHUNKS).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        order.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    let m = meta(&att, &whole, at(1));
+    let (up, order, whole, sizes, offsets) = (&up, &order, &whole, &sizes, &offsets);
+    let putters = (0..TASKS).map(|task| async move {
+        for &n in order.iter().skip(task).step_by(TASKS) {
+            for _ in 0..n % 3 {
+                tokio::task::yield_now().await;
+            }
+            let chunk = whole.slice(offsets[n]..offsets[n] + sizes[n]);
+            store
+                .put_chunk(up, n as u64, offsets[n] as u64, chunk)
+                .await
+                .expect("put_chunk while commits are tried");
+        }
+    });
+    let committer = async {
+        loop {
+            match store.commit(up, &m).await {
+                Ok(()) => break,
+                Err(Error::Incomplete {
+                    stored, expected, ..
+                }) => {
+                    assert!(
+                        expected == whole.len() as u64 && stored < expected,
+                        "a refused commit names what is missing: {stored} of {expected}"
+                    );
+                    assert_not_found(
+                        store.metadata(&att).await,
+                        "the attachment after a refused commit",
+                    );
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    panic!("a commit racing with chunks: expected Ok or Incomplete, got {e:?}")
+                }
+            }
+        }
+    };
+    futures::join!(futures::future::join_all(putters), committer);
+    assert_eq!(store.metadata(&att).await.expect("metadata"), m);
+    assert_eq!(
+        store
+            .read_range(&att, 0..whole.len() as u64)
+            .await
+            .expect("read"),
+        whole,
+        "what a racing commit committed reads back byte-exact"
+    );
+    let (from, to) = (offsets[5] as u64 + 3, offsets[9] as u64 + 1);
+    assert_eq!(
+        store.read_range(&att, from..to).await.expect("read"),
+        &whole[from as usize..to as usize],
+        "a range across several chunks"
+    );
+    store
+        .remove(&Expired::Attachment(att))
+        .await
+        .expect("remove");
 }
 
 async fn abort_releases(store: &dyn Store) {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found,
+    contended, incomplete, not_found, tiling,
 };
 use crate::error::{Error, Result};
 
@@ -133,29 +133,24 @@ impl Store for MemoryStore {
                 id: meta.id.clone(),
             });
         }
-        let mut end = 0;
-        for (offset, data) in upload.chunks.values() {
-            if *offset != end {
-                break;
-            }
-            end += data.len() as u64;
-        }
-        if end != meta.file_size
-            || upload
-                .chunks
-                .values()
-                .map(|c| c.1.len() as u64)
-                .sum::<u64>()
-                != end
-        {
-            return Err(incomplete(upload_id, end, meta.file_size));
+        let mut pieces: Vec<(u64, u64)> = upload
+            .chunks
+            .values()
+            .map(|(offset, data)| (*offset, data.len() as u64))
+            .collect();
+        if let Err(stored) = tiling(&mut pieces, meta.file_size) {
+            return Err(incomplete(upload_id, stored, meta.file_size));
         }
         let upload = inner.uploads.remove(upload_id).expect("looked up above");
         inner.attachments.insert(
             meta.id.clone(),
             Attachment {
                 meta: meta.clone(),
-                parts: upload.chunks.into_values().collect(),
+                parts: {
+                    let mut parts: Vec<(u64, Bytes)> = upload.chunks.into_values().collect();
+                    parts.sort_unstable_by_key(|(offset, _)| *offset);
+                    parts
+                },
             },
         );
         Ok(())

@@ -4,7 +4,7 @@
 //! | backend | for | commit |
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | tests, short-lived processes | a map insert under a lock |
-//! | [`FsStore`] | the embedded default: one directory | temp file + fsync + rename, metadata beside the data |
+//! | [`FsStore`] | the embedded default: one directory | the chunk files hard-linked into a directory with the metadata, fsync, one rename |
 //! | `ObjectStoreBackend` (feature `object-store`) | S3 and compatible services; several processes sharing a bucket | a manifest naming the chunk objects, created with `If-None-Match: *` |
 //!
 //! # The contract
@@ -17,8 +17,13 @@
 //!   [`Store::put_chunk`] stores chunk `number` at byte `offset` (putting the same number
 //!   again replaces it); [`Store::commit`] turns the upload into an attachment,
 //!   atomically: after it returns the attachment is visible whole, and before (or if it
-//!   fails) it is not visible at all. It refuses when the stored chunks do not cover the
-//!   file's size exactly. [`Store::abort`] releases an upload's bytes (idempotent).
+//!   fails) it is not visible at all. It refuses ([`Error::Incomplete`]) unless the stored
+//!   chunks tile `0..file_size` exactly: taken in offset order, each begins where the one
+//!   before ends, the first at 0 and the last ending at the file's size, so no gap, no
+//!   overlap and no byte past the end, whatever the chunks' lengths add up to. Chunks may
+//!   be stored while a commit runs (a pipelining client's, another process's): the commit
+//!   judges one consistent set of them. [`Store::abort`] releases an upload's bytes
+//!   (idempotent).
 //! - [`Store::read_range`] and [`Store::metadata`] read an attachment;
 //!   [`Store::set_linked`] marks it as sent in a message (seed 002: unlinked attachments
 //!   expire after 24 hours, linked ones are kept).
@@ -259,7 +264,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// [`Error::NotFound`] for an unknown upload; [`Error::Incomplete`] when the stored
     /// chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too few or too
-    /// many bytes); [`Error::Taken`] when the attachment id is in use; [`Error::Io`] when
+    /// many bytes), with `stored` the bytes they tile from offset 0, in offset order,
+    /// before the first gap or overlap (all of them when they only stop short of the
+    /// size or run past it); [`Error::Taken`] when the attachment id is in use; [`Error::Io`] when
     /// writing fails. In every case the attachment is then not visible and the upload
     /// stays as it was.
     async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()>;
@@ -420,6 +427,23 @@ pub(crate) fn contended(upload_id: &str) -> Error {
         what: "upload",
         id: upload_id.to_owned(),
     }
+}
+
+/// Whether chunks stored as `(offset, len)` pieces, in any order, tile `0..size` exactly:
+/// in offset order each begins where the one before ends (no gap, no overlap) and the
+/// last ends at `size`. When they do not, the error is the number of bytes they tile from
+/// offset 0 before the first gap or overlap (past `size` when there are bytes too many):
+/// the `stored` of [`Error::Incomplete`].
+pub(crate) fn tiling(pieces: &mut [(u64, u64)], size: u64) -> std::result::Result<(), u64> {
+    pieces.sort_unstable();
+    let mut end = 0u64;
+    for &(offset, len) in pieces.iter() {
+        if offset != end {
+            return Err(end);
+        }
+        end = end.saturating_add(len);
+    }
+    if end == size { Ok(()) } else { Err(end) }
 }
 
 /// The error for stored chunks that do not tile the file.

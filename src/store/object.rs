@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, parse_id,
+    contended, incomplete, not_found, parse_id, tiling,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -338,9 +338,9 @@ impl ObjectStoreBackend {
             .map_err(|e| io("listing", prefix, e))
     }
 
-    /// The chunk objects of an upload by number: (key, offset, size).
-    async fn chunks(&self, id: &RandomId) -> Result<BTreeMap<u64, Vec<Part>>> {
-        let mut out: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+    /// The chunk objects of an upload by number, each with its last-modified time.
+    async fn chunks(&self, id: &RandomId) -> Result<BTreeMap<u64, Vec<(SystemTime, Part)>>> {
+        let mut out: BTreeMap<u64, Vec<_>> = BTreeMap::new();
         for object in self.list(&self.data_prefix(id)).await? {
             let Some(name) = object.location.filename() else {
                 continue;
@@ -351,11 +351,14 @@ impl ObjectStoreBackend {
             let Some((number, offset)) = parsed else {
                 continue;
             };
-            out.entry(number).or_default().push(Part {
-                key: object.location.to_string(),
-                offset,
-                size: object.size,
-            });
+            out.entry(number).or_default().push((
+                SystemTime::from(object.last_modified),
+                Part {
+                    key: object.location.to_string(),
+                    offset,
+                    size: object.size,
+                },
+            ));
         }
         Ok(out)
     }
@@ -507,19 +510,22 @@ impl Store for ObjectStoreBackend {
         let Some(mut begun) = self.read_json::<Begun>(&begun_path).await? else {
             return Err(not_found("upload", upload_id));
         };
-        // The chunks, in number order, must tile 0..file_size.
+        // One object per number (a number stored again at another offset leaves two:
+        // the later one counts), and together they must tile 0..file_size exactly.
         let mut parts = Vec::new();
-        let mut end = 0;
+        let mut stale = Vec::new();
         for (_, mut candidates) in self.chunks(&id).await? {
-            // Same number at two offsets: only the one continuing the file can be right.
-            candidates.retain(|p| p.offset == end);
-            let Some(part) = candidates.pop() else { break };
-            end += part.size;
-            parts.push(part);
+            candidates.sort_by_key(|(modified, part)| (*modified, part.offset));
+            if let Some((_, part)) = candidates.pop() {
+                parts.push(part);
+            }
+            stale.extend(candidates.into_iter().map(|(_, p)| p.key));
         }
-        if end != meta.file_size {
-            return Err(incomplete(upload_id, end, meta.file_size));
+        let mut pieces: Vec<(u64, u64)> = parts.iter().map(|p| (p.offset, p.size)).collect();
+        if let Err(stored) = tiling(&mut pieces, meta.file_size) {
+            return Err(incomplete(upload_id, stored, meta.file_size));
         }
+        parts.sort_by_key(|p| p.offset);
         let taken = || Error::Taken {
             what: "attachment",
             id: att.to_string(),
@@ -566,6 +572,10 @@ impl Store for ObjectStoreBackend {
                     e
                 }
             });
+        }
+        // Objects of a number stored again elsewhere: no manifest names them.
+        for key in stale {
+            let _ = self.delete(&Path::from(key)).await;
         }
         self.delete(&begun_path).await
     }
