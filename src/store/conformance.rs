@@ -69,6 +69,7 @@ pub async fn run(store: &dyn Store) {
     incomplete_commit_is_refused(store).await;
     only_exact_tilings_commit(store).await;
     pipelined_commit_race(store).await;
+    chunks_are_activity(store).await;
     abort_releases(store).await;
     same_number_replaces(store).await;
     taken_id_is_refused(store).await;
@@ -338,6 +339,39 @@ async fn pipelined_commit_race(store: &dyn Store) {
         .remove(&Expired::Attachment(att))
         .await
         .expect("remove");
+}
+
+/// A stored chunk is activity: an upload begun long ago, with a chunk stored just now, is
+/// not idle. (The chunk's time is the backend's own, so the cutoffs keep ten minutes from
+/// the system clock.)
+async fn chunks_are_activity(store: &dyn Store) {
+    let up = id(60);
+    let listed = |before: SystemTime| async move {
+        store
+            .list_expired(before, at(0))
+            .await
+            .expect("list_expired")
+            .contains(&Expired::Upload(id(60)))
+    };
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    assert!(
+        listed(at(1000)).await,
+        "an upload idle since its begin is listed"
+    );
+    store
+        .put_chunk(&up, 0, 0, pattern(10, 60))
+        .await
+        .expect("put_chunk");
+    let ten_minutes = Duration::from_secs(600);
+    assert!(
+        !listed(SystemTime::now() - ten_minutes).await,
+        "an upload begun long ago with a chunk stored now is active"
+    );
+    assert!(
+        listed(SystemTime::now() + ten_minutes).await,
+        "and idle once its last chunk is older than the cutoff"
+    );
+    store.abort(&up).await.expect("abort");
 }
 
 async fn abort_releases(store: &dyn Store) {

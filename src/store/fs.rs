@@ -611,9 +611,10 @@ impl Store for FsStore {
                     continue;
                 };
                 let dir = entry.path();
-                // The latest time its records give (begin, session save); the latest file
-                // time when no record is readable (a crash during `begin_upload`, or a
-                // damaged record).
+                // Activity: the begin and the session save its records give, and every
+                // chunk stored (the chunk files' times, a chunk being written included).
+                // When none of these is readable (a crash during `begin_upload`, or a
+                // damaged record), the latest time of the upload's directory and files.
                 let begun = read_small(&dir.join("begun"))
                     .ok()
                     .and_then(|t| serde_json::from_slice::<UploadRecord>(&t).ok())
@@ -623,7 +624,9 @@ impl Store for FsStore {
                     .flatten()
                     .map(|(h, _)| h.saved);
                 let recorded = begun.max(saved);
-                let active = recorded.or_else(|| newest_file(&dir));
+                let active = recorded
+                    .max(newest_in(&dir.join("chunks")))
+                    .or_else(|| modified(&dir).max(newest_in(&dir)));
                 if active.is_none_or(|t| t < uploads_before) {
                     out.push(Expired::Upload(id.to_string()));
                 }
@@ -692,9 +695,9 @@ fn modified(path: &Path) -> Option<SystemTime> {
     fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The latest modification time of a directory and the files directly in it.
-fn newest_file(dir: &Path) -> Option<SystemTime> {
-    let mut newest = modified(dir);
+/// The latest modification time of the files directly in `dir`.
+fn newest_in(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         newest = newest.max(entry.metadata().and_then(|m| m.modified()).ok());
     }

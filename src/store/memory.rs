@@ -1,8 +1,9 @@
 //! [`MemoryStore`]: everything in a map behind a lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -13,10 +14,16 @@ use super::{
     contended, incomplete, not_found, tiling,
 };
 use crate::error::{Error, Result};
+use crate::stream::Clock;
 
 /// A [`Store`] in memory: chunks are kept as the `Bytes` they arrive in (no copy), and an
 /// attachment is its list of chunks. For tests and short-lived processes; it holds every
 /// file it stores.
+///
+/// A stored chunk is activity ([`Store::list_expired`]) at the time it was stored, which
+/// this store reads from its clock: the system clock, or the one given to
+/// [`MemoryStore::with_clock`] (a test that moves an
+/// [`UploadReceiver`](crate::stream::UploadReceiver)'s clock gives it the same one).
 ///
 /// # Examples
 ///
@@ -36,9 +43,26 @@ use crate::error::{Error, Result};
 /// # Ok::<(), attachments::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    clock: Clock,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +82,8 @@ struct Session {
 #[derive(Debug)]
 struct Upload {
     started: SystemTime,
+    /// When the latest chunk was stored, by the store's clock.
+    stored: Option<SystemTime>,
     /// By chunk number: (offset, bytes).
     chunks: BTreeMap<u64, (u64, Bytes)>,
 }
@@ -73,6 +99,12 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads the time a chunk is stored at from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Uploads in progress.
@@ -99,6 +131,7 @@ impl Store for MemoryStore {
             upload_id.to_owned(),
             Upload {
                 started,
+                stored: None,
                 chunks: BTreeMap::new(),
             },
         );
@@ -112,12 +145,14 @@ impl Store for MemoryStore {
         offset: u64,
         data: Bytes,
     ) -> Result<()> {
+        let now = (self.clock)();
         let mut inner = self.lock();
         let upload = inner
             .uploads
             .get_mut(upload_id)
             .ok_or_else(|| not_found("upload", upload_id))?;
         upload.chunks.insert(number, (offset, data));
+        upload.stored = upload.stored.max(Some(now));
         Ok(())
     }
 
@@ -253,7 +288,7 @@ impl Store for MemoryStore {
             inner
                 .uploads
                 .get(id)
-                .is_none_or(|u| u.started < uploads_before)
+                .is_none_or(|u| u.started.max(u.stored.unwrap_or(u.started)) < uploads_before)
                 && inner
                     .sessions
                     .get(id)

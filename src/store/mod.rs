@@ -33,9 +33,14 @@
 //!   save came first. This is what lets any process take an upload's next chunk, and what
 //!   stops two processes from both accepting the same chunk. [`Store::abort`] keeps the
 //!   record (it answers later chunks); [`Store::remove`] drops it.
-//! - [`Store::list_expired`] finds uploads with no activity (begin or session save) since
-//!   a cutoff and unlinked attachments created before another (and what a crash left
-//!   half-written); [`Store::remove`] deletes one.
+//! - [`Store::list_expired`] finds uploads with no activity since a cutoff and unlinked
+//!   attachments created before another (and what a crash left half-written);
+//!   [`Store::remove`] deletes one. An upload's activity is its begin, every session
+//!   save and **every chunk stored**: an upload that saves no session record (a streamed
+//!   one, [`UploadReceiver::receive_stream`](crate::stream::UploadReceiver::receive_stream))
+//!   stays active while its chunks arrive. A chunk's time is the backend's: the chunk
+//!   file's modification time ([`FsStore`]), the chunk object's last-modified time (S3,
+//!   the service's clock), the store's clock when the chunk was put ([`MemoryStore`]).
 //!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
 //! refuse anything else as not found. [`conformance`] checks a backend against this
@@ -346,9 +351,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Error::Io`].
     async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>>;
 
-    /// Lists uploads with no activity since `uploads_before` (neither begun nor with a
-    /// session record saved after it; committed uploads whose record remains included) and
-    /// unlinked attachments created before `unlinked_before`.
+    /// Lists uploads with no activity since `uploads_before` (not begun, no session record
+    /// saved and no chunk stored after it; committed uploads whose record remains
+    /// included) and unlinked attachments created before `unlinked_before`. A chunk
+    /// counts at the time the backend gives it (see the [module documentation](self)).
     ///
     /// # Errors
     ///

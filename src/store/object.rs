@@ -69,8 +69,10 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// carries; when a conditional save fails although the object still has the ETag named,
 /// the backend repeats it unquoted once and keeps doing so for this store.
 ///
-/// Listing for expiry reads each upload's two small records, and the `unlinked/` index
-/// by name only, so no attachment is read to be found.
+/// Listing for expiry reads each upload's two small records (and, for an upload they
+/// say is idle, the listing of its chunk objects: a chunk stored is activity, at the
+/// object's last-modified time), and the `unlinked/` index by name only, so no
+/// attachment is read to be found.
 ///
 /// # Listing a scope
 ///
@@ -812,7 +814,14 @@ impl Store for ObjectStoreBackend {
                     .map(|h| h.saved),
                 _ => None,
             };
-            let active = begun.map(|b| b.started).max(saved);
+            let mut active = begun.map(|b| b.started).max(saved);
+            if active.is_none_or(|t| t < uploads_before) {
+                // Idle by its records: is a chunk stored since? (Their objects' times, from
+                // one listing of the upload's chunk objects.)
+                for object in self.list(&self.data_prefix(&id)).await? {
+                    active = active.max(Some(SystemTime::from(object.last_modified)));
+                }
+            }
             if active.is_none_or(|t| t < uploads_before) {
                 out.push(Expired::Upload(id.to_string()));
             }
