@@ -926,7 +926,8 @@ impl UploadReceiver {
 
     /// Sweeps the store: removes uploads idle for more than two session TTLs (their
     /// records and anything a crash left) and attachments unlinked for the unlinked TTL
-    /// ([`UploadReceiver::with_unlinked_ttl`]). Returns how many were removed.
+    /// ([`UploadReceiver::with_unlinked_ttl`]), and moves attachments whose record is
+    /// damaged aside ([`Expired::Damaged`]). Returns how many were removed or moved.
     ///
     /// # Errors
     ///

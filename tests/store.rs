@@ -276,3 +276,188 @@ async fn fs_refuses_oversized_metadata_before_reading_it() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A chat-like attachment of `scope`, with a time-ordered id (so listings are ordered).
+fn scoped(n: u8, scope: &str, created: SystemTime) -> (AttachmentMeta, Vec<u8>) {
+    let data = vec![n; 10 + usize::from(n)];
+    let mut meta = meta_for(
+        &RandomId::time_ordered(1_700_000_000_000 + u64::from(n), [n; 16]).to_string(),
+        &data,
+    );
+    meta.scope = scope.into();
+    meta.created = created;
+    (meta, data)
+}
+
+async fn put_scoped(store: &dyn Store, n: u8, scope: &str) -> AttachmentMeta {
+    let (meta, data) = scoped(n, scope, SystemTime::now());
+    store
+        .put_attachment(&id(100 + n), &meta, data.into())
+        .await
+        .unwrap();
+    meta
+}
+
+async fn listed(store: &dyn Store, scope: &str) -> Vec<String> {
+    store
+        .list_attachments(&attachments::store::ListQuery::new(scope, 100))
+        .await
+        .expect("listing succeeds")
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn fs_a_damaged_record_breaks_neither_listing_nor_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+    let mut a = Vec::new();
+    for n in 0..3 {
+        a.push(put_scoped(&*store, n, "owner-a").await);
+    }
+    let b = [
+        put_scoped(&*store, 3, "owner-b").await,
+        put_scoped(&*store, 4, "owner-b").await,
+    ];
+    for m in a.iter().chain(&b) {
+        store.set_linked(&m.id, true).await.unwrap();
+    }
+    let meta_file = |id: &str| dir.path().join("attachments").join(id).join("meta.json");
+    // Not JSON in one scope; over the read budget in the other.
+    std::fs::write(meta_file(&a[1].id), b"{\"id\": tru").unwrap();
+    std::fs::write(meta_file(&b[0].id), vec![b' '; 70_000]).unwrap();
+    assert_eq!(
+        listed(&*store, "owner-a").await,
+        [a[2].id.clone(), a[0].id.clone()]
+    );
+    assert_eq!(listed(&*store, "owner-b").await, [b[1].id.clone()]);
+
+    // The sweep lists them whatever the cutoffs (their age cannot be read), and moves
+    // them aside, bytes and all.
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let mut damaged = vec![
+        Expired::Damaged(a[1].id.clone()),
+        Expired::Damaged(b[0].id.clone()),
+    ];
+    damaged.sort();
+    assert_eq!(found, damaged);
+    let receiver =
+        attachments::stream::UploadReceiver::new(attachments::Policy::chat(), store.clone());
+    assert_eq!(receiver.sweep_store().await.unwrap(), 2);
+    for gone in [&a[1].id, &b[0].id] {
+        assert!(!dir.path().join("attachments").join(gone).exists());
+        let kept = dir.path().join("quarantine").join(gone);
+        assert!(
+            kept.join("meta.json").is_file(),
+            "{kept:?} keeps the record"
+        );
+        assert!(kept.join("00000000000000000000").is_file(), "and the bytes");
+    }
+    assert!(
+        store
+            .list_expired(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        listed(&*store, "owner-a").await,
+        [a[2].id.clone(), a[0].id.clone()]
+    );
+    assert_eq!(
+        store.read_range(&a[2].id, 0..12).await.unwrap(),
+        vec![2u8; 12]
+    );
+}
+
+#[tokio::test]
+async fn fs_refuses_to_write_metadata_it_could_not_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    let data = b"hello".to_vec();
+    let mut meta = meta_for(&id(8), &data);
+    meta.file_name = "a".repeat(70_000);
+    match store.put_attachment(&id(9), &meta, data.into()).await {
+        Err(Error::NotSaveable { what, reason }) => {
+            assert!(what.contains(&id(8)), "{what}");
+            assert!(reason.contains("over the 65536-byte limit"), "{reason}");
+            assert!(reason.contains("70"), "the size is named: {reason}");
+        }
+        other => panic!("expected NotSaveable, got {other:?}"),
+    }
+    assert!(matches!(
+        store.metadata(&id(8)).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn s3_a_damaged_manifest_is_skipped_and_moved_aside() {
+    use object_store::{ObjectStoreExt, path::Path};
+    let inner = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let store = attachments::store::ObjectStoreBackend::new(inner.clone());
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let mut made = Vec::new();
+    for n in 0..3 {
+        let (meta, data) = scoped(n, "owner-a", long_ago);
+        store
+            .put_attachment(&id(100 + n), &meta, data.into())
+            .await
+            .unwrap();
+        made.push(meta);
+    }
+    let manifest = Path::from(format!("attachments/{}", made[1].id));
+    inner
+        .put(&manifest, b"{\"meta\": nul".to_vec().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&store, "owner-a").await,
+        [made[2].id.clone(), made[0].id.clone()]
+    );
+    // Unlinked and old: the sweep meets it through the expiry index, and its removal
+    // moves the record aside instead of failing.
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::now())
+        .await
+        .unwrap();
+    assert!(found.contains(&Expired::Attachment(made[1].id.clone())));
+    store
+        .remove(&Expired::Attachment(made[1].id.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        inner.head(&manifest).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    let kept = inner
+        .get(&Path::from(format!("quarantine/{}", made[1].id)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&kept[..], b"{\"meta\": nul");
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::now())
+        .await
+        .unwrap();
+    assert!(
+        !found.contains(&Expired::Attachment(made[1].id.clone())),
+        "{found:?}"
+    );
+    assert_eq!(
+        listed(&store, "owner-a").await,
+        [made[2].id.clone(), made[0].id.clone()]
+    );
+    // A record that reads back is not "damaged": removing it as such leaves it.
+    store
+        .remove(&Expired::Damaged(made[0].id.clone()))
+        .await
+        .unwrap();
+    assert!(store.metadata(&made[0].id).await.is_ok());
+}

@@ -70,6 +70,7 @@ pub async fn run(store: &dyn Store) {
     only_exact_tilings_commit(store).await;
     pipelined_commit_race(store).await;
     chunks_are_activity(store).await;
+    records_read_back_or_are_refused(store).await;
     abort_releases(store).await;
     same_number_replaces(store).await;
     taken_id_is_refused(store).await;
@@ -372,6 +373,70 @@ async fn chunks_are_activity(store: &dyn Store) {
         "and idle once its last chunk is older than the cutoff"
     );
     store.abort(&up).await.expect("abort");
+}
+
+/// Nothing a store writes is unreadable: a record over what the backend reads back (a
+/// 2 MiB file name, a 2 MiB session record: over every budget in this crate) is refused
+/// with [`Error::NotSaveable`] and changes nothing, or is stored and reads back whole.
+async fn records_read_back_or_are_refused(store: &dyn Store) {
+    let huge = "n".repeat(2 << 20);
+    let (up, att) = (id(70), id(71));
+    let data = pattern(10, 70);
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, data.clone())
+        .await
+        .expect("put_chunk");
+    let mut m = meta(&att, &data, at(1));
+    m.file_name.clone_from(&huge);
+    match store.commit(&up, &m).await {
+        Ok(()) => assert_eq!(store.metadata(&att).await.expect("metadata"), m),
+        Err(Error::NotSaveable { .. }) => {
+            assert_not_found(store.metadata(&att).await, "a refused commit");
+            m = meta(&att, &data, at(1));
+            store
+                .commit(&up, &m)
+                .await
+                .expect("the upload is intact after a refused commit");
+        }
+        other => panic!("commit of a 2 MiB file name: expected Ok or NotSaveable, got {other:?}"),
+    }
+    match store
+        .update(&att, &MetaChange::FileName(huge.clone()))
+        .await
+    {
+        Ok(changed) => assert_eq!(store.metadata(&att).await.expect("metadata"), changed),
+        Err(Error::NotSaveable { .. }) => assert_eq!(
+            store.metadata(&att).await.expect("metadata"),
+            m,
+            "a refused update changes nothing"
+        ),
+        other => panic!("a rename to 2 MiB: expected Ok or NotSaveable, got {other:?}"),
+    }
+    let session = id(72);
+    let record = Bytes::from(vec![b'x'; 2 << 20]);
+    match store
+        .save_session(&session, record.clone(), None, at(0))
+        .await
+    {
+        Ok(version) => {
+            let loaded = store
+                .load_session(&session)
+                .await
+                .expect("load")
+                .expect("saved");
+            assert_eq!((loaded.record, loaded.version), (record, version));
+        }
+        Err(Error::NotSaveable { .. }) => assert_eq!(
+            store.load_session(&session).await.expect("load"),
+            None,
+            "a refused save stores nothing"
+        ),
+        other => panic!("a 2 MiB session record: expected Ok or NotSaveable, got {other:?}"),
+    }
+    for item in [Expired::Upload(session), Expired::Attachment(att)] {
+        store.remove(&item).await.expect("remove");
+    }
 }
 
 async fn abort_releases(store: &dyn Store) {

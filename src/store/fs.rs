@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, contended,
-    incomplete, not_found, parse_id, tiling,
+    incomplete, not_found, parse_id, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
 
-/// The largest metadata file read back: 64 KiB (a record is a few hundred bytes; names are
-/// at most 255 bytes, 1,530 once JSON-escaped).
+/// The largest record file (metadata, session record, upload record) read back, and so
+/// the largest written: 64 KiB (a record is a few hundred bytes; names are at most 255
+/// bytes, 1,530 once JSON-escaped). A write over it is refused with
+/// [`Error::NotSaveable`].
 pub const MAX_META_FILE: u64 = 64 * 1024;
 
 /// A [`Store`] in one directory: the embedded default.
@@ -29,12 +31,16 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// ```text
 /// uploads/<upload_id>/begun                 {"started": <unix ms>}: the upload is open
 /// uploads/<upload_id>/chunks/<n>.<offset>   chunk n, stored at byte offset (both 20 digits)
-/// uploads/<upload_id>/session               the session record: a JSON header line, then the record
-/// uploads/<upload_id>/lock                  locked (`File::lock`) while the session record is saved
+/// uploads/<upload_id>/session               the session record: a JSON header line, then
+///                                           the record
+/// uploads/<upload_id>/lock                  locked (`File::lock`) while the session record
+///                                           is saved
 /// uploads/<upload_id>/commit-<nonce>/       an attachment being assembled by a commit
 /// attachments/<id>/meta.json                the metadata of a committed attachment
 /// attachments/<id>/<offset>                 its chunks (20 digits), hard links to the upload's
 /// attachments/.lock                         locked while metadata is changed or removed
+/// quarantine/<id>[.<nonce>]/                an attachment whose metadata cannot be read,
+///                                           moved aside whole by the sweep
 /// **/.tmp-*                                 files being written, renamed into place when complete
 /// ```
 ///
@@ -64,6 +70,10 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// A session save reads, compares and replaces the record under an exclusive lock on the
 /// upload's `lock` file, so it is atomic across processes too. Ids must be [`RandomId`]
 /// text; anything else is not found, so no id becomes a path outside the directory.
+///
+/// A metadata file that cannot be read back (over [`MAX_META_FILE`], not JSON) is skipped
+/// by listings with a warning, listed by [`Store::list_expired`] as
+/// [`Expired::Damaged`], and moved into `quarantine/` by [`Store::remove`].
 ///
 /// The blocking file calls run on tokio's blocking pool. Hard links are needed (any POSIX
 /// file system, NTFS).
@@ -180,11 +190,39 @@ impl FsStore {
         Ok(lock)
     }
 
+    /// Moves the attachment `id`, whose metadata is damaged (`problem`), out of sight into
+    /// `quarantine/<id>` (`quarantine/<id>.<nonce>` when that is taken), whole.
+    fn quarantine(&self, id: &RandomId, problem: &Error) -> Result<()> {
+        let op = |e: io::Error| Error::io(format!("moving attachment {id} aside"), e);
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(op)?;
+        let mut target = dir.join(id.to_string());
+        if fs::symlink_metadata(&target).is_ok() {
+            target = dir.join(format!("{id}.{}", &temp_name().map_err(op)?[5..]));
+        }
+        match fs::rename(self.attachment_dir(id), &target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            moved => moved.map_err(op)?,
+        }
+        tracing::warn!(
+            attachment = %id,
+            error = %problem,
+            to = %target.display(),
+            "moved an attachment with a damaged record aside",
+        );
+        sync_dir(&self.root.join("attachments")).map_err(op)
+    }
+
     /// Links every chunk file of upload `id` into `stage`, named by offset, checks that
     /// the linked files tile the file, makes them and the metadata durable there.
     fn assemble(&self, id: &RandomId, stage: &Path, meta: &AttachmentMeta) -> Result<()> {
         let op = |e: io::Error| Error::io(format!("commit of upload {id}"), e);
         let record = serde_json::to_vec(meta)?;
+        within_budget(
+            || format!("the metadata of attachment {}", meta.id),
+            record.len(),
+            MAX_META_FILE,
+        )?;
         let listing = fs::read_dir(self.chunks_dir(id))
             .map_err(|e| map_missing(e, "upload", &id.to_string(), "commit"))?;
         let mut pieces = Vec::new();
@@ -337,6 +375,11 @@ impl Store for FsStore {
             let op = |e: io::Error| Error::io(format!("beginning upload {id}"), e);
             fs::create_dir_all(s.chunks_dir(&id)).map_err(op)?;
             let record = serde_json::to_vec(&UploadRecord { started })?;
+            within_budget(
+                || format!("the record of upload {id}"),
+                record.len(),
+                MAX_META_FILE,
+            )?;
             write_atomic(&s.upload_dir(&id).join("begun"), &record, true).map_err(op)
         })
         .await
@@ -484,15 +527,11 @@ impl Store for FsStore {
             let mut text = serde_json::to_vec(&SessionHeader { version, saved })?;
             text.push(b'\n');
             text.extend_from_slice(&record);
-            if text.len() as u64 > MAX_META_FILE {
-                return Err(Error::NotSaveable {
-                    what: format!("the session of upload {id}"),
-                    reason: format!(
-                        "the record is {} bytes, over the {MAX_META_FILE}-byte limit",
-                        text.len()
-                    ),
-                });
-            }
+            within_budget(
+                || format!("the session of upload {id}"),
+                text.len(),
+                MAX_META_FILE,
+            )?;
             write_atomic(&path, &text, true).map_err(op)?;
             Ok(version.to_string())
         })
@@ -556,6 +595,11 @@ impl Store for FsStore {
             let mut meta = s.read_meta(&id)?;
             if change.apply(&mut meta) {
                 let record = serde_json::to_vec(&meta)?;
+                within_budget(
+                    || format!("the metadata of attachment {id}"),
+                    record.len(),
+                    MAX_META_FILE,
+                )?;
                 write_atomic(&s.attachment_dir(&id).join(META), &record, true).map_err(op)?;
             }
             Ok(meta)
@@ -589,6 +633,14 @@ impl Store for FsStore {
                     Ok(meta) if query.matches(&meta) => found.push(meta),
                     // Removed since the directory was read.
                     Ok(_) | Err(Error::NotFound { .. }) => {}
+                    // One damaged record must not hide every other: the sweep moves it aside.
+                    Err(e @ Error::CorruptState { .. }) => {
+                        tracing::warn!(
+                            attachment = %id,
+                            error = %e,
+                            "listing skips an unreadable record",
+                        );
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -640,13 +692,28 @@ impl Store for FsStore {
                     Ok(meta) if !meta.linked && meta.created < unlinked_before => {
                         out.push(Expired::Attachment(id.to_string()));
                     }
+                    Ok(_) => {}
                     // Chunks without metadata: a removal that stopped half-way.
-                    Err(Error::NotFound { .. })
-                        if modified(&entry.path()).is_none_or(|t| t < unlinked_before) =>
-                    {
-                        out.push(Expired::Attachment(id.to_string()));
+                    Err(Error::NotFound { .. }) => {
+                        if modified(&entry.path()).is_none_or(|t| t < unlinked_before) {
+                            out.push(Expired::Attachment(id.to_string()));
+                        }
                     }
-                    _ => {}
+                    Err(e @ Error::CorruptState { .. }) => {
+                        tracing::warn!(
+                            attachment = %id,
+                            error = %e,
+                            "the sweep will move an unreadable record aside",
+                        );
+                        out.push(Expired::Damaged(id.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            attachment = %id,
+                            error = %e,
+                            "the sweep skips a record it cannot read",
+                        );
+                    }
                 }
             }
             out.sort();
@@ -667,17 +734,27 @@ impl Store for FsStore {
                 remove_if_present(&s.upload_dir(&rid).join("begun")).map_err(op)?;
                 remove_tree(&s.upload_dir(&rid)).map_err(op)
             }
-            Expired::Attachment(id) => {
+            Expired::Attachment(id) | Expired::Damaged(id) => {
                 let Ok(rid) = id.parse::<RandomId>() else {
                     return Ok(());
                 };
                 let op = |e: io::Error| Error::io(format!("removing attachment {id}"), e);
                 let dir = s.attachment_dir(&rid);
                 {
-                    // The metadata first: the attachment stops being visible before its bytes
-                    // go, and an update under way cannot bring it back.
+                    // Under the metadata lock, so that an update under way cannot bring the
+                    // metadata back.
                     let _lock = s.meta_lock().map_err(op)?;
-                    remove_if_present(&dir.join(META)).map_err(op)?;
+                    match s.read_meta(&rid) {
+                        Err(e @ Error::CorruptState { .. }) => return s.quarantine(&rid, &e),
+                        // A damaged record that reads back well now is not removed.
+                        _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
+                        // The metadata first: the attachment stops being visible before
+                        // its bytes go.
+                        Ok(_) | Err(Error::NotFound { .. }) => {
+                            remove_if_present(&dir.join(META)).map_err(op)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 remove_tree(&dir).map_err(op)
             }

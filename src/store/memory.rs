@@ -323,6 +323,8 @@ impl Store for MemoryStore {
             Expired::Attachment(id) => {
                 inner.attachments.remove(id);
             }
+            // Nothing in memory is ever damaged.
+            Expired::Damaged(_) => {}
         }
         Ok(())
     }

@@ -42,6 +42,13 @@
 //!   file's modification time ([`FsStore`]), the chunk object's last-modified time (S3,
 //!   the service's clock), the store's clock when the chunk was put ([`MemoryStore`]).
 //!
+//! - Records (metadata, manifests, session records) are read back under a size budget
+//!   (`FsStore`: [`MAX_META_FILE`], S3: `MAX_RECORD_OBJECT`), and a backend refuses to
+//!   write one over it ([`Error::NotSaveable`], naming both sizes), so nothing it writes
+//!   is unreadable. A record damaged all the same (by hand, by a disk) fails only the
+//!   calls that read it: [`Store::list_attachments`] skips it with a warning
+//!   (`tracing`), and the sweep moves it aside ([`Expired::Damaged`]).
+//!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
 //! refuse anything else as not found. [`conformance`] checks a backend against this
 //! contract; every backend in the crate passes it.
@@ -64,7 +71,7 @@ mod memory;
 #[cfg(feature = "object-store")]
 mod object;
 
-pub use fs::FsStore;
+pub use fs::{FsStore, MAX_META_FILE};
 pub use memory::MemoryStore;
 #[cfg(feature = "object-store")]
 pub use object::{MAX_RECORD_OBJECT, ObjectStoreBackend};
@@ -233,6 +240,12 @@ pub enum Expired {
     Upload(String),
     /// An attachment never linked to a message (or one a crash left half-written).
     Attachment(String),
+    /// An attachment whose stored record (its metadata) cannot be read back: over the
+    /// backend's size budget, or not the JSON this crate writes. Listed whatever the
+    /// cutoffs, since its age cannot be read; [`Store::remove`] moves it aside into a
+    /// quarantine area (its bytes and record kept for inspection) instead of deleting it,
+    /// and does nothing when the record reads back well by then.
+    Damaged(String),
 }
 
 /// An upload's session record as stored, with its version (see [`Store::load_session`]).
@@ -267,13 +280,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown upload; [`Error::Incomplete`] when the stored
-    /// chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too few or too
-    /// many bytes), with `stored` the bytes they tile from offset 0, in offset order,
-    /// before the first gap or overlap (all of them when they only stop short of the
-    /// size or run past it); [`Error::Taken`] when the attachment id is in use; [`Error::Io`] when
-    /// writing fails. In every case the attachment is then not visible and the upload
-    /// stays as it was.
+    /// [`Error::NotFound`] for an unknown upload; [`Error::NotSaveable`] when its record
+    /// (metadata, manifest) would be over the backend's budget; [`Error::Incomplete`] when
+    /// the stored chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too
+    /// few or too many bytes), with `stored` the bytes they tile from offset 0, in offset
+    /// order, before the first gap or overlap (all of them when they only stop short of
+    /// the size or run past it); [`Error::Taken`] when the attachment id is in use;
+    /// [`Error::Io`] when writing fails. In every case the attachment is then not visible
+    /// and the upload stays as it was.
     async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()>;
 
     /// Releases an upload's bytes; nothing happens for an unknown one.
@@ -298,7 +312,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// [`Error::Contended`] when the stored record is not at `expected` (another save came
     /// first: load it again); [`Error::NotFound`] for an id the backend cannot name;
-    /// [`Error::Io`].
+    /// [`Error::NotSaveable`] for a record over the backend's budget; [`Error::Io`].
     async fn save_session(
         &self,
         upload_id: &str,
@@ -328,6 +342,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::NotFound`]; [`Error::Contended`] when other changes kept winning;
+    /// [`Error::NotSaveable`] when the metadata would be over the backend's budget;
     /// [`Error::Io`].
     async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta>;
 
@@ -344,7 +359,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Lists the attachments `query` selects, highest id first, at most `query.limit`.
     /// A cursor ([`ListQuery::before`]) that is not an id of the kind the backend stores
-    /// may give an empty page.
+    /// may give an empty page. An attachment whose record cannot be read back is skipped
+    /// (with a `tracing` warning), not an error.
     ///
     /// # Errors
     ///
@@ -355,6 +371,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// saved and no chunk stored after it; committed uploads whose record remains
     /// included) and unlinked attachments created before `unlinked_before`. A chunk
     /// counts at the time the backend gives it (see the [module documentation](self)).
+    /// Attachments whose record cannot be read back are listed as [`Expired::Damaged`]
+    /// where the backend meets them (every one on `FsStore`, which reads every record;
+    /// on S3, those the expiry index lists, as [`Expired::Attachment`], whose removal
+    /// then moves them aside too). A record it cannot read is skipped, not an error.
     ///
     /// # Errors
     ///
@@ -365,7 +385,10 @@ pub trait Store: Send + Sync + fmt::Debug {
         unlinked_before: SystemTime,
     ) -> Result<Vec<Expired>>;
 
-    /// Deletes an upload or an attachment; nothing happens when it is already gone.
+    /// Deletes an upload or an attachment; nothing happens when it is already gone. An
+    /// attachment whose record is damaged ([`Expired::Damaged`], or an
+    /// [`Expired::Attachment`] found damaged) is moved aside into the backend's quarantine
+    /// area instead (`quarantine/` on `FsStore` and S3), kept for inspection.
     ///
     /// # Errors
     ///
@@ -450,6 +473,21 @@ pub(crate) fn tiling(pieces: &mut [(u64, u64)], size: u64) -> std::result::Resul
         end = end.saturating_add(len);
     }
     if end == size { Ok(()) } else { Err(end) }
+}
+
+/// Refuses to write a record of `len` bytes over `limit`, the most the backend reads back
+/// ([`Error::NotSaveable`]): nothing written can then be unreadable.
+pub(crate) fn within_budget(what: impl FnOnce() -> String, len: usize, limit: u64) -> Result<()> {
+    if len as u64 <= limit {
+        return Ok(());
+    }
+    Err(Error::NotSaveable {
+        what: what(),
+        reason: format!(
+            "the record would be {len} bytes, over the {limit}-byte limit of what the store \
+             reads back"
+        ),
+    })
 }
 
 /// The error for stored chunks that do not tile the file.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, parse_id, tiling,
+    contended, incomplete, not_found, parse_id, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -259,9 +259,20 @@ impl ObjectStoreBackend {
         while found.len() < query.limit && names.peek().is_some() {
             let batch: Vec<String> = names.by_ref().take(query.limit - found.len()).collect();
             let reads = batch.iter().map(|name| async move {
-                match invert_id(name).parse::<RandomId>() {
-                    Ok(id) => self.manifest(&id).await,
-                    Err(_) => Ok(None),
+                let Ok(id) = invert_id(name).parse::<RandomId>() else {
+                    return Ok(None);
+                };
+                match self.manifest(&id).await {
+                    // One damaged record must not hide every other.
+                    Err(e @ Error::CorruptState { .. }) => {
+                        tracing::warn!(
+                            attachment = %id,
+                            error = %e,
+                            "listing skips an unreadable record",
+                        );
+                        Ok(None)
+                    }
+                    read => read,
                 }
             });
             for manifest in futures::future::try_join_all(reads)
@@ -317,6 +328,11 @@ impl ObjectStoreBackend {
 
     async fn put_json<T: Serialize>(&self, path: &Path, value: &T, mode: PutMode) -> Result<()> {
         let body = serde_json::to_vec(value)?;
+        within_budget(
+            || format!("the record {path}"),
+            body.len(),
+            MAX_RECORD_OBJECT,
+        )?;
         self.inner
             .put_opts(path, PutPayload::from(body), PutOptions::from(mode))
             .await
@@ -388,6 +404,42 @@ impl ObjectStoreBackend {
             self.delete(key).await?;
         }
         self.delete(&self.begun_path(id)).await
+    }
+
+    /// Drops the `unlinked/` index entries of attachment `id` (a scan of the index: for
+    /// an attachment whose manifest is gone or damaged, so whose entry is not known).
+    async fn drop_unlinked(&self, id: &RandomId) -> Result<()> {
+        let suffix = format!(".{id}");
+        for object in self.list(&self.path(&["unlinked"])).await? {
+            if object
+                .location
+                .filename()
+                .is_some_and(|n| n.ends_with(&suffix))
+            {
+                self.delete(&object.location).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the manifest of attachment `id`, which is damaged (`problem`), out of sight
+    /// to `quarantine/<id>`; the chunk objects it names stay where they are.
+    async fn quarantine(&self, id: &RandomId, problem: &Error) -> Result<()> {
+        let from = self.manifest_path(id);
+        let to = self.path(&["quarantine", &id.to_string()]);
+        match self.inner.copy(&from, &to).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(io("copying", &from, e)),
+        }
+        self.delete(&from).await?;
+        tracing::warn!(
+            attachment = %id,
+            error = %problem,
+            to = %to,
+            "moved a damaged record aside",
+        );
+        self.drop_unlinked(id).await
     }
 
     async fn manifest(&self, id: &RandomId) -> Result<Option<Manifest>> {
@@ -528,6 +580,15 @@ impl Store for ObjectStoreBackend {
             return Err(incomplete(upload_id, stored, meta.file_size));
         }
         parts.sort_by_key(|p| p.offset);
+        let manifest = Manifest {
+            meta: meta.clone(),
+            upload_id: upload_id.to_owned(),
+            parts,
+        };
+        // Refused before anything is written when it could not be read back.
+        let path = self.manifest_path(&att);
+        let size = serde_json::to_vec(&manifest)?.len();
+        within_budget(|| format!("the record {path}"), size, MAX_RECORD_OBJECT)?;
         let taken = || Error::Taken {
             what: "attachment",
             id: att.to_string(),
@@ -553,11 +614,6 @@ impl Store for ObjectStoreBackend {
                 .await
                 .map_err(|e| io("indexing", entry, e))?;
         }
-        let manifest = Manifest {
-            meta: meta.clone(),
-            upload_id: upload_id.to_owned(),
-            parts,
-        };
         if let Err(e) = self
             .put_json(&self.manifest_path(&att), &manifest, PutMode::Create)
             .await
@@ -619,6 +675,11 @@ impl Store for ObjectStoreBackend {
         body.push(b'\n');
         body.extend_from_slice(&record);
         let path = self.session_path(&id);
+        within_budget(
+            || format!("the session of upload {id}"),
+            body.len(),
+            MAX_RECORD_OBJECT,
+        )?;
         let put = self
             .put_if(&path, body.into(), expected)
             .await?
@@ -706,6 +767,11 @@ impl Store for ObjectStoreBackend {
                 self.delete(&index).await?;
             }
             let body = Bytes::from(serde_json::to_vec(&manifest)?);
+            within_budget(
+                || format!("the record {path}"),
+                body.len(),
+                MAX_RECORD_OBJECT,
+            )?;
             let written = match e_tag.as_deref() {
                 Some(tag) => self.put_if(&path, body, Some(tag)).await?.is_some(),
                 // A service without ETags: no condition is possible.
@@ -854,22 +920,19 @@ impl Store for ObjectStoreBackend {
                 self.release(&id).await?;
                 self.delete(&self.session_path(&id)).await
             }
-            Expired::Attachment(id) => {
+            Expired::Attachment(id) | Expired::Damaged(id) => {
                 let Ok(rid) = id.parse::<RandomId>() else {
                     return Ok(());
                 };
-                let Some(manifest) = self.manifest(&rid).await? else {
+                let manifest = match self.manifest(&rid).await {
+                    Err(e @ Error::CorruptState { .. }) => return self.quarantine(&rid, &e).await,
+                    // A damaged record that reads back well now is not removed.
+                    _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
+                    read => read?,
+                };
+                let Some(manifest) = manifest else {
                     // Already gone; drop any index entry left behind.
-                    for object in self.list(&self.path(&["unlinked"])).await? {
-                        if object
-                            .location
-                            .filename()
-                            .is_some_and(|n| n.ends_with(&format!(".{id}")))
-                        {
-                            self.delete(&object.location).await?;
-                        }
-                    }
-                    return Ok(());
+                    return self.drop_unlinked(&rid).await;
                 };
                 // The manifest first: the attachment stops being visible before its bytes go.
                 self.delete(&self.manifest_path(&rid)).await?;
