@@ -461,3 +461,87 @@ async fn s3_a_damaged_manifest_is_skipped_and_moved_aside() {
         .unwrap();
     assert!(store.metadata(&made[0].id).await.is_ok());
 }
+
+#[tokio::test]
+async fn fs_a_page_reads_only_its_own_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    // Ids interleaved across scopes, so that any walk through the store's ids in order
+    // meets the other scopes' attachments between this one's.
+    let mut mine = Vec::new();
+    let mut others = Vec::new();
+    for n in 0..40u8 {
+        let scope = match n % 4 {
+            0 => "owner-a",
+            1 => "owner-b",
+            2 => "owner-a/other",
+            _ => "owner-c",
+        };
+        let (mut meta, data) = scoped(n, scope, SystemTime::now());
+        if scope == "owner-a" {
+            meta.conversation_id = Some(if n % 8 == 0 { "c1" } else { "c2" }.into());
+        }
+        store
+            .put_attachment(&id(100 + n), &meta, data.into())
+            .await
+            .unwrap();
+        if scope == "owner-a" {
+            mine.push(meta);
+        } else {
+            others.push(meta);
+        }
+    }
+    // Every other scope's metadata made unreadable in a way that fails a read outright
+    // (a directory where the file was: an IO error, which listing does not skip).
+    for m in &others {
+        let path = dir.path().join("attachments").join(&m.id).join("meta.json");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+    }
+    assert!(matches!(
+        store.metadata(&others[0].id).await,
+        Err(Error::Io(_))
+    ));
+    mine.reverse();
+    let ids = |metas: &[&AttachmentMeta]| metas.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    let all: Vec<&AttachmentMeta> = mine.iter().collect();
+    let query = attachments::store::ListQuery::new("owner-a", 4);
+    let page = store.list_attachments(&query).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&all[..4])
+    );
+    let next = store
+        .list_attachments(&query.clone().before(page[3].id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&all[4..8])
+    );
+    let c1: Vec<&AttachmentMeta> = mine
+        .iter()
+        .filter(|m| m.conversation_id.as_deref() == Some("c1"))
+        .collect();
+    let listed_c1 = store
+        .list_attachments(
+            &attachments::store::ListQuery::new("owner-a", 100).with_conversation("c1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_c1.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&c1)
+    );
+    // A removed attachment leaves its scope's index.
+    store
+        .remove(&Expired::Attachment(mine[0].id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, "owner-a").await, ids(&all[1..]));
+    let index_entries = files_under(&dir.path().join("index"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == mine[0].id.as_str()))
+        .count();
+    assert_eq!(index_entries, 0);
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, contended,
-    incomplete, not_found, parse_id, tiling, within_budget,
+    incomplete, not_found, parse_id, scope_key, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -39,6 +39,9 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// attachments/<id>/meta.json                the metadata of a committed attachment
 /// attachments/<id>/<offset>                 its chunks (20 digits), hard links to the upload's
 /// attachments/.lock                         locked while metadata is changed or removed
+/// index/<h>/<id>                            empty: attachment id is in the scope, or the
+///                                           conversation, h names (32 hex digits of the
+///                                           SHA-256 of the scope, or of scope NUL conversation)
 /// quarantine/<id>[.<nonce>]/                an attachment whose metadata cannot be read,
 ///                                           moved aside whole by the sweep
 /// **/.tmp-*                                 files being written, renamed into place when complete
@@ -66,6 +69,15 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 /// chunks, which a later commit then refuses as incomplete).
 ///
 /// A range read reads the one or two chunk files the range overlaps.
+///
+/// # Listing a scope
+///
+/// [`Store::list_attachments`] reads the index directory of the scope (or of the
+/// conversation, for a conversation's list): its names are the ids, sorted highest
+/// first, and only the metadata of the page's attachments is read, so a page costs about
+/// the page whatever else the store holds. Entries are written (durably) before the
+/// attachment becomes visible and removed after it stops being visible; an entry without
+/// an attachment (a crash in between, a quarantined attachment) is skipped.
 ///
 /// A session save reads, compares and replaces the record under an exclusive lock on the
 /// upload's `lock` file, so it is atomic across processes too. Ids must be [`RandomId`]
@@ -154,6 +166,32 @@ impl FsStore {
 
     fn attachment_dir(&self, id: &RandomId) -> PathBuf {
         self.root.join("attachments").join(id.to_string())
+    }
+
+    /// The index directory of a scope, or of a conversation in it.
+    fn index_dir(&self, scope: &str, conversation: Option<&str>) -> PathBuf {
+        self.root.join("index").join(scope_key(scope, conversation))
+    }
+
+    /// The index entries of attachment `id`: in its scope's directory, and its
+    /// conversation's.
+    fn index_entries(&self, id: &RandomId, meta: &AttachmentMeta) -> Vec<PathBuf> {
+        let mut dirs = vec![self.index_dir(&meta.scope, None)];
+        if let Some(c) = &meta.conversation_id {
+            dirs.push(self.index_dir(&meta.scope, Some(c)));
+        }
+        dirs.into_iter().map(|d| d.join(id.to_string())).collect()
+    }
+
+    /// Writes the index entries of attachment `id` (durably).
+    fn index(&self, id: &RandomId, meta: &AttachmentMeta) -> io::Result<()> {
+        for entry in self.index_entries(id, meta) {
+            let dir = entry.parent().unwrap_or(&self.root);
+            fs::create_dir_all(dir)?;
+            File::create(&entry)?;
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the blocking pool.
@@ -443,14 +481,23 @@ impl Store for FsStore {
             fs::create_dir(&stage)
                 .map_err(|e| map_missing(e, "upload", &id.to_string(), "commit"))?;
             let published = s.assemble(&id, &stage, &meta).and_then(|()| {
+                // Indexed before it is visible: an entry without an attachment (a crash
+                // before the rename) is skipped by listings.
+                s.index(&att, &meta).map_err(op)?;
                 // Onto an existing attachment (always a directory with files in it), the
                 // rename fails: the id is taken.
                 fs::rename(&stage, &target).map_err(|e| match e.kind() {
                     io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists => taken(),
-                    _ => op(e),
+                    _ => {
+                        for entry in s.index_entries(&att, &meta) {
+                            let _ = fs::remove_file(entry);
+                        }
+                        op(e)
+                    }
                 })
             });
             if let Err(e) = published {
+                // (When the id is taken, the index entries may be the other attachment's.)
                 let _ = remove_tree(&stage);
                 return Err(e);
             }
@@ -607,17 +654,24 @@ impl Store for FsStore {
         .await
     }
 
-    /// Lists by reading the directory's names (ids), highest first, and the metadata of
-    /// each below the cursor until `limit` match: one directory read and at least `limit`
-    /// small file reads a page, more when the scope is a small part of the store.
+    /// Lists by reading the names (ids) in the index directory of the scope (or of the
+    /// conversation), highest first, and the metadata of each below the cursor until
+    /// `limit` are found: one directory read of that scope's or conversation's size and
+    /// about `limit` small file reads a page, whatever else the store holds.
     async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>> {
         let query = query.clone();
         self.blocking(move |s| {
             let op = |e: io::Error| Error::io("listing attachments", e);
+            let dir = s.index_dir(&query.scope, query.conversation_id.as_deref());
+            let listing = match fs::read_dir(&dir) {
+                Ok(listing) => listing,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(op(e)),
+            };
             let mut ids = Vec::new();
-            for entry in fs::read_dir(s.root.join("attachments")).map_err(op)? {
+            for entry in listing {
                 let name = entry.map_err(op)?.file_name();
-                if let Some(id) = name.to_str().and_then(|n| n.parse::<RandomId>().ok())
+                if let Some(id) = id_of(&name)
                     && query.after_cursor(&id.to_string())
                 {
                     ids.push(id);
@@ -631,7 +685,8 @@ impl Store for FsStore {
                 }
                 match s.read_meta(&id) {
                     Ok(meta) if query.matches(&meta) => found.push(meta),
-                    // Removed since the directory was read.
+                    // An entry without an attachment: removed since the index was read,
+                    // or a commit or removal that stopped half-way.
                     Ok(_) | Err(Error::NotFound { .. }) => {}
                     // One damaged record must not hide every other: the sweep moves it aside.
                     Err(e @ Error::CorruptState { .. }) => {
@@ -749,10 +804,14 @@ impl Store for FsStore {
                         // A damaged record that reads back well now is not removed.
                         _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
                         // The metadata first: the attachment stops being visible before
-                        // its bytes go.
-                        Ok(_) | Err(Error::NotFound { .. }) => {
+                        // its index entries and bytes go.
+                        Ok(meta) => {
                             remove_if_present(&dir.join(META)).map_err(op)?;
+                            for entry in s.index_entries(&rid, &meta) {
+                                remove_if_present(&entry).map_err(op)?;
+                            }
                         }
+                        Err(Error::NotFound { .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }

@@ -475,6 +475,17 @@ pub(crate) fn tiling(pieces: &mut [(u64, u64)], size: u64) -> std::result::Resul
     if end == size { Ok(()) } else { Err(end) }
 }
 
+/// The name of a scope's index (or of a conversation's in it) in the backends that keep
+/// one: 32 hex digits of the SHA-256 of the scope (of the scope, a NUL and the
+/// conversation).
+pub(crate) fn scope_key(scope: &str, conversation: Option<&str>) -> String {
+    let digest = match conversation {
+        None => crate::digest::sha256(scope.as_bytes()),
+        Some(c) => crate::digest::sha256(format!("{scope}\0{c}").as_bytes()),
+    };
+    digest.to_hex()[..32].to_owned()
+}
+
 /// Refuses to write a record of `len` bytes over `limit`, the most the backend reads back
 /// ([`Error::NotSaveable`]): nothing written can then be unreadable.
 pub(crate) fn within_budget(what: impl FnOnce() -> String, len: usize, limit: u64) -> Result<()> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, parse_id, tiling, within_budget,
+    contended, incomplete, not_found, parse_id, scope_key, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -230,11 +230,7 @@ impl ObjectStoreBackend {
 
     /// The index folder of a scope, or of a conversation in it.
     fn scope_prefix(&self, scope: &str, conversation: Option<&str>) -> Path {
-        let key = match conversation {
-            None => crate::digest::sha256(scope.as_bytes()),
-            Some(c) => crate::digest::sha256(format!("{scope}\0{c}").as_bytes()),
-        };
-        self.path(&["scopes", &key.to_hex()[..32]])
+        self.path(&["scopes", &scope_key(scope, conversation)])
     }
 
     /// The index entries of an attachment: its scope's, and its conversation's.
