@@ -545,3 +545,80 @@ async fn fs_a_page_reads_only_its_own_scope() {
         .count();
     assert_eq!(index_entries, 0);
 }
+
+#[tokio::test]
+async fn fs_an_earlier_layout_is_moved_into_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (atts, uploads) = (dir.path().join("attachments"), dir.path().join("uploads"));
+    std::fs::create_dir_all(&atts).unwrap();
+    std::fs::create_dir_all(&uploads).unwrap();
+    let data = b"the bytes of an attachment".to_vec();
+    let mut kept = meta_for(&id(11), &data);
+    kept.scope = "owner-a".into();
+    let file = |dir: &std::path::Path, name: String, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).unwrap()
+    };
+    file(
+        &atts,
+        format!("{}.json", id(11)),
+        &serde_json::to_vec(&kept).unwrap(),
+    );
+    file(&atts, format!("{}.bin", id(11)), &data);
+    file(&atts, format!("{}.json", id(12)), b"{\"id\": ");
+    file(&atts, format!("{}.bin", id(12)), b"damaged");
+    file(
+        &atts,
+        format!("{}.bin", id(13)),
+        b"a commit a crash stopped",
+    );
+    file(
+        &uploads,
+        format!("{}.json", id(14)),
+        b"{\"started\": 1700000000000}",
+    );
+    file(&uploads, format!("{}.part", id(14)), b"part");
+    file(&uploads, format!("{}.lock", id(14)), b"");
+    file(
+        &uploads,
+        format!("{}.session", id(14)),
+        b"{\"version\": 3, \"saved\": 1700000000000}\nthe record",
+    );
+
+    let store = FsStore::open(dir.path()).unwrap();
+    assert_eq!(store.metadata(&id(11)).await.unwrap(), kept);
+    assert_eq!(store.read_range(&id(11), 4..9).await.unwrap(), &data[4..9]);
+    assert_eq!(listed(&store, "owner-a").await, [id(11)]);
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{}.json", id(12)))
+            .is_file()
+    );
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{}.bin", id(12)))
+            .is_file()
+    );
+    let session = store.load_session(&id(14)).await.unwrap().unwrap();
+    assert_eq!(
+        (&session.record[..], session.version.as_str()),
+        (&b"the record"[..], "3")
+    );
+    assert!(matches!(
+        store.put_chunk(&id(14), 1, 0, b"x".to_vec().into()).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Nothing of the earlier layout is left, and opening again changes nothing.
+    let flat: Vec<_> = std::fs::read_dir(&atts)
+        .unwrap()
+        .chain(std::fs::read_dir(&uploads).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains('.') && n != ".lock")
+        .collect();
+    assert!(flat.is_empty(), "{flat:?}");
+    let before = files_under(dir.path());
+    let again = FsStore::open(dir.path()).unwrap();
+    assert_eq!(files_under(dir.path()), before);
+    assert_eq!(again.metadata(&id(11)).await.unwrap(), kept);
+}

@@ -135,7 +135,9 @@ struct UploadRecord {
 }
 
 impl FsStore {
-    /// A store rooted at `root`, creating its directories when missing.
+    /// A store rooted at `root`, creating its directories when missing. What an earlier
+    /// version of this store left in its one-file layout is moved into this one (see
+    /// [`FsStore`]).
     ///
     /// # Errors
     ///
@@ -146,9 +148,111 @@ impl FsStore {
             fs::create_dir_all(root.join(dir))
                 .map_err(|e| Error::io(format!("creating {}", root.join(dir).display()), e))?;
         }
-        Ok(FsStore {
+        let store = FsStore {
             root: Arc::new(root),
-        })
+        };
+        store.migrate().map_err(|e| {
+            Error::io(
+                format!("moving {} to the new layout", store.root.display()),
+                e,
+            )
+        })?;
+        Ok(store)
+    }
+
+    /// Moves files of the earlier layout into this one: an attachment's `<id>.json` and
+    /// `<id>.bin` become `attachments/<id>/` (the bytes hard-linked as its one chunk, then
+    /// indexed), a `.bin` alone (a commit a crash stopped) is removed, unreadable metadata
+    /// goes to `quarantine/`; of an upload in progress only its session record is kept
+    /// (it answers the upload's next chunk, which must start the upload again: the bytes
+    /// of the one `.part` file could not be told apart from a hole).
+    fn migrate(&self) -> io::Result<()> {
+        let attachments = self.root.join("attachments");
+        let old = |dir: &Path, ext: &str| -> io::Result<Vec<RandomId>> {
+            let mut ids = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == ext)
+                    && let Some(id) = path.file_stem().and_then(|s| s.to_str()?.parse().ok())
+                {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        };
+        for id in old(&attachments, "json")? {
+            let (json, bin) = (
+                attachments.join(format!("{id}.json")),
+                attachments.join(format!("{id}.bin")),
+            );
+            let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+            let parsed = read_small(&json).and_then(|text| {
+                let meta = serde_json::from_slice::<AttachmentMeta>(&text)
+                    .map_err(|e| invalid(e.to_string()))?;
+                // The bytes must be there, all of them.
+                let len = fs::metadata(&bin)
+                    .map(|m| m.len())
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::NotFound => invalid(e.to_string()),
+                        _ => e,
+                    })?;
+                if len != meta.file_size {
+                    return Err(invalid(format!("{len} bytes of {}", meta.file_size)));
+                }
+                Ok((meta, text))
+            });
+            let (meta, text) = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let aside = self.root.join("quarantine");
+                    fs::create_dir_all(&aside)?;
+                    fs::rename(&json, aside.join(format!("{id}.json")))?;
+                    if bin.exists() {
+                        fs::rename(&bin, aside.join(format!("{id}.bin")))?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let target = self.attachment_dir(&id);
+            if !target.exists() {
+                let stage = attachments.join(temp_name()?);
+                fs::create_dir(&stage)?;
+                let moved = (|| {
+                    fs::hard_link(&bin, stage.join(offset_name(0)))?;
+                    write_atomic(&stage.join(META), &text, true)?;
+                    sync_dir(&stage)?;
+                    self.index(&id, &meta)?;
+                    fs::rename(&stage, &target)
+                })();
+                if let Err(e) = moved {
+                    let _ = remove_tree(&stage);
+                    // Another process moved it first.
+                    if !target.exists() {
+                        return Err(e);
+                    }
+                }
+            }
+            sync_dir(&attachments)?;
+            remove_if_present(&json)?;
+            remove_if_present(&bin)?;
+        }
+        for id in old(&attachments, "bin")? {
+            remove_if_present(&attachments.join(format!("{id}.bin")))?;
+        }
+        let uploads = self.root.join("uploads");
+        for ext in ["json", "part", "lock", "session"] {
+            for id in old(&uploads, ext)? {
+                let path = uploads.join(format!("{id}.{ext}"));
+                if ext == "session" {
+                    fs::create_dir_all(self.upload_dir(&id))?;
+                    fs::rename(&path, self.upload_dir(&id).join("session"))?;
+                } else {
+                    remove_if_present(&path)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The root directory.
