@@ -185,6 +185,7 @@ impl FsStore {
                 attachments.join(format!("{id}.json")),
                 attachments.join(format!("{id}.bin")),
             );
+            let target = self.attachment_dir(&id);
             let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
             let parsed = read_small(&json).and_then(|text| {
                 let meta = serde_json::from_slice::<AttachmentMeta>(&text)
@@ -202,35 +203,42 @@ impl FsStore {
                 Ok((meta, text))
             });
             let (meta, text) = match parsed {
+                // Moved already (by another process opening the store) but for the old files.
+                _ if target.exists() => {
+                    remove_if_present(&json)?;
+                    remove_if_present(&bin)?;
+                    continue;
+                }
                 Ok(parsed) => parsed,
+                // Moved meanwhile by another process opening the store.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     let aside = self.root.join("quarantine");
                     fs::create_dir_all(&aside)?;
-                    fs::rename(&json, aside.join(format!("{id}.json")))?;
-                    if bin.exists() {
-                        fs::rename(&bin, aside.join(format!("{id}.bin")))?;
+                    for (from, ext) in [(&json, "json"), (&bin, "bin")] {
+                        match fs::rename(from, aside.join(format!("{id}.{ext}"))) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                            _ => {}
+                        }
                     }
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let target = self.attachment_dir(&id);
-            if !target.exists() {
-                let stage = attachments.join(temp_name()?);
-                fs::create_dir(&stage)?;
-                let moved = (|| {
-                    fs::hard_link(&bin, stage.join(offset_name(0)))?;
-                    write_atomic(&stage.join(META), &text, true)?;
-                    sync_dir(&stage)?;
-                    self.index(&id, &meta)?;
-                    fs::rename(&stage, &target)
-                })();
-                if let Err(e) = moved {
-                    let _ = remove_tree(&stage);
-                    // Another process moved it first.
-                    if !target.exists() {
-                        return Err(e);
-                    }
+            let stage = attachments.join(temp_name()?);
+            fs::create_dir(&stage)?;
+            let moved = (|| {
+                fs::hard_link(&bin, stage.join(offset_name(0)))?;
+                write_atomic(&stage.join(META), &text, true)?;
+                sync_dir(&stage)?;
+                self.index(&id, &meta)?;
+                fs::rename(&stage, &target)
+            })();
+            if let Err(e) = moved {
+                let _ = remove_tree(&stage);
+                // Another process moved it first.
+                if !target.exists() {
+                    return Err(e);
                 }
             }
             sync_dir(&attachments)?;
