@@ -70,6 +70,14 @@ pub const MAX_META_FILE: u64 = 64 * 1024;
 ///
 /// A range read reads the one or two chunk files the range overlaps.
 ///
+/// # Expiry
+///
+/// An upload's activity ([`Store::list_expired`]) is the latest of its `begun` record, its
+/// session record's save time and the modification times of its chunk files (one being
+/// written included). The sweep reads every attachment's metadata; one whose metadata
+/// cannot be read is listed as [`Expired::Damaged`], and a directory without metadata (a
+/// removal that stopped half-way) as an expired attachment once older than the cutoff.
+///
 /// # Listing a scope
 ///
 /// [`Store::list_attachments`] reads the index directory of the scope (or of the

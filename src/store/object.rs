@@ -44,6 +44,7 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// unlinked/<created ms>.<id>     index of attachments no message carries yet
 /// scopes/<h>/<inverted id>       index of each scope's attachments, and of each
 ///                                conversation's (h: SHA-256 of the scope, hex, 32 digits)
+/// quarantine/<attachment_id>     a manifest that could not be read, moved aside
 /// ```
 ///
 /// # The commit scheme: chunk objects and a manifest
@@ -73,6 +74,16 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// say is idle, the listing of its chunk objects: a chunk stored is activity, at the
 /// object's last-modified time), and the `unlinked/` index by name only, so no
 /// attachment is read to be found.
+///
+/// # Records and quarantine
+///
+/// Records are read back under [`MAX_RECORD_OBJECT`], and none over it is written
+/// ([`Error::NotSaveable`]; a manifest is checked before anything of its commit is
+/// written). A manifest that cannot be read back is skipped by listings with a warning;
+/// removing it (as [`Expired::Damaged`], or as the [`Expired::Attachment`] the expiry
+/// index lists) copies it to `quarantine/<id>` and deletes it, leaving the chunk objects
+/// it names in place. The sweep does not read every manifest, so it meets a damaged one
+/// only through the expiry index.
 ///
 /// # Listing a scope
 ///
