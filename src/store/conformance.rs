@@ -273,10 +273,12 @@ async fn pipelined_commit_race(store: &dyn Store) {
         })
         .collect();
     let whole = pattern(sizes.iter().sum(), 50);
-    // A fixed shuffle (a linear congruential generator), dealt to the tasks in turn.
-    let mut order: Vec<usize> = (0..CHUNKS).collect();
+    // The last chunk first, alone (the worst case for a check of the total length), then
+    // the others in a fixed shuffle (a linear congruential generator), dealt to the tasks
+    // in turn.
+    let mut order: Vec<usize> = (0..CHUNKS - 1).collect();
     let mut state = 0x2545_f491_u64;
-    for i in (1..CHUNKS).rev() {
+    for i in (1..order.len()).rev() {
         state = state
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
@@ -284,6 +286,22 @@ async fn pipelined_commit_race(store: &dyn Store) {
     }
     store.begin_upload(&up, at(0)).await.expect("begin_upload");
     let m = meta(&att, &whole, at(1));
+    let last = CHUNKS - 1;
+    store
+        .put_chunk(
+            &up,
+            last as u64,
+            offsets[last] as u64,
+            whole.slice(offsets[last]..),
+        )
+        .await
+        .expect("put_chunk");
+    match store.commit(&up, &m).await {
+        Err(Error::Incomplete { stored: 0, .. }) => {}
+        other => panic!(
+            "commit of the last chunk alone: expected Incomplete {{ stored: 0 }}, got {other:?}"
+        ),
+    }
     let (up, order, whole, sizes, offsets) = (&up, &order, &whole, &sizes, &offsets);
     let putters = (0..TASKS).map(|task| async move {
         for &n in order.iter().skip(task).step_by(TASKS) {
