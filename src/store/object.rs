@@ -70,8 +70,8 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// carries; when a conditional save fails although the object still has the ETag named,
 /// the backend repeats it unquoted once and keeps doing so for this store.
 ///
-/// Listing for expiry reads each upload's two small records (and, for an upload they
-/// say is idle, the listing of its chunk objects: a chunk stored is activity, at the
+/// Listing for expiry reads each upload's two small records (and, for an open upload
+/// they say is idle, the listing of its chunk objects: a chunk stored is activity, at the
 /// object's last-modified time), and the `unlinked/` index by name only, so no
 /// attachment is read to be found.
 ///
@@ -887,10 +887,12 @@ impl Store for ObjectStoreBackend {
                     .map(|h| h.saved),
                 _ => None,
             };
+            let open = begun.is_some();
             let mut active = begun.map(|b| b.started).max(saved);
-            if active.is_none_or(|t| t < uploads_before) {
-                // Idle by its records: is a chunk stored since? (Their objects' times, from
-                // one listing of the upload's chunk objects.)
+            if open && active.is_none_or(|t| t < uploads_before) {
+                // Open and idle by its records: is a chunk stored since? (Their objects'
+                // times, from one listing of the upload's chunk objects. Those of a
+                // committed upload are the attachment's, and an aborted one has none.)
                 for object in self.list(&self.data_prefix(&id)).await? {
                     active = active.max(Some(SystemTime::from(object.last_modified)));
                 }
