@@ -392,7 +392,8 @@ impl FsStore {
             let linked = stage.join(offset_name(offset));
             match fs::hard_link(entry.path(), &linked) {
                 Ok(()) => pieces.push((offset, fs::metadata(&linked).map_err(op)?.len())),
-                // Two chunks at one offset: an overlap, which the check below refuses.
+                // Two chunks at one offset: only one could be linked, so this one counts
+                // at least one byte long, an overlap the check below refuses.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     pieces.push((offset, entry.metadata().map_or(1, |m| m.len().max(1))));
                 }
