@@ -15,6 +15,11 @@
 //!
 //! The bodies are built once, outside the measurement. Each measured upload's attachment
 //! is removed afterwards, outside the measurement, so the bucket does not grow.
+//!
+//! Group `fs_list`: one page of 10 of a scope of 20 attachments from an `FsStore`
+//! (`list_attachments`, newest first), `alone` in its store and `among_10000` other
+//! scopes' attachments (1,000 scopes of 10, their ids interleaved with the scope's). Both
+//! stores are filled once, through the store, before the measurement.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,9 +29,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use attachments::Policy;
-use attachments::store::{Expired, MemoryStore, Store};
+use attachments::store::{AttachmentMeta, Expired, FsStore, ListQuery, MemoryStore, Store};
 use attachments::stream::UploadReceiver;
-use attachments::upload::{Step, Target, UploadPlan};
+use attachments::upload::{RandomId, Step, Target, UploadPlan};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
@@ -128,5 +133,94 @@ fn server_receive(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, server_receive);
+/// An attachment of `scope` with a time-ordered id `n` milliseconds into the fill.
+fn listed_meta(template: &AttachmentMeta, n: u64, scope: &str) -> AttachmentMeta {
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&n.to_be_bytes());
+    let mut meta = template.clone();
+    meta.id = RandomId::time_ordered(1_700_000_000_000 + n, random).to_string();
+    meta.scope = scope.to_owned();
+    meta
+}
+
+fn fs_list(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let data = Bytes::from_static(b"0123456789");
+    let template = {
+        let mut text = Vec::new();
+        attachments::codec::base64::encode_to(&data, &mut text);
+        let (_, info) = attachments::upload::receive_single(
+            &Policy::chat(),
+            "notes.txt",
+            "text/plain",
+            data.len() as u64,
+            &text,
+            std::time::SystemTime::now(),
+        )
+        .expect("a valid file");
+        AttachmentMeta::new(RandomId::from_bytes([0; 16]).to_string(), &info, "")
+    };
+    // The scope's 20 attachments are every 501st of the 10,020.
+    let fill = |store: Arc<FsStore>, others: bool| {
+        let template = template.clone();
+        let data = data.clone();
+        async move {
+            let metas: Vec<(String, AttachmentMeta)> = (0..10_020u64)
+                .filter_map(|n| {
+                    let scope = match (n % 501 == 0, others) {
+                        (true, _) => "owner-0".to_owned(),
+                        (false, true) => format!("owner-{}", 1 + n % 1000),
+                        (false, false) => return None,
+                    };
+                    let upload = RandomId::from_bytes((u128::MAX - u128::from(n)).to_be_bytes());
+                    Some((upload.to_string(), listed_meta(&template, n, &scope)))
+                })
+                .collect();
+            futures::stream::iter(metas)
+                .map(|(upload, meta)| {
+                    let (store, data) = (Arc::clone(&store), data.clone());
+                    async move {
+                        store
+                            .put_attachment(&upload, &meta, data)
+                            .await
+                            .expect("put_attachment")
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<()>>()
+                .await;
+        }
+    };
+    let (alone_dir, crowded_dir) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let alone = Arc::new(FsStore::open(alone_dir.path()).expect("store"));
+    let crowded = Arc::new(FsStore::open(crowded_dir.path()).expect("store"));
+    let started = Instant::now();
+    rt.block_on(fill(Arc::clone(&alone), false));
+    rt.block_on(fill(Arc::clone(&crowded), true));
+    eprintln!("fs_list: stores filled in {:.1?}", started.elapsed());
+    let query = ListQuery::new("owner-0", 10);
+    let mut group = c.benchmark_group("fs_list");
+    for (name, store) in [("alone", &alone), ("among_10000", &crowded)] {
+        let page = rt
+            .block_on(store.list_attachments(&query))
+            .expect("list_attachments");
+        assert_eq!(page.len(), 10, "a page of 10 of the 20");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(store.list_attachments(black_box(&query)))
+                    .expect("list_attachments")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, server_receive, fs_list);
 criterion_main!(benches);

@@ -894,7 +894,8 @@ impl UploadReceiver {
     /// session record (a streamed upload whose stream stopped, or a crash between the two
     /// writes of `start`) are removed once idle for one; attachments not carried by any
     /// message are removed after the unlinked TTL ([`UploadReceiver::with_unlinked_ttl`]),
-    /// and whatever else the store reports as expired is removed. "Idle" counts every
+    /// attachments whose record is damaged are moved aside ([`Expired::Damaged`]), and
+    /// whatever else the store reports is removed. "Idle" counts every
     /// stored chunk and session save as activity. Returns how many uploads and attachments
     /// expired or were removed.
     ///

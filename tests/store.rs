@@ -133,17 +133,65 @@ async fn fs_store_keeps_the_contract() {
     let store = FsStore::open(dir.path()).unwrap();
     conformance::run(&store).await;
     conformance_messages::run(&store).await;
-    // Nothing half-written is left behind.
-    let messages = dir.path().join("messages");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("attachments"))
-        .unwrap()
-        .chain(std::fs::read_dir(dir.path().join("uploads")).unwrap())
-        .chain(std::fs::read_dir(messages.join("records")).unwrap())
-        .chain(std::fs::read_dir(messages.join("reservations")).unwrap())
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".tmp-"))
+    // Nothing half-written is left behind, and nothing of a commit being assembled.
+    let leftovers: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.components().any(|c| {
+                let name = c.as_os_str().to_string_lossy();
+                name.starts_with(".tmp-") || name.starts_with("commit-")
+            })
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Every file and directory under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[tokio::test]
+async fn fs_commit_refuses_a_hole() {
+    // The chunk at offset 100 with none at 0: the upload's bytes are as long as the file,
+    // but its first 100 bytes were never stored.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    let data: Vec<u8> = (0..200u8).collect();
+    let up = id(6);
+    store.begin_upload(&up, SystemTime::now()).await.unwrap();
+    store
+        .put_chunk(&up, 1, 100, data[100..].to_vec().into())
+        .await
+        .unwrap();
+    let meta = meta_for(&id(7), &data);
+    match store.commit(&up, &meta).await {
+        Err(Error::Incomplete {
+            stored: 0,
+            expected: 200,
+            ..
+        }) => {}
+        other => panic!("expected Incomplete {{ stored: 0, expected: 200 }}, got {other:?}"),
+    }
+    assert!(matches!(
+        store.metadata(&id(7)).await,
+        Err(Error::NotFound { .. })
+    ));
+    // The upload is as it was: the missing chunk completes it.
+    store
+        .put_chunk(&up, 0, 0, data[..100].to_vec().into())
+        .await
+        .unwrap();
+    store.commit(&up, &meta).await.unwrap();
+    assert_eq!(store.read_range(&id(7), 0..200).await.unwrap(), &data[..]);
 }
 
 fn meta_for(att: &str, data: &[u8]) -> AttachmentMeta {
@@ -191,15 +239,20 @@ async fn fs_chunks_may_arrive_through_different_handles() {
 async fn fs_crash_leftovers_are_listed_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
-    // A commit interrupted between its two renames: data without metadata.
-    let orphan = dir
-        .path()
-        .join("attachments")
-        .join(format!("{}.bin", id(3)));
-    std::fs::write(&orphan, b"half").unwrap();
-    // An upload whose record was never written.
-    let part = dir.path().join("uploads").join(format!("{}.part", id(4)));
-    std::fs::write(&part, b"x").unwrap();
+    // A removal interrupted after the metadata went: chunks without metadata.
+    let orphan = dir.path().join("attachments").join(id(3));
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(orphan.join("00000000000000000000"), b"half").unwrap();
+    // An upload whose record was never written, with a commit stopped half-way.
+    let upload = dir.path().join("uploads").join(id(4));
+    std::fs::create_dir_all(upload.join("commit-0123456789abcdef")).unwrap();
+    std::fs::write(
+        upload
+            .join("commit-0123456789abcdef")
+            .join("00000000000000000000"),
+        b"x",
+    )
+    .unwrap();
     // Neither is visible as an attachment.
     assert!(matches!(
         store.metadata(&id(3)).await,
@@ -211,7 +264,7 @@ async fn fs_crash_leftovers_are_listed_and_removed() {
     for item in &found {
         store.remove(item).await.unwrap();
     }
-    assert!(!orphan.exists() && !part.exists());
+    assert!(!orphan.exists() && !upload.exists());
     // Files that are not the store's are left alone.
     std::fs::write(dir.path().join("attachments").join("README"), b"mine").unwrap();
     assert!(store.list_expired(later, later).await.unwrap().is_empty());
@@ -221,11 +274,9 @@ async fn fs_crash_leftovers_are_listed_and_removed() {
 async fn fs_refuses_oversized_metadata_before_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(dir.path()).unwrap();
-    let path = dir
-        .path()
-        .join("attachments")
-        .join(format!("{}.json", id(5)));
-    std::fs::write(&path, vec![b' '; 64 * 1024 + 1]).unwrap();
+    let att = dir.path().join("attachments").join(id(5));
+    std::fs::create_dir(&att).unwrap();
+    std::fs::write(att.join("meta.json"), vec![b' '; 64 * 1024 + 1]).unwrap();
     match store.metadata(&id(5)).await {
         Err(Error::CorruptState { problem, .. }) => {
             assert!(
@@ -235,4 +286,350 @@ async fn fs_refuses_oversized_metadata_before_reading_it() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A chat-like attachment of `scope`, with a time-ordered id (so listings are ordered).
+fn scoped(n: u8, scope: &str, created: SystemTime) -> (AttachmentMeta, Vec<u8>) {
+    let data = vec![n; 10 + usize::from(n)];
+    let mut meta = meta_for(
+        &RandomId::time_ordered(1_700_000_000_000 + u64::from(n), [n; 16]).to_string(),
+        &data,
+    );
+    meta.scope = scope.into();
+    meta.created = created;
+    (meta, data)
+}
+
+async fn put_scoped(store: &dyn Store, n: u8, scope: &str) -> AttachmentMeta {
+    let (meta, data) = scoped(n, scope, SystemTime::now());
+    store
+        .put_attachment(&id(100 + n), &meta, data.into())
+        .await
+        .unwrap();
+    meta
+}
+
+async fn listed(store: &dyn Store, scope: &str) -> Vec<String> {
+    store
+        .list_attachments(&attachments::store::ListQuery::new(scope, 100))
+        .await
+        .expect("listing succeeds")
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn fs_a_damaged_record_breaks_neither_listing_nor_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+    let mut a = Vec::new();
+    for n in 0..3 {
+        a.push(put_scoped(&*store, n, "owner-a").await);
+    }
+    let b = [
+        put_scoped(&*store, 3, "owner-b").await,
+        put_scoped(&*store, 4, "owner-b").await,
+    ];
+    for m in a.iter().chain(&b) {
+        store.set_linked(&m.id, true).await.unwrap();
+    }
+    let meta_file = |id: &str| dir.path().join("attachments").join(id).join("meta.json");
+    // Not JSON in one scope; over the read budget in the other.
+    std::fs::write(meta_file(&a[1].id), b"{\"id\": tru").unwrap();
+    std::fs::write(meta_file(&b[0].id), vec![b' '; 70_000]).unwrap();
+    assert_eq!(
+        listed(&*store, "owner-a").await,
+        [a[2].id.clone(), a[0].id.clone()]
+    );
+    assert_eq!(listed(&*store, "owner-b").await, [b[1].id.clone()]);
+
+    // The sweep lists them whatever the cutoffs (their age cannot be read), and moves
+    // them aside, bytes and all.
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let mut damaged = vec![
+        Expired::Damaged(a[1].id.clone()),
+        Expired::Damaged(b[0].id.clone()),
+    ];
+    damaged.sort();
+    assert_eq!(found, damaged);
+    let receiver =
+        attachments::stream::UploadReceiver::new(attachments::Policy::chat(), store.clone());
+    assert_eq!(receiver.sweep().await.unwrap(), 2);
+    for gone in [&a[1].id, &b[0].id] {
+        assert!(!dir.path().join("attachments").join(gone).exists());
+        let kept = dir.path().join("quarantine").join(gone);
+        assert!(
+            kept.join("meta.json").is_file(),
+            "{kept:?} keeps the record"
+        );
+        assert!(kept.join("00000000000000000000").is_file(), "and the bytes");
+    }
+    assert!(
+        store
+            .list_expired(SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        listed(&*store, "owner-a").await,
+        [a[2].id.clone(), a[0].id.clone()]
+    );
+    assert_eq!(
+        store.read_range(&a[2].id, 0..12).await.unwrap(),
+        vec![2u8; 12]
+    );
+}
+
+#[tokio::test]
+async fn fs_refuses_to_write_metadata_it_could_not_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    let data = b"hello".to_vec();
+    let mut meta = meta_for(&id(8), &data);
+    meta.file_name = "a".repeat(70_000);
+    match store.put_attachment(&id(9), &meta, data.into()).await {
+        Err(Error::NotSaveable { what, reason }) => {
+            assert!(what.contains(&id(8)), "{what}");
+            assert!(reason.contains("over the 65536-byte limit"), "{reason}");
+            assert!(reason.contains("70"), "the size is named: {reason}");
+        }
+        other => panic!("expected NotSaveable, got {other:?}"),
+    }
+    assert!(matches!(
+        store.metadata(&id(8)).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn s3_a_damaged_manifest_is_skipped_and_moved_aside() {
+    use object_store::{ObjectStoreExt, path::Path};
+    let inner = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let store = attachments::store::ObjectStoreBackend::new(inner.clone());
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let mut made = Vec::new();
+    for n in 0..3 {
+        let (meta, data) = scoped(n, "owner-a", long_ago);
+        store
+            .put_attachment(&id(100 + n), &meta, data.into())
+            .await
+            .unwrap();
+        made.push(meta);
+    }
+    let manifest = Path::from(format!("attachments/{}", made[1].id));
+    inner
+        .put(&manifest, b"{\"meta\": nul".to_vec().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&store, "owner-a").await,
+        [made[2].id.clone(), made[0].id.clone()]
+    );
+    // Unlinked and old: the sweep meets it through the expiry index, and its removal
+    // moves the record aside instead of failing.
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::now())
+        .await
+        .unwrap();
+    assert!(found.contains(&Expired::Attachment(made[1].id.clone())));
+    store
+        .remove(&Expired::Attachment(made[1].id.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        inner.head(&manifest).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    let kept = inner
+        .get(&Path::from(format!("quarantine/{}", made[1].id)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&kept[..], b"{\"meta\": nul");
+    let found = store
+        .list_expired(SystemTime::UNIX_EPOCH, SystemTime::now())
+        .await
+        .unwrap();
+    assert!(
+        !found.contains(&Expired::Attachment(made[1].id.clone())),
+        "{found:?}"
+    );
+    assert_eq!(
+        listed(&store, "owner-a").await,
+        [made[2].id.clone(), made[0].id.clone()]
+    );
+    // A record that reads back is not "damaged": removing it as such leaves it.
+    store
+        .remove(&Expired::Damaged(made[0].id.clone()))
+        .await
+        .unwrap();
+    assert!(store.metadata(&made[0].id).await.is_ok());
+}
+
+#[tokio::test]
+async fn fs_a_page_reads_only_its_own_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    // Ids interleaved across scopes, so that any walk through the store's ids in order
+    // meets the other scopes' attachments between this one's.
+    let mut mine = Vec::new();
+    let mut others = Vec::new();
+    for n in 0..40u8 {
+        let scope = match n % 4 {
+            0 => "owner-a",
+            1 => "owner-b",
+            2 => "owner-a/other",
+            _ => "owner-c",
+        };
+        let (mut meta, data) = scoped(n, scope, SystemTime::now());
+        if scope == "owner-a" {
+            meta.conversation_id = Some(if n % 8 == 0 { "c1" } else { "c2" }.into());
+        }
+        store
+            .put_attachment(&id(100 + n), &meta, data.into())
+            .await
+            .unwrap();
+        if scope == "owner-a" {
+            mine.push(meta);
+        } else {
+            others.push(meta);
+        }
+    }
+    // Every other scope's metadata made unreadable in a way that fails a read outright
+    // (a directory where the file was: an IO error, which listing does not skip).
+    for m in &others {
+        let path = dir.path().join("attachments").join(&m.id).join("meta.json");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+    }
+    assert!(matches!(
+        store.metadata(&others[0].id).await,
+        Err(Error::Io(_))
+    ));
+    mine.reverse();
+    let ids = |metas: &[&AttachmentMeta]| metas.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    let all: Vec<&AttachmentMeta> = mine.iter().collect();
+    let query = attachments::store::ListQuery::new("owner-a", 4);
+    let page = store.list_attachments(&query).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&all[..4])
+    );
+    let next = store
+        .list_attachments(&query.clone().before(page[3].id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&all[4..8])
+    );
+    let c1: Vec<&AttachmentMeta> = mine
+        .iter()
+        .filter(|m| m.conversation_id.as_deref() == Some("c1"))
+        .collect();
+    let listed_c1 = store
+        .list_attachments(
+            &attachments::store::ListQuery::new("owner-a", 100).with_conversation("c1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_c1.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        ids(&c1)
+    );
+    // A removed attachment leaves its scope's index.
+    store
+        .remove(&Expired::Attachment(mine[0].id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(listed(&store, "owner-a").await, ids(&all[1..]));
+    let index_entries = files_under(&dir.path().join("index"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == mine[0].id.as_str()))
+        .count();
+    assert_eq!(index_entries, 0);
+}
+
+#[tokio::test]
+async fn fs_an_earlier_layout_is_moved_into_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (atts, uploads) = (dir.path().join("attachments"), dir.path().join("uploads"));
+    std::fs::create_dir_all(&atts).unwrap();
+    std::fs::create_dir_all(&uploads).unwrap();
+    let data = b"the bytes of an attachment".to_vec();
+    let mut kept = meta_for(&id(11), &data);
+    kept.scope = "owner-a".into();
+    let file = |dir: &std::path::Path, name: String, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).unwrap()
+    };
+    file(
+        &atts,
+        format!("{}.json", id(11)),
+        &serde_json::to_vec(&kept).unwrap(),
+    );
+    file(&atts, format!("{}.bin", id(11)), &data);
+    file(&atts, format!("{}.json", id(12)), b"{\"id\": ");
+    file(&atts, format!("{}.bin", id(12)), b"damaged");
+    file(
+        &atts,
+        format!("{}.bin", id(13)),
+        b"a commit a crash stopped",
+    );
+    file(
+        &uploads,
+        format!("{}.json", id(14)),
+        b"{\"started\": 1700000000000}",
+    );
+    file(&uploads, format!("{}.part", id(14)), b"part");
+    file(&uploads, format!("{}.lock", id(14)), b"");
+    file(
+        &uploads,
+        format!("{}.session", id(14)),
+        b"{\"version\": 3, \"saved\": 1700000000000}\nthe record",
+    );
+
+    let store = FsStore::open(dir.path()).unwrap();
+    assert_eq!(store.metadata(&id(11)).await.unwrap(), kept);
+    assert_eq!(store.read_range(&id(11), 4..9).await.unwrap(), &data[4..9]);
+    assert_eq!(listed(&store, "owner-a").await, [id(11)]);
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{}.json", id(12)))
+            .is_file()
+    );
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{}.bin", id(12)))
+            .is_file()
+    );
+    let session = store.load_session(&id(14)).await.unwrap().unwrap();
+    assert_eq!(
+        (&session.record[..], session.version.as_str()),
+        (&b"the record"[..], "3")
+    );
+    assert!(matches!(
+        store.put_chunk(&id(14), 1, 0, b"x".to_vec().into()).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Nothing of the earlier layout is left, and opening again changes nothing.
+    let flat: Vec<_> = std::fs::read_dir(&atts)
+        .unwrap()
+        .chain(std::fs::read_dir(&uploads).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains('.') && n != ".lock")
+        .collect();
+    assert!(flat.is_empty(), "{flat:?}");
+    let before = files_under(dir.path());
+    let again = FsStore::open(dir.path()).unwrap();
+    assert_eq!(files_under(dir.path()), before);
+    assert_eq!(again.metadata(&id(11)).await.unwrap(), kept);
 }

@@ -18,6 +18,7 @@ use attachments::upload::{
 use attachments::wire::connectivity::{ChunkAction, ChunkRequest};
 use attachments::wire::{self, Id};
 use attachments::{Error, Limits, Policy, UploadMode};
+use futures::StreamExt as _;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -386,12 +387,13 @@ struct Server {
 
 impl Server {
     fn new(policy: Policy) -> Self {
-        let store = Arc::new(MemoryStore::new());
         let now = Arc::new(Mutex::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
         let clock_now = now.clone();
         let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
+        // The store times chunks by the same clock.
+        let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
         let receiver = UploadReceiver::new(policy, store.clone())
             .with_ttl(Duration::from_secs(600))
             .with_clock(clock);
@@ -762,6 +764,104 @@ async fn expiry_releases_idle_uploads_without_a_request() {
     server.advance(2);
     assert_eq!(server.receiver.sweep().await.unwrap(), 1);
     assert_eq!(server.store.upload_count(), 0);
+}
+
+/// 1 MiB pieces of a text file, 400 s apart by the test's clock (the session TTL is
+/// 600 s), with the receiver's sweep run before each: six pieces, 2,000 s
+/// in all, well past the two TTLs after which the sweep removes an idle upload.
+#[tokio::test]
+async fn a_streamed_upload_stays_active_while_its_chunks_arrive() {
+    let server = Server::new(Policy::chat());
+    let piece = bytes::Bytes::from(vec![b'a'; MB]);
+    let server_ref = &server;
+    let pieces = futures::stream::iter(0..6).then(|i| {
+        let piece = piece.clone();
+        async move {
+            if i > 0 {
+                server_ref.advance(400);
+                server_ref.receiver.sweep().await.unwrap();
+                assert_eq!(server_ref.store.upload_count(), 1, "still in progress");
+            }
+            Ok::<_, Error>(piece)
+        }
+    });
+    let staged = server
+        .receiver
+        .receive_stream("notes.txt", "text/plain", pieces)
+        .await
+        .expect("a streamed upload whose chunks keep arriving is not swept");
+    let meta = server
+        .receiver
+        .commit_staged(staged, "owner", |_| {})
+        .await
+        .unwrap();
+    assert_eq!(meta.file_size, 6 * MB as u64);
+    assert_eq!(
+        server
+            .store
+            .read_range(&meta.id, 0..6 * MB as u64)
+            .await
+            .unwrap(),
+        vec![b'a'; 6 * MB]
+    );
+    // Once the chunks stop, the upload is idle like any other.
+    let staged = server
+        .receiver
+        .receive_stream(
+            "notes.txt",
+            "text/plain",
+            futures::stream::iter([Ok::<_, Error>(piece)]),
+        )
+        .await
+        .unwrap();
+    server.advance(601);
+    server.receiver.sweep().await.unwrap();
+    assert_eq!(
+        server.store.upload_count(),
+        0,
+        "an idle streamed upload is released"
+    );
+    assert!(
+        server
+            .receiver
+            .commit_staged(staged, "owner", |_| {})
+            .await
+            .is_err()
+    );
+}
+
+/// The same on a file-system store, by the system clock: 1 MiB pieces 250 ms apart for
+/// 2.25 s, with a session TTL of 800 ms.
+#[tokio::test]
+async fn a_slow_streamed_upload_to_an_fs_store_is_not_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(attachments::store::FsStore::open(dir.path()).unwrap());
+    let receiver =
+        UploadReceiver::new(Policy::chat(), store.clone()).with_ttl(Duration::from_millis(800));
+    let piece = bytes::Bytes::from(vec![b'z'; MB]);
+    let receiver_ref = &receiver;
+    let pieces = futures::stream::iter(0..10).then(|i| {
+        let piece = piece.clone();
+        async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                assert_eq!(receiver_ref.sweep().await.unwrap(), 0);
+            }
+            Ok::<_, Error>(piece)
+        }
+    });
+    let staged = receiver
+        .receive_stream("notes.txt", "text/plain", pieces)
+        .await
+        .expect("a streamed upload whose chunks keep arriving is not swept");
+    let meta = receiver
+        .commit_staged(staged, "owner", |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_range(&meta.id, 0..10 * MB as u64).await.unwrap(),
+        vec![b'z'; 10 * MB]
+    );
 }
 
 #[test]

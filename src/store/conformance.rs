@@ -67,6 +67,10 @@ pub async fn run(store: &dyn Store) {
     chunks_commit_and_read(store).await;
     invisible_until_commit(store).await;
     incomplete_commit_is_refused(store).await;
+    only_exact_tilings_commit(store).await;
+    pipelined_commit_race(store).await;
+    chunks_are_activity(store).await;
+    records_read_back_or_are_refused(store).await;
     abort_releases(store).await;
     same_number_replaces(store).await;
     taken_id_is_refused(store).await;
@@ -182,6 +186,275 @@ async fn incomplete_commit_is_refused(store: &dyn Store) {
         store.read_range(&att, 0..150).await.expect("read"),
         &full[..]
     );
+}
+
+/// Chunks that do not tile `0..file_size` exactly are refused whatever their lengths add
+/// up to, with the bytes they tile from offset 0 as `stored`.
+async fn only_exact_tilings_commit(store: &dyn Store) {
+    let att = id(41);
+    let data = pattern(200, 41);
+    // (what, chunks as (number, offset, length), file size, stored)
+    type Case<'a> = (&'a str, &'a [(u64, u64, u64)], u64, u64);
+    let cases: [Case; 5] = [
+        (
+            "a chunk at offset 100 and none at 0",
+            &[(1, 100, 100)],
+            200,
+            0,
+        ),
+        (
+            "a gap in the middle",
+            &[(0, 0, 100), (2, 150, 50)],
+            200,
+            100,
+        ),
+        (
+            "overlapping chunks that cover the file",
+            &[(0, 0, 100), (1, 60, 100), (2, 100, 60)],
+            160,
+            100,
+        ),
+        (
+            "overlapping chunks whose lengths add up to the file's",
+            &[(0, 0, 100), (1, 50, 100)],
+            200,
+            100,
+        ),
+        (
+            "bytes past the end",
+            &[(0, 0, 100), (1, 100, 100)],
+            150,
+            200,
+        ),
+    ];
+    for (n, (what, chunks, size, stored)) in cases.into_iter().enumerate() {
+        let up = id(42 + n as u8);
+        store.begin_upload(&up, at(0)).await.expect("begin_upload");
+        for &(number, offset, len) in chunks {
+            let bytes = data.slice(offset as usize..(offset + len) as usize);
+            store
+                .put_chunk(&up, number, offset, bytes)
+                .await
+                .expect("put_chunk");
+        }
+        match store
+            .commit(&up, &meta(&att, &data[..size as usize], at(1)))
+            .await
+        {
+            Err(Error::Incomplete {
+                stored: s,
+                expected: e,
+                ..
+            }) if (s, e) == (stored, size) => {}
+            other => panic!(
+                "commit of {what}: expected Error::Incomplete {{ stored: {stored}, expected: {size} }}, got {other:?}"
+            ),
+        }
+        assert_not_found(store.metadata(&att).await, what);
+        assert_not_found(store.read_range(&att, 0..1).await, what);
+        store.abort(&up).await.expect("abort");
+    }
+}
+
+/// Chunks stored concurrently in random order while another task keeps trying to commit:
+/// each attempt is refused as incomplete (and shows nothing) or commits, and what it
+/// commits reads back byte-exact.
+async fn pipelined_commit_race(store: &dyn Store) {
+    const CHUNKS: usize = 24;
+    const TASKS: usize = 4;
+    let (up, att) = (id(50), id(51));
+    let sizes: Vec<usize> = (0..CHUNKS).map(|i| 100 + (i * 37) % 90).collect();
+    let offsets: Vec<usize> = sizes
+        .iter()
+        .scan(0, |end, size| {
+            let offset = *end;
+            *end += size;
+            Some(offset)
+        })
+        .collect();
+    let whole = pattern(sizes.iter().sum(), 50);
+    // The last chunk first, alone (the worst case for a check of the total length), then
+    // the others in a fixed shuffle (a linear congruential generator), dealt to the tasks
+    // in turn.
+    let mut order: Vec<usize> = (0..CHUNKS - 1).collect();
+    let mut state = 0x2545_f491_u64;
+    for i in (1..order.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        order.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    let m = meta(&att, &whole, at(1));
+    let last = CHUNKS - 1;
+    store
+        .put_chunk(
+            &up,
+            last as u64,
+            offsets[last] as u64,
+            whole.slice(offsets[last]..),
+        )
+        .await
+        .expect("put_chunk");
+    match store.commit(&up, &m).await {
+        Err(Error::Incomplete { stored: 0, .. }) => {}
+        other => panic!(
+            "commit of the last chunk alone: expected Incomplete {{ stored: 0 }}, got {other:?}"
+        ),
+    }
+    let (up, order, whole, sizes, offsets) = (&up, &order, &whole, &sizes, &offsets);
+    let putters = (0..TASKS).map(|task| async move {
+        for &n in order.iter().skip(task).step_by(TASKS) {
+            for _ in 0..n % 3 {
+                tokio::task::yield_now().await;
+            }
+            let chunk = whole.slice(offsets[n]..offsets[n] + sizes[n]);
+            store
+                .put_chunk(up, n as u64, offsets[n] as u64, chunk)
+                .await
+                .expect("put_chunk while commits are tried");
+        }
+    });
+    let committer = async {
+        loop {
+            match store.commit(up, &m).await {
+                Ok(()) => break,
+                Err(Error::Incomplete {
+                    stored, expected, ..
+                }) => {
+                    assert!(
+                        expected == whole.len() as u64 && stored < expected,
+                        "a refused commit names what is missing: {stored} of {expected}"
+                    );
+                    assert_not_found(
+                        store.metadata(&att).await,
+                        "the attachment after a refused commit",
+                    );
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    panic!("a commit racing with chunks: expected Ok or Incomplete, got {e:?}")
+                }
+            }
+        }
+    };
+    futures::join!(futures::future::join_all(putters), committer);
+    assert_eq!(store.metadata(&att).await.expect("metadata"), m);
+    assert_eq!(
+        store
+            .read_range(&att, 0..whole.len() as u64)
+            .await
+            .expect("read"),
+        whole,
+        "what a racing commit committed reads back byte-exact"
+    );
+    let (from, to) = (offsets[5] as u64 + 3, offsets[9] as u64 + 1);
+    assert_eq!(
+        store.read_range(&att, from..to).await.expect("read"),
+        &whole[from as usize..to as usize],
+        "a range across several chunks"
+    );
+    store
+        .remove(&Expired::Attachment(att))
+        .await
+        .expect("remove");
+}
+
+/// A stored chunk is activity: an upload begun long ago, with a chunk stored just now, is
+/// not idle. (The chunk's time is the backend's own, so the cutoffs keep ten minutes from
+/// the system clock.)
+async fn chunks_are_activity(store: &dyn Store) {
+    let up = id(60);
+    let listed = |before: SystemTime| async move {
+        store
+            .list_expired(before, at(0))
+            .await
+            .expect("list_expired")
+            .contains(&Expired::Upload(id(60)))
+    };
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    assert!(
+        listed(at(1000)).await,
+        "an upload idle since its begin is listed"
+    );
+    store
+        .put_chunk(&up, 0, 0, pattern(10, 60))
+        .await
+        .expect("put_chunk");
+    let ten_minutes = Duration::from_secs(600);
+    assert!(
+        !listed(SystemTime::now() - ten_minutes).await,
+        "an upload begun long ago with a chunk stored now is active"
+    );
+    assert!(
+        listed(SystemTime::now() + ten_minutes).await,
+        "and idle once its last chunk is older than the cutoff"
+    );
+    store.abort(&up).await.expect("abort");
+}
+
+/// Nothing a store writes is unreadable: a record over what the backend reads back (a
+/// 2 MiB file name, a 2 MiB session record: over every budget in this crate) is refused
+/// with [`Error::NotSaveable`] and changes nothing, or is stored and reads back whole.
+async fn records_read_back_or_are_refused(store: &dyn Store) {
+    let huge = "n".repeat(2 << 20);
+    let (up, att) = (id(70), id(71));
+    let data = pattern(10, 70);
+    store.begin_upload(&up, at(0)).await.expect("begin_upload");
+    store
+        .put_chunk(&up, 0, 0, data.clone())
+        .await
+        .expect("put_chunk");
+    let mut m = meta(&att, &data, at(1));
+    m.file_name.clone_from(&huge);
+    match store.commit(&up, &m).await {
+        Ok(()) => assert_eq!(store.metadata(&att).await.expect("metadata"), m),
+        Err(Error::NotSaveable { .. }) => {
+            assert_not_found(store.metadata(&att).await, "a refused commit");
+            m = meta(&att, &data, at(1));
+            store
+                .commit(&up, &m)
+                .await
+                .expect("the upload is intact after a refused commit");
+        }
+        other => panic!("commit of a 2 MiB file name: expected Ok or NotSaveable, got {other:?}"),
+    }
+    match store
+        .update(&att, &MetaChange::FileName(huge.clone()))
+        .await
+    {
+        Ok(changed) => assert_eq!(store.metadata(&att).await.expect("metadata"), changed),
+        Err(Error::NotSaveable { .. }) => assert_eq!(
+            store.metadata(&att).await.expect("metadata"),
+            m,
+            "a refused update changes nothing"
+        ),
+        other => panic!("a rename to 2 MiB: expected Ok or NotSaveable, got {other:?}"),
+    }
+    let session = id(72);
+    let record = Bytes::from(vec![b'x'; 2 << 20]);
+    match store
+        .save_session(&session, record.clone(), None, at(0))
+        .await
+    {
+        Ok(version) => {
+            let loaded = store
+                .load_session(&session)
+                .await
+                .expect("load")
+                .expect("saved");
+            assert_eq!((loaded.record, loaded.version), (record, version));
+        }
+        Err(Error::NotSaveable { .. }) => assert_eq!(
+            store.load_session(&session).await.expect("load"),
+            None,
+            "a refused save stores nothing"
+        ),
+        other => panic!("a 2 MiB session record: expected Ok or NotSaveable, got {other:?}"),
+    }
+    for item in [Expired::Upload(session), Expired::Attachment(att)] {
+        store.remove(&item).await.expect("remove");
+    }
 }
 
 async fn abort_releases(store: &dyn Store) {

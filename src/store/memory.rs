@@ -1,8 +1,9 @@
 //! [`MemoryStore`]: everything in a map behind a lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -10,13 +11,19 @@ use bytes::Bytes;
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found,
+    contended, incomplete, not_found, tiling,
 };
 use crate::error::{Error, Result};
+use crate::stream::Clock;
 
 /// A [`Store`] in memory: chunks are kept as the `Bytes` they arrive in (no copy), and an
 /// attachment is its list of chunks. For tests and short-lived processes; it holds every
 /// file it stores.
+///
+/// A stored chunk is activity ([`Store::list_expired`]) at the time it was stored, which
+/// this store reads from its clock: the system clock, or the one given to
+/// [`MemoryStore::with_clock`] (a test that moves an
+/// [`UploadReceiver`](crate::stream::UploadReceiver)'s clock gives it the same one).
 ///
 /// # Examples
 ///
@@ -36,11 +43,29 @@ use crate::error::{Error, Result};
 /// # Ok::<(), attachments::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// The messages ([`MessageStore`](super::MessageStore)), under a lock of their own.
     pub(super) messages: super::memory_messages::MemoryMessages,
+    clock: Clock,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            messages: Default::default(),
+            clock: Arc::new(SystemTime::now),
+        }
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +85,8 @@ struct Session {
 #[derive(Debug)]
 struct Upload {
     started: SystemTime,
+    /// When the latest chunk was stored, by the store's clock.
+    stored: Option<SystemTime>,
     /// By chunk number: (offset, bytes).
     chunks: BTreeMap<u64, (u64, Bytes)>,
 }
@@ -75,6 +102,12 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads the time a chunk is stored at from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Uploads in progress.
@@ -101,6 +134,7 @@ impl Store for MemoryStore {
             upload_id.to_owned(),
             Upload {
                 started,
+                stored: None,
                 chunks: BTreeMap::new(),
             },
         );
@@ -114,12 +148,14 @@ impl Store for MemoryStore {
         offset: u64,
         data: Bytes,
     ) -> Result<()> {
+        let now = (self.clock)();
         let mut inner = self.lock();
         let upload = inner
             .uploads
             .get_mut(upload_id)
             .ok_or_else(|| not_found("upload", upload_id))?;
         upload.chunks.insert(number, (offset, data));
+        upload.stored = upload.stored.max(Some(now));
         Ok(())
     }
 
@@ -135,29 +171,24 @@ impl Store for MemoryStore {
                 id: meta.id.clone(),
             });
         }
-        let mut end = 0;
-        for (offset, data) in upload.chunks.values() {
-            if *offset != end {
-                break;
-            }
-            end += data.len() as u64;
-        }
-        if end != meta.file_size
-            || upload
-                .chunks
-                .values()
-                .map(|c| c.1.len() as u64)
-                .sum::<u64>()
-                != end
-        {
-            return Err(incomplete(upload_id, end, meta.file_size));
+        let mut pieces: Vec<(u64, u64)> = upload
+            .chunks
+            .values()
+            .map(|(offset, data)| (*offset, data.len() as u64))
+            .collect();
+        if let Err(stored) = tiling(&mut pieces, meta.file_size) {
+            return Err(incomplete(upload_id, stored, meta.file_size));
         }
         let upload = inner.uploads.remove(upload_id).expect("looked up above");
         inner.attachments.insert(
             meta.id.clone(),
             Attachment {
                 meta: meta.clone(),
-                parts: upload.chunks.into_values().collect(),
+                parts: {
+                    let mut parts: Vec<(u64, Bytes)> = upload.chunks.into_values().collect();
+                    parts.sort_unstable_by_key(|(offset, _)| *offset);
+                    parts
+                },
             },
         );
         Ok(())
@@ -260,7 +291,7 @@ impl Store for MemoryStore {
             inner
                 .uploads
                 .get(id)
-                .is_none_or(|u| u.started < uploads_before)
+                .is_none_or(|u| u.started.max(u.stored.unwrap_or(u.started)) < uploads_before)
                 && inner
                     .sessions
                     .get(id)
@@ -295,6 +326,8 @@ impl Store for MemoryStore {
             Expired::Attachment(id) => {
                 inner.attachments.remove(id);
             }
+            // Nothing in memory is ever damaged.
+            Expired::Damaged(_) => {}
         }
         Ok(())
     }

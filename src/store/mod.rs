@@ -4,7 +4,7 @@
 //! | backend | for | commit |
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | tests, short-lived processes | a map insert under a lock |
-//! | [`FsStore`] | the embedded default: one directory | temp file + fsync + rename, metadata beside the data |
+//! | [`FsStore`] | the embedded default: one directory | the chunk files hard-linked into a directory with the metadata, fsync, one rename |
 //! | `ObjectStoreBackend` (feature `object-store`) | S3 and compatible services; several processes sharing a bucket | a manifest naming the chunk objects, created with `If-None-Match: *` |
 //!
 //! # The contract
@@ -17,8 +17,13 @@
 //!   [`Store::put_chunk`] stores chunk `number` at byte `offset` (putting the same number
 //!   again replaces it); [`Store::commit`] turns the upload into an attachment,
 //!   atomically: after it returns the attachment is visible whole, and before (or if it
-//!   fails) it is not visible at all. It refuses when the stored chunks do not cover the
-//!   file's size exactly. [`Store::abort`] releases an upload's bytes (idempotent).
+//!   fails) it is not visible at all. It refuses ([`Error::Incomplete`]) unless the stored
+//!   chunks tile `0..file_size` exactly: taken in offset order, each begins where the one
+//!   before ends, the first at 0 and the last ending at the file's size, so no gap, no
+//!   overlap and no byte past the end, whatever the chunks' lengths add up to. Chunks may
+//!   be stored while a commit runs (a pipelining client's, another process's): the commit
+//!   judges one consistent set of them. [`Store::abort`] releases an upload's bytes
+//!   (idempotent).
 //! - [`Store::read_range`] and [`Store::metadata`] read an attachment;
 //!   [`Store::set_linked`] marks it as sent in a message (seed 002: unlinked attachments
 //!   expire after 24 hours, linked ones are kept).
@@ -28,9 +33,21 @@
 //!   save came first. This is what lets any process take an upload's next chunk, and what
 //!   stops two processes from both accepting the same chunk. [`Store::abort`] keeps the
 //!   record (it answers later chunks); [`Store::remove`] drops it.
-//! - [`Store::list_expired`] finds uploads with no activity (begin or session save) since
-//!   a cutoff and unlinked attachments created before another (and what a crash left
-//!   half-written); [`Store::remove`] deletes one.
+//! - [`Store::list_expired`] finds uploads with no activity since a cutoff and unlinked
+//!   attachments created before another (and what a crash left half-written);
+//!   [`Store::remove`] deletes one. An upload's activity is its begin, every session
+//!   save and **every chunk stored**: an upload that saves no session record (a streamed
+//!   one, [`UploadReceiver::receive_stream`](crate::stream::UploadReceiver::receive_stream))
+//!   stays active while its chunks arrive. A chunk's time is the backend's: the chunk
+//!   file's modification time ([`FsStore`]), the chunk object's last-modified time (S3,
+//!   the service's clock), the store's clock when the chunk was put ([`MemoryStore`]).
+//!
+//! - Records (metadata, manifests, session records) are read back under a size budget
+//!   (`FsStore`: [`MAX_META_FILE`], S3: `MAX_RECORD_OBJECT`), and a backend refuses to
+//!   write one over it ([`Error::NotSaveable`], naming both sizes), so nothing it writes
+//!   is unreadable. A record damaged all the same (by hand, by a disk) fails only the
+//!   calls that read it: [`Store::list_attachments`] skips it with a warning
+//!   (`tracing`), and the sweep moves it aside ([`Expired::Damaged`]).
 //!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
 //! refuse anything else as not found. [`conformance`] checks a backend against this
@@ -64,7 +81,7 @@ mod object;
 #[cfg(feature = "object-store")]
 mod object_messages;
 
-pub use fs::FsStore;
+pub use fs::{FsStore, MAX_META_FILE};
 pub use memory::MemoryStore;
 pub use memory_messages::{MAX_MESSAGE_BYTES, MAX_MESSAGES, MAX_RESERVATIONS, MESSAGE_OVERHEAD};
 pub use messages::{Message, MessageStore};
@@ -235,6 +252,12 @@ pub enum Expired {
     Upload(String),
     /// An attachment never linked to a message (or one a crash left half-written).
     Attachment(String),
+    /// An attachment whose stored record (its metadata) cannot be read back: over the
+    /// backend's size budget, or not the JSON this crate writes. Listed whatever the
+    /// cutoffs, since its age cannot be read; [`Store::remove`] moves it aside into a
+    /// quarantine area (its bytes and record kept for inspection) instead of deleting it,
+    /// and does nothing when the record reads back well by then.
+    Damaged(String),
 }
 
 /// An upload's session record as stored, with its version (see [`Store::load_session`]).
@@ -270,11 +293,14 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown upload; [`Error::Incomplete`] when the stored
-    /// chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too few or too
-    /// many bytes); [`Error::Taken`] when the attachment id is in use; [`Error::Io`] when
-    /// writing fails. In every case the attachment is then not visible and the upload
-    /// stays as it was.
+    /// [`Error::NotFound`] for an unknown upload; [`Error::NotSaveable`] when its record
+    /// (metadata, manifest) would be over the backend's budget; [`Error::Incomplete`] when
+    /// the stored chunks do not tile `0..meta.file_size` exactly (a gap, an overlap, too
+    /// few or too many bytes), with `stored` the bytes they tile from offset 0, in offset
+    /// order, before the first gap or overlap (all of them when they only stop short of
+    /// the size or run past it); [`Error::Taken`] when the attachment id is in use;
+    /// [`Error::Io`] when writing fails. In every case the attachment is then not visible
+    /// and the upload stays as it was.
     async fn commit(&self, upload_id: &str, meta: &AttachmentMeta) -> Result<()>;
 
     /// Releases an upload's bytes; nothing happens for an unknown one.
@@ -299,7 +325,7 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
     ///
     /// [`Error::Contended`] when the stored record is not at `expected` (another save came
     /// first: load it again); [`Error::NotFound`] for an id the backend cannot name;
-    /// [`Error::Io`].
+    /// [`Error::NotSaveable`] for a record over the backend's budget; [`Error::Io`].
     async fn save_session(
         &self,
         upload_id: &str,
@@ -329,6 +355,7 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::NotFound`]; [`Error::Contended`] when other changes kept winning;
+    /// [`Error::NotSaveable`] when the metadata would be over the backend's budget;
     /// [`Error::Io`].
     async fn update(&self, attachment_id: &str, change: &MetaChange) -> Result<AttachmentMeta>;
 
@@ -345,16 +372,22 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
 
     /// Lists the attachments `query` selects, highest id first, at most `query.limit`.
     /// A cursor ([`ListQuery::before`]) that is not an id of the kind the backend stores
-    /// may give an empty page.
+    /// may give an empty page. An attachment whose record cannot be read back is skipped
+    /// (with a `tracing` warning), not an error.
     ///
     /// # Errors
     ///
     /// [`Error::Io`].
     async fn list_attachments(&self, query: &ListQuery) -> Result<Vec<AttachmentMeta>>;
 
-    /// Lists uploads with no activity since `uploads_before` (neither begun nor with a
-    /// session record saved after it; committed uploads whose record remains included) and
-    /// unlinked attachments created before `unlinked_before`.
+    /// Lists uploads with no activity since `uploads_before` (not begun, no session record
+    /// saved and no chunk stored after it; committed uploads whose record remains
+    /// included) and unlinked attachments created before `unlinked_before`. A chunk
+    /// counts at the time the backend gives it (see the [module documentation](self)).
+    /// Attachments whose record cannot be read back are listed as [`Expired::Damaged`]
+    /// where the backend meets them (every one on `FsStore`, which reads every record;
+    /// on S3, those the expiry index lists, as [`Expired::Attachment`], whose removal
+    /// then moves them aside too). A record it cannot read is skipped, not an error.
     ///
     /// # Errors
     ///
@@ -365,7 +398,10 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
         unlinked_before: SystemTime,
     ) -> Result<Vec<Expired>>;
 
-    /// Deletes an upload or an attachment; nothing happens when it is already gone.
+    /// Deletes an upload or an attachment; nothing happens when it is already gone. An
+    /// attachment whose record is damaged ([`Expired::Damaged`], or an
+    /// [`Expired::Attachment`] found damaged) is moved aside into the backend's quarantine
+    /// area instead (`quarantine/` on `FsStore` and S3), kept for inspection.
     ///
     /// # Errors
     ///
@@ -433,6 +469,49 @@ pub(crate) fn contended(upload_id: &str) -> Error {
         what: "upload",
         id: upload_id.to_owned(),
     }
+}
+
+/// Whether chunks stored as `(offset, len)` pieces, in any order, tile `0..size` exactly:
+/// in offset order each begins where the one before ends (no gap, no overlap) and the
+/// last ends at `size`. When they do not, the error is the number of bytes they tile from
+/// offset 0 before the first gap or overlap (past `size` when there are bytes too many):
+/// the `stored` of [`Error::Incomplete`].
+pub(crate) fn tiling(pieces: &mut [(u64, u64)], size: u64) -> std::result::Result<(), u64> {
+    pieces.sort_unstable();
+    let mut end = 0u64;
+    for &(offset, len) in pieces.iter() {
+        if offset != end {
+            return Err(end);
+        }
+        end = end.saturating_add(len);
+    }
+    if end == size { Ok(()) } else { Err(end) }
+}
+
+/// The name of a scope's index (or of a conversation's in it) in the backends that keep
+/// one: 32 hex digits of the SHA-256 of the scope (of the scope, a NUL and the
+/// conversation).
+pub(crate) fn scope_key(scope: &str, conversation: Option<&str>) -> String {
+    let digest = match conversation {
+        None => crate::digest::sha256(scope.as_bytes()),
+        Some(c) => crate::digest::sha256(format!("{scope}\0{c}").as_bytes()),
+    };
+    digest.to_hex()[..32].to_owned()
+}
+
+/// Refuses to write a record of `len` bytes over `limit`, the most the backend reads back
+/// ([`Error::NotSaveable`]): nothing written can then be unreadable.
+pub(crate) fn within_budget(what: impl FnOnce() -> String, len: usize, limit: u64) -> Result<()> {
+    if len as u64 <= limit {
+        return Ok(());
+    }
+    Err(Error::NotSaveable {
+        what: what(),
+        reason: format!(
+            "the record would be {len} bytes, over the {limit}-byte limit of what the store \
+             reads back"
+        ),
+    })
 }
 
 /// The error for stored chunks that do not tile the file.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, parse_id,
+    contended, incomplete, not_found, parse_id, scope_key, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -44,6 +44,7 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// unlinked/<created ms>.<id>     index of attachments no message carries yet
 /// scopes/<h>/<inverted id>       index of each scope's attachments, and of each
 ///                                conversation's (h: SHA-256 of the scope, hex, 32 digits)
+/// quarantine/<attachment_id>     a manifest that could not be read, moved aside
 /// ```
 ///
 /// # The commit scheme: chunk objects and a manifest
@@ -69,8 +70,20 @@ pub const MAX_RECORD_OBJECT: u64 = 1024 * 1024;
 /// carries; when a conditional save fails although the object still has the ETag named,
 /// the backend repeats it unquoted once and keeps doing so for this store.
 ///
-/// Listing for expiry reads each upload's two small records, and the `unlinked/` index
-/// by name only, so no attachment is read to be found.
+/// Listing for expiry reads each upload's two small records (and, for an open upload
+/// they say is idle, the listing of its chunk objects: a chunk stored is activity, at the
+/// object's last-modified time), and the `unlinked/` index by name only, so no
+/// attachment is read to be found.
+///
+/// # Records and quarantine
+///
+/// Records are read back under [`MAX_RECORD_OBJECT`], and none over it is written
+/// ([`Error::NotSaveable`]; a manifest is checked before anything of its commit is
+/// written). A manifest that cannot be read back is skipped by listings with a warning;
+/// removing it (as [`Expired::Damaged`], or as the [`Expired::Attachment`] the expiry
+/// index lists) copies it to `quarantine/<id>` and deletes it, leaving the chunk objects
+/// it names in place. The sweep does not read every manifest, so it meets a damaged one
+/// only through the expiry index.
 ///
 /// # Listing a scope
 ///
@@ -233,11 +246,7 @@ impl ObjectStoreBackend {
 
     /// The index folder of a scope, or of a conversation in it.
     fn scope_prefix(&self, scope: &str, conversation: Option<&str>) -> Path {
-        let key = match conversation {
-            None => crate::digest::sha256(scope.as_bytes()),
-            Some(c) => crate::digest::sha256(format!("{scope}\0{c}").as_bytes()),
-        };
-        self.path(&["scopes", &key.to_hex()[..32]])
+        self.path(&["scopes", &scope_key(scope, conversation)])
     }
 
     /// The index entries of an attachment: its scope's, and its conversation's.
@@ -262,9 +271,20 @@ impl ObjectStoreBackend {
         while found.len() < query.limit && names.peek().is_some() {
             let batch: Vec<String> = names.by_ref().take(query.limit - found.len()).collect();
             let reads = batch.iter().map(|name| async move {
-                match invert_id(name).parse::<RandomId>() {
-                    Ok(id) => self.manifest(&id).await,
-                    Err(_) => Ok(None),
+                let Ok(id) = invert_id(name).parse::<RandomId>() else {
+                    return Ok(None);
+                };
+                match self.manifest(&id).await {
+                    // One damaged record must not hide every other.
+                    Err(e @ Error::CorruptState { .. }) => {
+                        tracing::warn!(
+                            attachment = %id,
+                            error = %e,
+                            "listing skips an unreadable record",
+                        );
+                        Ok(None)
+                    }
+                    read => read,
                 }
             });
             for manifest in futures::future::try_join_all(reads)
@@ -320,6 +340,11 @@ impl ObjectStoreBackend {
 
     async fn put_json<T: Serialize>(&self, path: &Path, value: &T, mode: PutMode) -> Result<()> {
         let body = serde_json::to_vec(value)?;
+        within_budget(
+            || format!("the record {path}"),
+            body.len(),
+            MAX_RECORD_OBJECT,
+        )?;
         self.inner
             .put_opts(path, PutPayload::from(body), PutOptions::from(mode))
             .await
@@ -343,9 +368,9 @@ impl ObjectStoreBackend {
             .map_err(|e| io("listing", prefix, e))
     }
 
-    /// The chunk objects of an upload by number: (key, offset, size).
-    async fn chunks(&self, id: &RandomId) -> Result<BTreeMap<u64, Vec<Part>>> {
-        let mut out: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+    /// The chunk objects of an upload by number, each with its last-modified time.
+    async fn chunks(&self, id: &RandomId) -> Result<BTreeMap<u64, Vec<(SystemTime, Part)>>> {
+        let mut out: BTreeMap<u64, Vec<_>> = BTreeMap::new();
         for object in self.list(&self.data_prefix(id)).await? {
             let Some(name) = object.location.filename() else {
                 continue;
@@ -356,11 +381,14 @@ impl ObjectStoreBackend {
             let Some((number, offset)) = parsed else {
                 continue;
             };
-            out.entry(number).or_default().push(Part {
-                key: object.location.to_string(),
-                offset,
-                size: object.size,
-            });
+            out.entry(number).or_default().push((
+                SystemTime::from(object.last_modified),
+                Part {
+                    key: object.location.to_string(),
+                    offset,
+                    size: object.size,
+                },
+            ));
         }
         Ok(out)
     }
@@ -388,6 +416,42 @@ impl ObjectStoreBackend {
             self.delete(key).await?;
         }
         self.delete(&self.begun_path(id)).await
+    }
+
+    /// Drops the `unlinked/` index entries of attachment `id` (a scan of the index: for
+    /// an attachment whose manifest is gone or damaged, so whose entry is not known).
+    async fn drop_unlinked(&self, id: &RandomId) -> Result<()> {
+        let suffix = format!(".{id}");
+        for object in self.list(&self.path(&["unlinked"])).await? {
+            if object
+                .location
+                .filename()
+                .is_some_and(|n| n.ends_with(&suffix))
+            {
+                self.delete(&object.location).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the manifest of attachment `id`, which is damaged (`problem`), out of sight
+    /// to `quarantine/<id>`; the chunk objects it names stay where they are.
+    async fn quarantine(&self, id: &RandomId, problem: &Error) -> Result<()> {
+        let from = self.manifest_path(id);
+        let to = self.path(&["quarantine", &id.to_string()]);
+        match self.inner.copy(&from, &to).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(io("copying", &from, e)),
+        }
+        self.delete(&from).await?;
+        tracing::warn!(
+            attachment = %id,
+            error = %problem,
+            to = %to,
+            "moved a damaged record aside",
+        );
+        self.drop_unlinked(id).await
     }
 
     async fn manifest(&self, id: &RandomId) -> Result<Option<Manifest>> {
@@ -512,21 +576,31 @@ impl Store for ObjectStoreBackend {
         let Some(mut begun) = self.read_json::<Begun>(&begun_path).await? else {
             return Err(not_found("upload", upload_id));
         };
-        // The chunks, in number order, must tile 0..file_size.
+        // One object per number (a number stored again at another offset leaves two:
+        // the later one counts), and together they must tile 0..file_size exactly.
         let mut parts = Vec::new();
-        let mut end = 0;
+        let mut stale = Vec::new();
         for (_, mut candidates) in self.chunks(&id).await? {
-            // Same number at two offsets: only the one continuing the file can be right.
-            candidates.retain(|p| p.offset == end);
-            let Some(part) = candidates.pop() else { break };
-            // Sizes as the object store lists them: saturating, a sum past u64 is not a
-            // file of any size.
-            end = end.saturating_add(part.size);
-            parts.push(part);
+            candidates.sort_by_key(|(modified, part)| (*modified, part.offset));
+            if let Some((_, part)) = candidates.pop() {
+                parts.push(part);
+            }
+            stale.extend(candidates.into_iter().map(|(_, p)| p.key));
         }
-        if end != meta.file_size {
-            return Err(incomplete(upload_id, end, meta.file_size));
+        let mut pieces: Vec<(u64, u64)> = parts.iter().map(|p| (p.offset, p.size)).collect();
+        if let Err(stored) = tiling(&mut pieces, meta.file_size) {
+            return Err(incomplete(upload_id, stored, meta.file_size));
         }
+        parts.sort_by_key(|p| p.offset);
+        let manifest = Manifest {
+            meta: meta.clone(),
+            upload_id: upload_id.to_owned(),
+            parts,
+        };
+        // Refused before anything is written when it could not be read back.
+        let path = self.manifest_path(&att);
+        let size = serde_json::to_vec(&manifest)?.len();
+        within_budget(|| format!("the record {path}"), size, MAX_RECORD_OBJECT)?;
         let taken = || Error::Taken {
             what: "attachment",
             id: att.to_string(),
@@ -552,11 +626,6 @@ impl Store for ObjectStoreBackend {
                 .await
                 .map_err(|e| io("indexing", entry, e))?;
         }
-        let manifest = Manifest {
-            meta: meta.clone(),
-            upload_id: upload_id.to_owned(),
-            parts,
-        };
         if let Err(e) = self
             .put_json(&self.manifest_path(&att), &manifest, PutMode::Create)
             .await
@@ -573,6 +642,10 @@ impl Store for ObjectStoreBackend {
                     e
                 }
             });
+        }
+        // Objects of a number stored again elsewhere: no manifest names them.
+        for key in stale {
+            let _ = self.delete(&Path::from(key)).await;
         }
         self.delete(&begun_path).await
     }
@@ -614,6 +687,11 @@ impl Store for ObjectStoreBackend {
         body.push(b'\n');
         body.extend_from_slice(&record);
         let path = self.session_path(&id);
+        within_budget(
+            || format!("the session of upload {id}"),
+            body.len(),
+            MAX_RECORD_OBJECT,
+        )?;
         let put = self
             .put_if(&path, body.into(), expected)
             .await?
@@ -701,6 +779,11 @@ impl Store for ObjectStoreBackend {
                 self.delete(&index).await?;
             }
             let body = Bytes::from(serde_json::to_vec(&manifest)?);
+            within_budget(
+                || format!("the record {path}"),
+                body.len(),
+                MAX_RECORD_OBJECT,
+            )?;
             let written = match e_tag.as_deref() {
                 Some(tag) => self.put_if(&path, body, Some(tag)).await?.is_some(),
                 // A service without ETags: no condition is possible.
@@ -809,7 +892,16 @@ impl Store for ObjectStoreBackend {
                     .map(|h| h.saved),
                 _ => None,
             };
-            let active = begun.map(|b| b.started).max(saved);
+            let open = begun.is_some();
+            let mut active = begun.map(|b| b.started).max(saved);
+            if open && active.is_none_or(|t| t < uploads_before) {
+                // Open and idle by its records: is a chunk stored since? (Their objects'
+                // times, from one listing of the upload's chunk objects. Those of a
+                // committed upload are the attachment's, and an aborted one has none.)
+                for object in self.list(&self.data_prefix(&id)).await? {
+                    active = active.max(Some(SystemTime::from(object.last_modified)));
+                }
+            }
             if active.is_none_or(|t| t < uploads_before) {
                 out.push(Expired::Upload(id.to_string()));
             }
@@ -842,22 +934,19 @@ impl Store for ObjectStoreBackend {
                 self.release(&id).await?;
                 self.delete(&self.session_path(&id)).await
             }
-            Expired::Attachment(id) => {
+            Expired::Attachment(id) | Expired::Damaged(id) => {
                 let Ok(rid) = id.parse::<RandomId>() else {
                     return Ok(());
                 };
-                let Some(manifest) = self.manifest(&rid).await? else {
+                let manifest = match self.manifest(&rid).await {
+                    Err(e @ Error::CorruptState { .. }) => return self.quarantine(&rid, &e).await,
+                    // A damaged record that reads back well now is not removed.
+                    _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
+                    read => read?,
+                };
+                let Some(manifest) = manifest else {
                     // Already gone; drop any index entry left behind.
-                    for object in self.list(&self.path(&["unlinked"])).await? {
-                        if object
-                            .location
-                            .filename()
-                            .is_some_and(|n| n.ends_with(&format!(".{id}")))
-                        {
-                            self.delete(&object.location).await?;
-                        }
-                    }
-                    return Ok(());
+                    return self.drop_unlinked(&rid).await;
                 };
                 // The manifest first: the attachment stops being visible before its bytes go.
                 self.delete(&self.manifest_path(&rid)).await?;
