@@ -257,6 +257,20 @@ pub enum Error {
         number: u64,
     },
 
+    /// The upload's `finish` is being committed by an earlier request. Its answer carries
+    /// the attachment id; if it never came (the request or the server died), the same
+    /// `finish` sent again after `retry_after_secs` takes the commit over.
+    #[error(
+        "upload {upload_id} is being committed by an earlier finish; if that request got no \
+         answer, send the same finish again in {retry_after_secs} s"
+    )]
+    UploadCommitting {
+        /// The upload's id.
+        upload_id: String,
+        /// Seconds until an identical `finish` may take the commit over.
+        retry_after_secs: u64,
+    },
+
     /// An attachment (or another stored object) does not exist, or is not visible to the
     /// caller.
     #[error("no {what} with id {:?} exists here", shorten(.id, 100))]
@@ -979,6 +993,7 @@ impl Error {
                 404
             }
             Error::UploadBusy { .. }
+            | Error::UploadCommitting { .. }
             | Error::UploadFinished { .. }
             | Error::Contended { .. }
             | Error::Incomplete { .. }

@@ -718,6 +718,11 @@ impl UploadReceiver {
                 upload_id: None,
                 ok: OkFlag(true),
             };
+            // Which attachment a `Recommit` takes over (the others choose one below).
+            let again = match &received {
+                Received::Recommit { attachment_id, .. } => Some(attachment_id.clone()),
+                _ => None,
+            };
             match received {
                 Received::Chunk {
                     number,
@@ -743,8 +748,24 @@ impl UploadReceiver {
                     offset,
                     data: bytes,
                     attachment,
+                }
+                | Received::Recommit {
+                    number,
+                    offset,
+                    data: bytes,
+                    attachment,
+                    ..
                 } => {
-                    // Claimed as committing first: a second `finish` now answers "busy".
+                    // The claim (as which attachment, since when) is saved first: a second
+                    // `finish` now answers "busy", and if this request dies, a retry of
+                    // `finish` after the lease commits in its place.
+                    let attachment_id = match &again {
+                        Some(id) => id.clone(),
+                        None => random_id()?.to_string(),
+                    };
+                    if again.is_none() {
+                        session.claim_commit(attachment_id.clone(), attachment.clone(), now);
+                    }
                     let save = self.save(&session, version, now);
                     let committing = match save.await {
                         Err(Error::Contended { .. }) => {
@@ -753,12 +774,19 @@ impl UploadReceiver {
                         }
                         other => other?,
                     };
+                    let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
                     let committed = async {
+                        if again.is_some() && self.is_committed(&meta).await? {
+                            return Ok(attachment_id.clone());
+                        }
                         self.store.put_chunk(&id, number, offset, bytes).await?;
-                        let attachment_id = random_id()?.to_string();
-                        let meta = AttachmentMeta::new(&attachment_id, &attachment, scope);
-                        self.commit_when_stored(&id, &meta, wait_until).await?;
-                        Ok(attachment_id)
+                        match self.commit_when_stored(&id, &meta, wait_until).await {
+                            // The claim before this one committed meanwhile.
+                            Err(Error::Taken { .. })
+                                if again.is_some() && self.is_committed(&meta).await? => {}
+                            other => other?,
+                        }
+                        Ok(attachment_id.clone())
                     }
                     .await;
                     match committed {
@@ -850,6 +878,18 @@ impl UploadReceiver {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Whether the store holds `meta`'s attachment already, with its size and digest (a
+    /// commit whose request died after the store took it).
+    async fn is_committed(&self, meta: &AttachmentMeta) -> Result<bool> {
+        match self.store.metadata(&meta.id).await {
+            Ok(found) => Ok(found.file_size == meta.file_size
+                && found.sha256 == meta.sha256
+                && found.scope == meta.scope),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -152,7 +152,7 @@ async fn an_upload_alternates_between_two_servers_and_races_end_whole() {
                 409 => assert!(
                     json["errors"][0]["message"]
                         .as_str()
-                        .is_some_and(|m| m.contains("still processing")),
+                        .is_some_and(|m| m.contains("is being committed by an earlier finish")),
                     "{json}"
                 ),
                 other => panic!("a raced chunk answered {other}: {json}"),

@@ -589,7 +589,26 @@ impl ConnectivityClient {
             let Some((kind, range, answer)) = next else {
                 break;
             };
-            let answer = answer?;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // A `finish` still in flight may have succeeded all the same (the
+                    // earlier chunk's answer was lost, not its bytes): the server commits
+                    // only a file whose every chunk it stored, so that answer settles it.
+                    while let Some((kind, _, later)) = match answered.pop_front() {
+                        Some(answer) => Some(answer),
+                        None => in_flight.next().await,
+                    } {
+                        if let (RequestKind::Chunk { .. }, Ok(body)) = (kind, later)
+                            && let Ok(resp) = wire::from_slice::<ChunkResponse>(&body)
+                            && let Some(id) = resp.data.and_then(|d| d.attachment_id)
+                        {
+                            return Ok(id);
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             progress(range.end, total);
             match kind {
                 RequestKind::Single => {

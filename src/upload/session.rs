@@ -65,10 +65,27 @@ pub enum Received {
         /// The accepted file.
         attachment: AttachmentInfo,
     },
-    /// A retry of the last accepted chunk with the same content (its SHA-256 checked):
-    /// answer as before. While the upload is still receiving, `data` holds the chunk again:
-    /// storing it again is harmless, and repairs a store write that an interrupted request
-    /// (or a crashed process) left undone.
+    /// An identical retry of a `finish` whose commit was claimed by a request that did not
+    /// finish it within [`COMMIT_LEASE`] (it died, or its process did): the claim is now
+    /// this request's. Store `data` again, then commit as `attachment_id` (the id the
+    /// first claim chose: if that commit did happen, the store has it, and the answer is
+    /// the same), and tell the session with [`UploadSession::committed`].
+    Recommit {
+        /// The chunk's number.
+        number: u64,
+        /// Where the bytes go in the file.
+        offset: u64,
+        /// The decoded chunk.
+        data: Bytes,
+        /// The attachment the upload becomes.
+        attachment_id: String,
+        /// The accepted file.
+        attachment: AttachmentInfo,
+    },
+    /// A retry of one of the latest accepted chunks ([`RECENT_CHUNKS`]) with the same
+    /// content (its SHA-256 checked): answer as before. While the upload is still receiving,
+    /// `data` holds the chunk again: storing it again is harmless, and repairs a store
+    /// write that an interrupted request (or a crashed process) left undone.
     Repeat {
         /// The chunk's number.
         number: u64,
@@ -85,7 +102,9 @@ impl Received {
     /// The bytes to store, if any.
     pub fn data(&self) -> Option<&Bytes> {
         match self {
-            Received::Chunk { data, .. } | Received::Last { data, .. } => Some(data),
+            Received::Chunk { data, .. }
+            | Received::Last { data, .. }
+            | Received::Recommit { data, .. } => Some(data),
             Received::Repeat { data, .. } => data.as_ref(),
         }
     }
@@ -94,15 +113,41 @@ impl Received {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Receiving,
-    /// `Last` was given out; the store is committing.
-    Committing,
+    /// `Last` was given out; the store is committing. `claim` says as which attachment,
+    /// and since when (`None` until [`UploadSession::claim_commit`], and in a record
+    /// saved by an earlier version).
+    Committing {
+        claim: Option<Box<CommitClaim>>,
+    },
     Finished {
         attachment_id: String,
     },
     Failed(Box<Error>),
 }
 
-/// The last accepted chunk, kept to recognise an identical retry: its number, action,
+/// How many of the latest accepted chunks a session remembers, to recognise an identical
+/// retry of any of them: 5, one more than the chunks a pipelining client may have in
+/// flight past the one it waits for (`stream`'s `MAX_AHEAD`, 4). After a crash such a
+/// client sends its unanswered chunks again, oldest first; each is then recognised and
+/// its bytes stored again, which repairs a write the crash cut short.
+pub const RECENT_CHUNKS: usize = 5;
+
+/// How long a `finish` that claimed the commit may take before an identical retry takes
+/// the claim over and commits in its place: 30 s. A commit waits at most 10 s for
+/// earlier chunks' writes, and the store's own calls take well under a second; a claim
+/// older than this is one whose request (or process) died.
+pub const COMMIT_LEASE: Duration = Duration::from_secs(30);
+
+/// Which attachment a committing upload becomes, and when the commit was claimed: enough
+/// for a retry of `finish` to commit it again after the request that claimed it died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommitClaim {
+    attachment_id: String,
+    info: AttachmentInfo,
+    claimed: SystemTime,
+}
+
+/// An accepted chunk, kept to recognise an identical retry: its number, action,
 /// place, and the SHA-256 states of the file before and after it (a retry is identical when
 /// hashing its bytes from `before` gives `after`; nothing is hashed twice on the normal
 /// path, and no chunk bytes are held).
@@ -144,7 +189,8 @@ pub struct UploadSession {
     received: u64,
     /// `None` once the session stops receiving (and in a restored session that had).
     inspector: Option<Inspector>,
-    last: Option<LastChunk>,
+    /// The latest accepted chunks, oldest first, at most [`RECENT_CHUNKS`].
+    recent: Vec<LastChunk>,
     state: State,
     started: SystemTime,
     last_activity: SystemTime,
@@ -199,7 +245,7 @@ impl UploadSession {
             next: 0,
             received: 0,
             inspector: Some(inspector),
-            last: None,
+            recent: Vec::new(),
             state: State::Receiving,
             started: now,
             last_activity: now,
@@ -214,8 +260,10 @@ impl UploadSession {
     /// # Errors
     ///
     /// - [`Error::UploadFailed`] after an earlier fatal error, [`Error::UploadFinished`]
-    ///   after the commit (except for an identical retry of `finish`), [`Error::UploadBusy`]
-    ///   while the last chunk is being committed.
+    ///   after the commit (except for an identical retry of one of the latest chunks),
+    ///   [`Error::UploadCommitting`] while `finish` is being committed (except for an
+    ///   identical retry of it once the claim's [`COMMIT_LEASE`] has passed, which
+    ///   [`Received::Recommit`]s).
     /// - Fatal: [`Error::Chunk`] for a wrong action, number or file description;
     ///   [`Error::TooLarge`] for a chunk over the limit; [`Error::SizeMismatch`] when the
     ///   decoded chunk differs from `chunk_size`, runs past `file_size`, or `finish` leaves
@@ -223,11 +271,34 @@ impl UploadSession {
     pub fn receive(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
         match &self.state {
             State::Receiving => {}
-            State::Committing => {
-                return Err(Error::UploadBusy {
+            State::Committing { claim } => {
+                let busy = |wait: Duration| Error::UploadCommitting {
                     upload_id: self.id.to_string(),
-                    number: req.chunk.chunk_number,
-                });
+                    retry_after_secs: wait.as_secs().max(1),
+                };
+                // Only an identical retry of `finish` may take over a claim past its lease.
+                let Some(claim) = claim else {
+                    return Err(busy(COMMIT_LEASE));
+                };
+                let held = elapsed(claim.claimed, now);
+                if held < COMMIT_LEASE {
+                    return Err(busy(COMMIT_LEASE - held));
+                }
+                let (attachment_id, attachment) = (claim.attachment_id.clone(), claim.info.clone());
+                return match self.repeat(req) {
+                    Ok(Some((number, offset, data, ChunkAction::Finish))) => {
+                        self.claim_commit(attachment_id.clone(), attachment.clone(), now);
+                        self.last_activity = now;
+                        Ok(Received::Recommit {
+                            number,
+                            offset,
+                            data,
+                            attachment_id,
+                            attachment,
+                        })
+                    }
+                    _ => Err(busy(COMMIT_LEASE)),
+                };
             }
             State::Failed(first) if matches!(**first, Error::UploadExpired { .. }) => {
                 return Err((**first).clone());
@@ -241,11 +312,11 @@ impl UploadSession {
             State::Finished { attachment_id } => {
                 let attachment_id = attachment_id.clone();
                 return match self.repeat(req) {
-                    Ok(Some((number, offset, _))) => Ok(Received::Repeat {
+                    Ok(Some((number, offset, _, action))) => Ok(Received::Repeat {
                         number,
                         offset,
                         data: None,
-                        attachment_id: Some(attachment_id),
+                        attachment_id: (action == ChunkAction::Finish).then_some(attachment_id),
                     }),
                     _ => Err(Error::UploadFinished {
                         upload_id: self.id.to_string(),
@@ -257,10 +328,24 @@ impl UploadSession {
         let result = self.accept(req, now);
         if let Err(e) = &result {
             self.state = State::Failed(Box::new(e.clone()));
-            self.last = None;
+            self.recent.clear();
             self.last_activity = now;
         }
         result
+    }
+
+    /// Claims the commit that [`Received::Last`] asked for, as `attachment_id` (an id the
+    /// caller chose), at `now`: saved with the session, the claim lets an identical retry
+    /// of `finish` commit again if this commit's request dies ([`Received::Recommit`]).
+    /// Does nothing unless the session is committing.
+    pub fn claim_commit(&mut self, attachment_id: String, info: AttachmentInfo, now: SystemTime) {
+        if let State::Committing { claim } = &mut self.state {
+            *claim = Some(Box::new(CommitClaim {
+                attachment_id,
+                info,
+                claimed: now,
+            }));
+        }
     }
 
     /// Records that the store committed the upload as `attachment_id`.
@@ -274,7 +359,7 @@ impl UploadSession {
     /// [`Error::UploadFailed`].
     pub fn fail(&mut self, err: Error) {
         self.state = State::Failed(Box::new(err));
-        self.last = None;
+        self.recent.clear();
     }
 
     /// Expires the session when it has been idle for longer than `ttl` at `now` while
@@ -310,7 +395,9 @@ impl UploadSession {
     pub fn save(&self) -> Result<SessionRecord> {
         let state = match &self.state {
             State::Receiving => SavedState::Receiving,
-            State::Committing => SavedState::Committing,
+            State::Committing { claim } => SavedState::Committing {
+                claim: claim.as_deref().map(SavedClaim::from),
+            },
             State::Finished { attachment_id } => SavedState::Finished {
                 attachment_id: attachment_id.clone(),
             },
@@ -343,7 +430,8 @@ impl UploadSession {
             next: self.next,
             received: self.received,
             inspector,
-            last: self.last.clone(),
+            last: None,
+            recent: self.recent.clone(),
             state,
             started: unix_millis(self.started),
             last_activity: unix_millis(self.last_activity),
@@ -391,21 +479,14 @@ impl UploadSession {
         if record.received > record.file_size || record.next > record.received {
             return Err(bad("the counters are impossible"));
         }
-        if let Some(last) = &record.last {
-            // Where the last chunk ends, and the hash states around it: `before` over the
-            // bytes before it, `after` over those and the chunk (a retry is recognised by
-            // them, and its bytes are stored at `offset`).
-            let end = last.offset.checked_add(last.size);
-            let hashed = |state: &[u8]| Sha256::from_state(state).ok().map(|h| h.bytes_hashed());
-            if last.size == 0
-                || end != Some(record.received)
-                || last.number.checked_add(1) != Some(record.next)
-                || hashed(&last.before) != Some(last.offset)
-                || hashed(&last.after) != end
-            {
-                return Err(bad("the last chunk does not end where the upload stands"));
+        // A record of an earlier version keeps only the last chunk.
+        if let Some(last) = record.last.take() {
+            if !record.recent.is_empty() {
+                return Err(bad("both the last chunk and the recent chunks"));
             }
+            record.recent.push(last);
         }
+        check_recent(&record.recent, record.next, record.received, &record.state).map_err(&bad)?;
         if record.inspector.is_some() && record.state != SavedState::Receiving {
             return Err(bad("an inspector in a session that stopped receiving"));
         }
@@ -415,8 +496,8 @@ impl UploadSession {
                     .inspector
                     .take()
                     .ok_or_else(|| bad("a receiving session without its inspector"))?;
-                // Every session takes chunk 0 as it starts, and a failure drops `last`.
-                let Some(last) = &record.last else {
+                // Every session takes chunk 0 as it starts, and a failure drops the chunks.
+                let Some(last) = record.recent.last() else {
                     return Err(bad("a receiving session without its last chunk"));
                 };
                 if record.received == record.file_size {
@@ -438,12 +519,22 @@ impl UploadSession {
                 }
                 (State::Receiving, Some(insp))
             }
-            SavedState::Committing | SavedState::Finished { .. }
+            SavedState::Committing { .. } | SavedState::Finished { .. }
                 if record.received != record.file_size =>
             {
                 return Err(bad("a committed session that is missing bytes"));
             }
-            SavedState::Committing => (State::Committing, None),
+            SavedState::Committing { claim } => {
+                let claim = match claim {
+                    None => None,
+                    Some(saved) => Some(Box::new(
+                        saved
+                            .restore(&record.file_name, record.file_size)
+                            .map_err(&bad)?,
+                    )),
+                };
+                (State::Committing { claim }, None)
+            }
             SavedState::Finished { attachment_id } => (State::Finished { attachment_id }, None),
             SavedState::Failed { status, .. } if !(400..=599).contains(&status) => {
                 return Err(bad(&format!("a failure recorded with status {status}")));
@@ -473,7 +564,7 @@ impl UploadSession {
             next: record.next,
             received: record.received,
             inspector,
-            last: record.last,
+            recent: record.recent,
             state,
             started: from_unix_millis(record.started),
             last_activity: from_unix_millis(record.last_activity),
@@ -536,7 +627,7 @@ impl UploadSession {
 
     /// Whether chunks are still expected (the store holds bytes that expiry must release).
     pub fn is_receiving(&self) -> bool {
-        matches!(self.state, State::Receiving | State::Committing)
+        matches!(self.state, State::Receiving | State::Committing { .. })
     }
 
     /// The attachment id, once committed.
@@ -555,33 +646,36 @@ impl UploadSession {
         }
     }
 
-    /// Is `req` an identical retry of the last accepted chunk? `Ok(Some(number))` if so,
-    /// `Ok(None)` if it is not a retry at all.
-    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<(u64, u64, Bytes)>> {
-        let Some(last) = &self.last else {
+    /// Is `req` an identical retry of one of the latest accepted chunks? `Ok(Some(..))`
+    /// with its number, offset, bytes and action if so, `Ok(None)` if it is not a retry of
+    /// a chunk the session remembers.
+    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<(u64, u64, Bytes, ChunkAction)>> {
+        let number = req.chunk.chunk_number;
+        let Some(earlier) = self.recent.iter().find(|c| c.number == number) else {
             return Ok(None);
         };
-        let number = req.chunk.chunk_number;
-        if number != last.number {
-            return Ok(None);
-        }
         let reused = Error::Chunk(ChunkProblem::Reused {
             number,
             next: self.next,
         });
-        if req.action != last.action || self.check_same_file(req).is_err() {
+        if req.action != earlier.action || self.check_same_file(req).is_err() {
             return Err(reused);
         }
         let text = req.chunk.chunk_content.as_bytes();
-        if req.chunk.chunk_size != last.size || decoded_len(text) as u64 != last.size {
+        if req.chunk.chunk_size != earlier.size || decoded_len(text) as u64 != earlier.size {
             return Err(reused);
         }
         let mut again = BytesMut::with_capacity(decoded_len(text));
         decode_inspect(text, None, &mut again).map_err(|_| reused.clone())?;
-        let mut hasher = Sha256::from_state(&last.before).map_err(|_| reused.clone())?;
+        let mut hasher = Sha256::from_state(&earlier.before).map_err(|_| reused.clone())?;
         hasher.update(&again);
-        if hasher.state() == last.after {
-            Ok(Some((number, last.offset, again.freeze())))
+        if hasher.state() == earlier.after {
+            Ok(Some((
+                number,
+                earlier.offset,
+                again.freeze(),
+                earlier.action,
+            )))
         } else {
             Err(reused)
         }
@@ -621,7 +715,7 @@ impl UploadSession {
 
     fn accept(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
         let number = req.chunk.chunk_number;
-        if let Some((number, offset, data)) = self.repeat(req)? {
+        if let Some((number, offset, data, _)) = self.repeat(req)? {
             self.last_activity = now;
             return Ok(Received::Repeat {
                 number,
@@ -703,7 +797,10 @@ impl UploadSession {
         // `next` <= `received` < `file_size` (each chunk holds a byte): no overflow.
         self.next = self.next.saturating_add(1);
         self.last_activity = now;
-        self.last = Some(LastChunk {
+        if self.recent.len() == RECENT_CHUNKS {
+            self.recent.remove(0);
+        }
+        self.recent.push(LastChunk {
             number,
             action: req.action,
             offset,
@@ -720,7 +817,7 @@ impl UploadSession {
         }
         let verdict = inspector.finish()?;
         self.inspector = None;
-        self.state = State::Committing;
+        self.state = State::Committing { claim: None };
         Ok(Received::Last {
             number,
             offset,
@@ -758,7 +855,12 @@ pub struct SessionRecord {
     next: u64,
     received: u64,
     inspector: Option<crate::inspect::InspectorState>,
+    /// The last chunk, in records of an earlier version (read, never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<LastChunk>,
+    /// The latest accepted chunks, oldest first.
+    #[serde(default)]
+    recent: Vec<LastChunk>,
     state: SavedState,
     /// Unix milliseconds.
     started: u64,
@@ -783,10 +885,128 @@ impl SessionRecord {
 #[serde(tag = "state", rename_all = "snake_case")]
 enum SavedState {
     Receiving,
-    Committing,
-    Finished { attachment_id: String },
-    Failed { status: u16, message: String },
-    Expired { idle_secs: u64, ttl_secs: u64 },
+    Committing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claim: Option<SavedClaim>,
+    },
+    Finished {
+        attachment_id: String,
+    },
+    Failed {
+        status: u16,
+        message: String,
+    },
+    Expired {
+        idle_secs: u64,
+        ttl_secs: u64,
+    },
+}
+
+/// A [`CommitClaim`] as a record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SavedClaim {
+    attachment_id: String,
+    media_type: String,
+    #[serde(with = "hex_vec")]
+    sha256: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dimensions: Option<(u32, u32)>,
+    /// Unix milliseconds.
+    created: u64,
+    /// Unix milliseconds.
+    claimed: u64,
+}
+
+impl From<&CommitClaim> for SavedClaim {
+    fn from(claim: &CommitClaim) -> Self {
+        SavedClaim {
+            attachment_id: claim.attachment_id.clone(),
+            media_type: claim.info.media_type.to_string(),
+            sha256: claim.info.sha256.as_bytes().to_vec(),
+            dimensions: claim.info.dimensions,
+            created: unix_millis(claim.info.created),
+            claimed: unix_millis(claim.claimed),
+        }
+    }
+}
+
+impl SavedClaim {
+    /// The claim again, for the upload of `file_name` and `file_size` bytes.
+    fn restore(
+        self,
+        file_name: &str,
+        file_size: u64,
+    ) -> std::result::Result<CommitClaim, &'static str> {
+        if self.attachment_id.parse::<RandomId>().is_err() {
+            return Err("the commit claim names a malformed attachment id");
+        }
+        let media_type = MediaType::parse(&self.media_type)
+            .map_err(|_| "the commit claim's type is malformed")?;
+        let sha256: [u8; 32] = self
+            .sha256
+            .try_into()
+            .map_err(|_| "the commit claim's SHA-256 is not 32 bytes")?;
+        Ok(CommitClaim {
+            attachment_id: self.attachment_id,
+            info: AttachmentInfo {
+                file_name: file_name.to_owned(),
+                media_type,
+                size: file_size,
+                sha256: Sha256Digest(sha256),
+                dimensions: self.dimensions,
+                created: from_unix_millis(self.created),
+            },
+            claimed: from_unix_millis(self.claimed),
+        })
+    }
+}
+
+/// Checks the recent chunks of a record against its counters: consecutive numbers ending
+/// just before `next`, each holding a byte, contiguous, ending where the upload stands,
+/// the hash states around each covering the bytes before and after it and following on
+/// from one chunk to the next, `start` first and `finish` only last and only once the
+/// session stopped receiving.
+fn check_recent(
+    recent: &[LastChunk],
+    next: u64,
+    received: u64,
+    state: &SavedState,
+) -> std::result::Result<(), &'static str> {
+    if recent.len() > RECENT_CHUNKS {
+        return Err("more recent chunks than a session keeps");
+    }
+    let hashed = |state: &[u8]| Sha256::from_state(state).ok().map(|h| h.bytes_hashed());
+    let mut expect_number = next.checked_sub(recent.len() as u64);
+    let mut expect_offset = None;
+    let mut previous_after: Option<&[u8]> = None;
+    for (i, chunk) in recent.iter().enumerate() {
+        let end = chunk.offset.checked_add(chunk.size);
+        if chunk.size == 0
+            || Some(chunk.number) != expect_number
+            || expect_offset.is_some_and(|o| o != chunk.offset)
+            || previous_after.is_some_and(|a| a != chunk.before.as_slice())
+            || hashed(&chunk.before) != Some(chunk.offset)
+            || hashed(&chunk.after) != end
+        {
+            return Err("the recent chunks do not follow on to where the upload stands");
+        }
+        let is_last = i + 1 == recent.len();
+        let action_fits = match chunk.action {
+            ChunkAction::Start => chunk.number == 0,
+            ChunkAction::Resume => chunk.number > 0,
+            ChunkAction::Finish => chunk.number > 0 && is_last && *state != SavedState::Receiving,
+        };
+        if !action_fits {
+            return Err("a recent chunk's action does not fit its place");
+        }
+        expect_number = chunk.number.checked_add(1);
+        expect_offset = end;
+        previous_after = Some(&chunk.after);
+    }
+    if !recent.is_empty() && expect_offset != Some(received) {
+        return Err("the recent chunks do not end where the upload stands");
+    }
+    Ok(())
 }
 
 /// The error for a session record that cannot be restored: one that no session could

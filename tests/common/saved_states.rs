@@ -383,8 +383,12 @@ fn session_samples(file: usize, chunks: &[usize], out: &mut Vec<Sample>) {
         let got = session.receive(&req, now());
         at = end;
         save(&session, at, out);
-        if let Ok(Received::Last { .. }) = got {
-            session.committed("attachment-1");
+        if let Ok(Received::Last { attachment, .. }) = got {
+            // Committing as a claimed attachment, then committed.
+            let attachment_id = RandomId::from_bytes([0xa0 | file as u8; 16]).to_string();
+            session.claim_commit(attachment_id.clone(), attachment, now());
+            save(&session, at, out);
+            session.committed(attachment_id);
             save(&session, at, out);
             return;
         }

@@ -1,0 +1,468 @@
+//! Chunked uploads recover from requests (or processes) that die halfway: a `finish` whose
+//! request died after it claimed the commit is committed by an identical retry once the
+//! claim's lease ([`COMMIT_LEASE`]) has passed, under the attachment id the claim chose,
+//! and a pipelining client can send its unanswered chunks again after a crash
+//! ([`RECENT_CHUNKS`] are recognised as retries and their bytes stored again).
+#![cfg(feature = "async")]
+
+mod common;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use attachments::Error;
+use attachments::Policy;
+use attachments::store::{
+    AttachmentMeta, Expired, ListQuery, MemoryStore, Message, MessageStore, MetaChange, Store,
+    StoredSession,
+};
+use attachments::stream::{Clock, UploadReceiver};
+use attachments::upload::{COMMIT_LEASE, RECENT_CHUNKS};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+const MB: usize = 1 << 20;
+/// Chunks of 300,000 bytes: a 2.5 MB file in nine of them.
+const CHUNK: usize = 300_000;
+
+/// Where a request should die: the store operation that never returns while armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// `commit` never returns (the request dies before the commit).
+    Commit,
+    /// The session save after a successful commit never returns (the request dies after
+    /// the store took the attachment, before the record says so).
+    SaveAfterCommit,
+}
+
+/// A memory store whose chosen operation hangs while `armed`, so a request can be
+/// dropped at that point as if its process had died.
+#[derive(Debug)]
+struct Stalling {
+    inner: MemoryStore,
+    stall: Mutex<Option<Stall>>,
+    committed: AtomicBool,
+}
+
+impl Stalling {
+    fn arm(&self, stall: Stall) {
+        *self.stall.lock().unwrap() = Some(stall);
+        self.committed.store(false, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        *self.stall.lock().unwrap() = None;
+    }
+
+    fn stalls(&self, at: Stall) -> bool {
+        *self.stall.lock().unwrap() == Some(at)
+    }
+}
+
+async fn forever() {
+    std::future::pending::<()>().await
+}
+
+#[async_trait]
+impl MessageStore for Stalling {
+    async fn post_message(&self, message: &Message) -> attachments::Result<()> {
+        self.inner.post_message(message).await
+    }
+    async fn latest_messages(&self, limit: usize) -> attachments::Result<Vec<Message>> {
+        self.inner.latest_messages(limit).await
+    }
+    async fn confirm_messages(&self, ids: &[String]) -> attachments::Result<usize> {
+        self.inner.confirm_messages(ids).await
+    }
+    async fn conversation_messages(
+        &self,
+        accommodation: u64,
+        conversation: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> attachments::Result<Vec<Message>> {
+        self.inner
+            .conversation_messages(accommodation, conversation, after, limit)
+            .await
+    }
+    async fn reservation_conversation(
+        &self,
+        accommodation: u64,
+        reservation: &str,
+        proposed: &str,
+    ) -> attachments::Result<String> {
+        self.inner
+            .reservation_conversation(accommodation, reservation, proposed)
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for Stalling {
+    async fn begin_upload(&self, id: &str, started: SystemTime) -> attachments::Result<()> {
+        self.inner.begin_upload(id, started).await
+    }
+    async fn put_chunk(
+        &self,
+        id: &str,
+        n: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> attachments::Result<()> {
+        self.inner.put_chunk(id, n, offset, data).await
+    }
+    async fn commit(&self, id: &str, meta: &AttachmentMeta) -> attachments::Result<()> {
+        if self.stalls(Stall::Commit) {
+            forever().await;
+        }
+        let done = self.inner.commit(id, meta).await;
+        self.committed.store(done.is_ok(), Ordering::SeqCst);
+        done
+    }
+    async fn abort(&self, id: &str) -> attachments::Result<()> {
+        self.inner.abort(id).await
+    }
+    async fn load_session(&self, id: &str) -> attachments::Result<Option<StoredSession>> {
+        self.inner.load_session(id).await
+    }
+    async fn save_session(
+        &self,
+        id: &str,
+        record: Bytes,
+        expected: Option<&str>,
+        saved: SystemTime,
+    ) -> attachments::Result<String> {
+        if self.stalls(Stall::SaveAfterCommit) && self.committed.load(Ordering::SeqCst) {
+            forever().await;
+        }
+        self.inner.save_session(id, record, expected, saved).await
+    }
+    async fn read_range(&self, id: &str, range: Range<u64>) -> attachments::Result<Bytes> {
+        self.inner.read_range(id, range).await
+    }
+    async fn metadata(&self, id: &str) -> attachments::Result<AttachmentMeta> {
+        self.inner.metadata(id).await
+    }
+    async fn update(&self, id: &str, change: &MetaChange) -> attachments::Result<AttachmentMeta> {
+        self.inner.update(id, change).await
+    }
+    async fn list_attachments(
+        &self,
+        query: &ListQuery,
+    ) -> attachments::Result<Vec<AttachmentMeta>> {
+        self.inner.list_attachments(query).await
+    }
+    async fn list_expired(
+        &self,
+        uploads_before: SystemTime,
+        unlinked_before: SystemTime,
+    ) -> attachments::Result<Vec<Expired>> {
+        self.inner
+            .list_expired(uploads_before, unlinked_before)
+            .await
+    }
+    async fn remove(&self, item: &Expired) -> attachments::Result<()> {
+        self.inner.remove(item).await
+    }
+}
+
+struct Server {
+    receiver: UploadReceiver,
+    store: Arc<Stalling>,
+    now: Arc<Mutex<SystemTime>>,
+}
+
+impl Server {
+    fn new() -> Self {
+        let now = Arc::new(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let clock_now = now.clone();
+        let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
+        let store = Arc::new(Stalling {
+            inner: MemoryStore::new().with_clock(clock.clone()),
+            stall: Mutex::new(None),
+            committed: AtomicBool::new(false),
+        });
+        let receiver = UploadReceiver::new(Policy::connectivity(), store.clone())
+            .with_ttl(Duration::from_secs(600))
+            .with_clock(clock);
+        Server {
+            receiver,
+            store,
+            now,
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+
+    async fn send(&self, body: &Value) -> Result<(Option<String>, Option<String>), Error> {
+        let data = self
+            .receiver
+            .chunk(&serde_json::to_vec(body).unwrap(), "scope")
+            .await?;
+        Ok((data.upload_id, data.attachment_id))
+    }
+
+    /// Sends `body` and drops the request after 200 ms: a request that died.
+    async fn send_and_die(&self, body: &Value) {
+        let sent = tokio::time::timeout(Duration::from_millis(200), self.send(body)).await;
+        assert!(
+            sent.is_err(),
+            "the request was meant to stall, got {sent:?}"
+        );
+    }
+
+    async fn attachment_count(&self) -> usize {
+        self.store.inner.attachment_count()
+    }
+}
+
+fn chunk(action: &str, id: Option<&str>, n: usize, file: &[u8]) -> Value {
+    let range = n * CHUNK..((n + 1) * CHUNK).min(file.len());
+    let content = base64::engine::general_purpose::STANDARD.encode(&file[range.clone()]);
+    let mut att = json!({
+        "action": action,
+        "chunk": {"chunk_number": n, "chunk_size": range.len(), "chunk_content": content},
+        "file_type": "image/jpeg", "file_size": file.len(), "file_name": "photo.jpg",
+    });
+    if let Some(id) = id {
+        att["upload_id"] = json!(id);
+    }
+    json!({ "attachment": att })
+}
+
+fn file() -> Vec<u8> {
+    common::exact_jpeg(2 * MB + 400_000)
+}
+
+/// Chunk count of [`file`].
+fn chunks(file: &[u8]) -> usize {
+    file.len().div_ceil(CHUNK)
+}
+
+/// Starts an upload and sends every chunk but `finish`; returns the upload id.
+async fn all_but_finish(server: &Server, file: &[u8]) -> String {
+    let (id, _) = server.send(&chunk("start", None, 0, file)).await.unwrap();
+    let id = id.unwrap();
+    for n in 1..chunks(file) - 1 {
+        server
+            .send(&chunk("resume", Some(&id), n, file))
+            .await
+            .unwrap();
+    }
+    id
+}
+
+async fn read_whole(server: &Server, id: &str, len: usize) -> Vec<u8> {
+    server
+        .store
+        .read_range(id, 0..len as u64)
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_finish_that_died_before_its_commit_is_committed_by_its_retry_after_the_lease() {
+    let server = Server::new();
+    let file = file();
+    let id = all_but_finish(&server, &file).await;
+    let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
+    server.store.arm(Stall::Commit);
+    server.send_and_die(&finish).await;
+    server.store.disarm();
+
+    // Within the lease the claim stands: the retry hears that a commit is under way.
+    server.advance(COMMIT_LEASE - Duration::from_secs(1));
+    let err = server.send(&finish).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "upload {id} is being committed by an earlier finish; if that request got no answer, send the same finish again in 1 s"
+        )
+    );
+    assert_eq!(err.status(), 409);
+    // A chunk that is not the same `finish` never takes the claim over.
+    server.advance(Duration::from_secs(2));
+    let mut other = finish.clone();
+    other["attachment"]["chunk"]["chunk_content"] = json!("AAAA");
+    other["attachment"]["chunk"]["chunk_size"] = json!(3);
+    assert!(matches!(
+        server.send(&other).await.unwrap_err(),
+        Error::UploadCommitting { .. }
+    ));
+
+    // Past the lease, the identical retry commits, and a retry of that is answered alike.
+    let (_, attachment) = server.send(&finish).await.unwrap();
+    let attachment = attachment.expect("an attachment id");
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+    let (_, again) = server.send(&finish).await.unwrap();
+    assert_eq!(again.as_deref(), Some(attachment.as_str()));
+    assert_eq!(server.attachment_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_finish_that_died_after_its_commit_answers_the_committed_attachment_on_retry() {
+    let server = Server::new();
+    let file = file();
+    let id = all_but_finish(&server, &file).await;
+    let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
+    server.store.arm(Stall::SaveAfterCommit);
+    server.send_and_die(&finish).await;
+    server.store.disarm();
+    // The store took the attachment; the record still says "committing".
+    assert_eq!(server.attachment_count().await, 1);
+
+    server.advance(COMMIT_LEASE + Duration::from_secs(1));
+    let (_, attachment) = server.send(&finish).await.unwrap();
+    let attachment = attachment.expect("the attachment the dead request committed");
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+    assert_eq!(
+        server.attachment_count().await,
+        1,
+        "no second copy of the file"
+    );
+}
+
+#[tokio::test]
+async fn a_pipelining_client_sends_its_unanswered_chunks_again_after_a_crash() {
+    let server = Server::new();
+    let file = file();
+    let (id, _) = server.send(&chunk("start", None, 0, &file)).await.unwrap();
+    let id = id.unwrap();
+    let last = chunks(&file) - 1;
+    for n in 1..last {
+        server
+            .send(&chunk("resume", Some(&id), n, &file))
+            .await
+            .unwrap();
+    }
+    // The answers to the last RECENT_CHUNKS chunks were lost: the client sends them again,
+    // oldest first, then `finish`.
+    for n in last - RECENT_CHUNKS..last {
+        assert_eq!(
+            server
+                .send(&chunk("resume", Some(&id), n, &file))
+                .await
+                .unwrap(),
+            (None, None),
+            "chunk {n} again"
+        );
+    }
+    let (_, attachment) = server
+        .send(&chunk("finish", Some(&id), last, &file))
+        .await
+        .unwrap();
+    let attachment = attachment.unwrap();
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+}
+
+#[tokio::test]
+async fn only_identical_retries_of_recent_chunks_are_taken() {
+    let server = Server::new();
+    let file = file();
+    let (id, _) = server.send(&chunk("start", None, 0, &file)).await.unwrap();
+    let id = id.unwrap();
+    let last = chunks(&file) - 1;
+    for n in 1..last {
+        server
+            .send(&chunk("resume", Some(&id), n, &file))
+            .await
+            .unwrap();
+    }
+    // A chunk older than the recent ones is refused as reused, and ends the upload.
+    let old = last - RECENT_CHUNKS - 1;
+    let err = server
+        .send(&chunk("resume", Some(&id), old, &file))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "chunk rejected: chunk_number {old} was already accepted with other content; the next chunk is {last}"
+        ),
+    );
+
+    // On a fresh upload: a recent chunk with other bytes is refused too.
+    let (id, _) = server.send(&chunk("start", None, 0, &file)).await.unwrap();
+    let id = id.unwrap();
+    for n in 1..4 {
+        server
+            .send(&chunk("resume", Some(&id), n, &file))
+            .await
+            .unwrap();
+    }
+    let mut changed = chunk("resume", Some(&id), 2, &file);
+    let mut other = file.clone();
+    other[2 * CHUNK + 10] ^= 1;
+    changed["attachment"]["chunk"]["chunk_content"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(&other[2 * CHUNK..3 * CHUNK]));
+    let err = server.send(&changed).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Chunk(attachments::error::ChunkProblem::Reused { number: 2, .. })
+        ),
+        "{err}"
+    );
+}
+
+/// A pipelining client whose earlier chunk's answer is lost while its `finish` succeeds
+/// takes the attachment the `finish` answered, instead of starting the upload over.
+#[cfg(all(feature = "server", feature = "client"))]
+#[tokio::test]
+async fn a_pipelined_finish_that_succeeded_settles_the_upload_when_an_earlier_answer_is_lost() {
+    use attachments::client::ConnectivityClient;
+    use attachments::retry::RetryPolicy;
+    use attachments::server::{Sandbox, ServerConfig};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
+
+    /// Lets chunk 2 through, then answers 503 in its place: its answer is lost.
+    async fn lose_chunk_2(req: Request<Body>, next: Next) -> Response {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 4 << 20).await.unwrap();
+        let chunk_2 = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .is_some_and(|v| v["attachment"]["chunk"]["chunk_number"] == json!(2));
+        let answer = next.run(Request::from_parts(parts, Body::from(body))).await;
+        if chunk_2 && answer.status().is_success() {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        answer
+    }
+
+    let store = Arc::new(MemoryStore::new());
+    let sandbox = Sandbox::new(store.clone(), ServerConfig::default());
+    let router = sandbox.router().layer(middleware::from_fn(lose_chunk_2));
+    let url = common::serve_local(router).await;
+    let client = ConnectivityClient::new(&url)
+        .unwrap()
+        .with_retry(RetryPolicy::none())
+        .with_pipeline(4);
+    // Four chunks of 1,048,575 bytes or less: start, two resumes, finish.
+    let file = common::exact_jpeg(3 * MB + 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("photo.jpg");
+    std::fs::write(&path, &file).unwrap();
+    let uploaded = client
+        .upload_file(42, "conv", &path, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(uploaded.restarts, 0, "no second upload of the same file");
+    assert_eq!(store.attachment_count(), 1);
+    let stored = store
+        .read_range(&uploaded.attachment_id, 0..file.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(stored, file);
+}
