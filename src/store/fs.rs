@@ -373,6 +373,45 @@ impl FsStore {
 
     /// Links every chunk file of upload `id` into `stage`, named by offset, checks that
     /// the linked files tile the file, makes them and the metadata durable there.
+    /// Deletes the index entries of commits a crash stopped in upload directory `dir`:
+    /// a commit indexes its attachment before it renames its `commit-*` directory into
+    /// place, so a stage directory left behind whose attachment does not exist names
+    /// entries nothing else will remove.
+    fn drop_unpublished_index(&self, dir: &Path) -> io::Result<()> {
+        let stages = match fs::read_dir(dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for stage in stages {
+            let stage = stage?.path();
+            let is_stage = stage
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("commit-"));
+            if !is_stage {
+                continue;
+            }
+            let Some(meta) = read_small(&stage.join(META))
+                .ok()
+                .and_then(|text| serde_json::from_slice::<AttachmentMeta>(&text).ok())
+            else {
+                continue;
+            };
+            let Ok(att) = meta.id.parse::<RandomId>() else {
+                continue;
+            };
+            // Published after all (a second commit under the same id): its entries stay.
+            if fs::symlink_metadata(self.attachment_dir(&att)).is_ok() {
+                continue;
+            }
+            for entry in self.index_entries(&att, &meta) {
+                remove_if_present(&entry)?;
+            }
+        }
+        Ok(())
+    }
+
     fn assemble(&self, id: &RandomId, stage: &Path, meta: &AttachmentMeta) -> Result<()> {
         let op = |e: io::Error| Error::io(format!("commit of upload {id}"), e);
         let record = serde_json::to_vec(meta)?;
@@ -908,8 +947,10 @@ impl Store for FsStore {
                     return Ok(());
                 };
                 let op = |e: io::Error| Error::io(format!("removing upload {id}"), e);
-                remove_if_present(&s.upload_dir(&rid).join("begun")).map_err(op)?;
-                remove_tree(&s.upload_dir(&rid)).map_err(op)
+                let dir = s.upload_dir(&rid);
+                remove_if_present(&dir.join("begun")).map_err(op)?;
+                s.drop_unpublished_index(&dir).map_err(op)?;
+                remove_tree(&dir).map_err(op)
             }
             Expired::Attachment(id) | Expired::Damaged(id) => {
                 let Ok(rid) = id.parse::<RandomId>() else {
@@ -960,4 +1001,72 @@ fn newest_in(dir: &Path) -> Option<SystemTime> {
         newest = newest.max(entry.metadata().and_then(|m| m.modified()).ok());
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256;
+
+    fn meta(id: &RandomId, data: &[u8]) -> AttachmentMeta {
+        let mut meta = AttachmentMeta::new(
+            id.to_string(),
+            &crate::upload::AttachmentInfo {
+                file_name: "a.bin".into(),
+                media_type: crate::MediaType::OCTET_STREAM,
+                size: data.len() as u64,
+                sha256: sha256(data),
+                dimensions: None,
+                created: SystemTime::UNIX_EPOCH,
+            },
+            "scope-1",
+        );
+        meta.conversation_id = Some("conv-1".into());
+        meta
+    }
+
+    /// A commit stopped by a crash after it indexed the attachment and before it renamed
+    /// the stage into place: listings skip the entries, and removing the upload deletes
+    /// them (nothing else knows of them).
+    #[tokio::test]
+    async fn removing_an_upload_drops_the_index_entries_of_a_commit_a_crash_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let (up, att) = (RandomId::from_bytes([1; 16]), RandomId::from_bytes([2; 16]));
+        let data = Bytes::from_static(b"hello");
+        store
+            .begin_upload(&up.to_string(), SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        store
+            .put_chunk(&up.to_string(), 0, 0, data.clone())
+            .await
+            .unwrap();
+        let meta = meta(&att, &data);
+        let entries = store.index_entries(&att, &meta);
+        let cut = meta.clone();
+        store
+            .blocking(move |s| {
+                let stage = s.upload_dir(&up).join("commit-cut");
+                fs::create_dir(&stage).map_err(|e| Error::io("stage", e))?;
+                s.assemble(&up, &stage, &cut)?;
+                s.index(&att, &cut).map_err(|e| Error::io("index", e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e.exists()));
+        let page = store
+            .list_attachments(&ListQuery::new("scope-1", 10))
+            .await
+            .unwrap();
+        assert!(page.is_empty(), "an entry without an attachment is skipped");
+
+        store
+            .remove(&Expired::Upload(up.to_string()))
+            .await
+            .unwrap();
+        assert!(entries.iter().all(|e| !e.exists()), "{entries:?}");
+        assert!(!store.upload_dir(&up).exists());
+    }
 }

@@ -118,6 +118,10 @@ struct Begun {
     started: SystemTime,
     #[serde(default)]
     committing: Option<String>,
+    /// The index entries the commit in progress writes before its manifest: a commit a
+    /// crash cut short leaves them, and removing the upload removes them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    indexed: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -396,10 +400,21 @@ impl ObjectStoreBackend {
     /// Deletes the chunk objects of an upload, unless a manifest owns them.
     async fn release(&self, id: &RandomId) -> Result<()> {
         if let Some(begun) = self.read_json::<Begun>(&self.begun_path(id)).await? {
-            if let Some(att) = begun.committing.as_deref().and_then(|a| a.parse().ok())
-                && self.manifest(&att).await?.is_some()
-            {
-                return self.delete(&self.begun_path(id)).await;
+            if let Some(att) = begun.committing.as_deref().and_then(|a| a.parse().ok()) {
+                if self.manifest(&att).await?.is_some() {
+                    return self.delete(&self.begun_path(id)).await;
+                }
+                // A commit cut short between its index entries and its manifest.
+                for entry in &begun.indexed {
+                    // Only entries under this store's own index prefixes.
+                    let path = Path::from(entry.as_str());
+                    let ours = ["scopes", "unlinked"]
+                        .iter()
+                        .any(|top| path.prefix_matches(&self.path(&[top])));
+                    if ours {
+                        self.delete(&path).await?;
+                    }
+                }
             }
         } else {
             // No marker: never begun, removed, or committed (the marker goes after the
@@ -538,6 +553,7 @@ impl Store for ObjectStoreBackend {
         let begun = Begun {
             started,
             committing: None,
+            indexed: Vec::new(),
         };
         self.put_json(&self.begun_path(&id), &begun, PutMode::Overwrite)
             .await
@@ -610,16 +626,18 @@ impl Store for ObjectStoreBackend {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(io("checking", &self.manifest_path(&att), e)),
         }
-        begun.committing = Some(meta.id.clone());
-        self.put_json(&begun_path, &begun, PutMode::Overwrite)
-            .await?;
-        // The expiry index before the manifest: a crash in between leaves an index entry
-        // without a manifest, which the sweep removes, never an attachment it cannot find.
+        // The index entries before the manifest: a crash in between leaves entries
+        // without a manifest, which listings skip and removing the upload (named in its
+        // marker) deletes, never an attachment they cannot find.
         let index = self.unlinked_path(meta);
         let mut entries = self.scope_paths(meta);
         if !meta.linked {
             entries.push(index.clone());
         }
+        begun.committing = Some(meta.id.clone());
+        begun.indexed = entries.iter().map(ToString::to_string).collect();
+        self.put_json(&begun_path, &begun, PutMode::Overwrite)
+            .await?;
         for entry in &entries {
             self.inner
                 .put(entry, PutPayload::default())
@@ -631,6 +649,7 @@ impl Store for ObjectStoreBackend {
             .await
         {
             begun.committing = None;
+            begun.indexed.clear();
             let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
             return Err(match e {
                 // Taken meanwhile: the index entry is the other attachment's too.
@@ -960,5 +979,76 @@ impl Store for ObjectStoreBackend {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256;
+
+    /// A commit stopped by a crash after its index entries and before its manifest:
+    /// listings skip the entries, and removing the upload (its marker names them) deletes
+    /// them, where before they were left for good.
+    #[tokio::test]
+    async fn removing_an_upload_drops_the_index_entries_of_a_commit_a_crash_stopped() {
+        let bucket = Arc::new(object_store::memory::InMemory::new());
+        let store = ObjectStoreBackend::new(bucket.clone()).with_prefix("root");
+        let (up, att) = (RandomId::from_bytes([1; 16]), RandomId::from_bytes([2; 16]));
+        let data = Bytes::from_static(b"hello");
+        store
+            .begin_upload(&up.to_string(), SystemTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        store
+            .put_chunk(&up.to_string(), 0, 0, data.clone())
+            .await
+            .unwrap();
+        let mut meta = AttachmentMeta::new(
+            att.to_string(),
+            &crate::upload::AttachmentInfo {
+                file_name: "a.bin".into(),
+                media_type: crate::MediaType::OCTET_STREAM,
+                size: data.len() as u64,
+                sha256: sha256(&data),
+                dimensions: None,
+                created: SystemTime::UNIX_EPOCH,
+            },
+            "scope-1",
+        );
+        meta.conversation_id = Some("conv-1".into());
+        // What `commit` writes before the manifest, as it writes it.
+        let mut entries = store.scope_paths(&meta);
+        entries.push(store.unlinked_path(&meta));
+        let begun = Begun {
+            started: SystemTime::UNIX_EPOCH,
+            committing: Some(att.to_string()),
+            indexed: entries.iter().map(ToString::to_string).collect(),
+        };
+        store
+            .put_json(&store.begun_path(&up), &begun, PutMode::Overwrite)
+            .await
+            .unwrap();
+        for entry in &entries {
+            bucket.put(entry, PutPayload::default()).await.unwrap();
+        }
+        let page = store
+            .list_attachments(&ListQuery::new("scope-1", 10))
+            .await
+            .unwrap();
+        assert!(page.is_empty(), "an entry without a manifest is skipped");
+
+        store
+            .remove(&Expired::Upload(up.to_string()))
+            .await
+            .unwrap();
+        let left: Vec<String> = store
+            .list(&Path::from("root"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
