@@ -8,9 +8,9 @@
 //!
 //! Give the checks a store of their own: an empty one (a fresh directory, a fresh
 //! bucket prefix). Each check uses ids no other check uses, depends on nothing another
-//! check left, and removes what it made (uploads it aborts stay until the sweep, as the
-//! contract says), so the checks pass in any order, each on a fresh store or all in turn
-//! on one.
+//! check left, and removes the attachments and uploads it made, so a check passes on a
+//! fresh store of its own, and the checks pass in turn on one store (as [`run_all`] runs
+//! them).
 //!
 //! | check | the rule |
 //! | --- | --- |

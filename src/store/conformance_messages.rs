@@ -6,8 +6,9 @@
 //!
 //! Give the checks a store of their own. The messages' contract has no deletion and
 //! `latest` lists the whole store, so each check starts by confirming every unconfirmed
-//! message it finds (the others' leftovers), posts under ids and in accommodations no
-//! other check uses, and so passes in any order, on a fresh store or after the others.
+//! message it finds (the others' leftovers) and posts under ids and in accommodations no
+//! other check uses, so a check passes on a fresh store of its own, and the checks pass
+//! in turn on one store (as [`run_all`] runs them).
 //!
 //! | check | the rule |
 //! | --- | --- |
