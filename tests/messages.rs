@@ -125,6 +125,7 @@ async fn fs_servers_on_one_directory_share_messages_and_a_restart_keeps_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
 async fn s3_servers_on_one_prefix_share_messages_and_a_restart_keeps_them() {
     let s3 = common::s3::s3();
     let prefix = common::s3::unique_prefix("messages");

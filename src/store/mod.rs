@@ -50,12 +50,13 @@
 //!   (`tracing`), and the sweep moves it aside ([`Expired::Damaged`]).
 //!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
-//! refuse anything else as not found. [`conformance`] checks a backend against this
-//! contract; every backend in the crate passes it.
+//! refuse anything else as not found. `conformance` (feature `conformance`) checks a
+//! backend against this contract, one function per capability; every backend in the
+//! crate passes it.
 //!
 //! Every `Store` is also a [`MessageStore`] (the sandbox's messages, kept beside the
 //! attachments they carry; see [`messages`] for that contract and its caps), checked by
-//! [`conformance_messages`].
+//! `conformance_messages` (feature `conformance`).
 
 use std::fmt;
 use std::ops::Range;
@@ -69,7 +70,9 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::upload::AttachmentInfo;
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
 pub mod conformance_messages;
 mod fs;
 mod fs_messages;
