@@ -38,6 +38,7 @@ macro_rules! with_checks {
                 same_number_replaces,
                 taken_id_is_refused,
                 expiry_and_linking,
+                a_link_wins_over_the_sweep,
                 chunks_are_activity,
                 records_read_back_or_are_refused,
                 odd_ids_are_not_found,

@@ -21,7 +21,7 @@ use futures::Stream;
 use super::{Api, Failure, MAX_SMALL_BODY, Sandbox, json_headers, to_json};
 use crate::download::http_range::{RangeRequest, content_range, unsatisfied_range};
 use crate::error::{Error, Result, SizeLimit};
-use crate::store::{AttachmentMeta, Expired, ListQuery, MetaChange, Store};
+use crate::store::{AttachmentMeta, ListQuery, MetaChange, Store};
 use crate::stream::{STREAM_CHUNK, Staged};
 use crate::upload::RandomId;
 use crate::wire::chat::{Attachment, AttachmentList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Update};
@@ -410,7 +410,7 @@ pub(super) async fn rename(
 pub(super) async fn delete(State(s): State<Sandbox>, Owned { meta, .. }: Owned) -> Reply {
     s.inner
         .store
-        .remove(&Expired::Attachment(meta.id.clone()))
+        .delete_attachment(&meta.id)
         .await
         .map_err(fail)?;
     tracing::info!(id = %meta.id, "chat attachment deleted");

@@ -23,6 +23,7 @@
 //! | [`same_number_replaces`] | a chunk stored again under its number replaces the first |
 //! | [`taken_id_is_refused`] | a commit never replaces an attachment |
 //! | [`expiry_and_linking`] | idle uploads and old unlinked attachments are listed for the sweep; linked ones are kept |
+//! | [`a_link_wins_over_the_sweep`] | an attachment linked after the sweep listed it is not removed; [`Store::delete_attachment`] deletes linked ones too |
 //! | [`chunks_are_activity`] | a stored chunk keeps its upload from being swept |
 //! | [`records_read_back_or_are_refused`] | a record the store cannot read back is refused, not written |
 //! | [`odd_ids_are_not_found`] | an id that is not one of the store's is not found, never a path |
@@ -125,9 +126,9 @@ fn meta(att: &str, data: &[u8], created: SystemTime) -> AttachmentMeta {
 async fn remove_attachments(store: &dyn Store, ids: &[String]) {
     for att in ids {
         store
-            .remove(&Expired::Attachment(att.clone()))
+            .delete_attachment(att)
             .await
-            .expect("remove");
+            .expect("delete_attachment");
         assert_not_found(store.metadata(att).await, "an attachment after its removal");
     }
 }
@@ -151,6 +152,7 @@ pub const CHECKS: &[&str] = &[
     "same_number_replaces",
     "taken_id_is_refused",
     "expiry_and_linking",
+    "a_link_wins_over_the_sweep",
     "chunks_are_activity",
     "records_read_back_or_are_refused",
     "odd_ids_are_not_found",
@@ -186,6 +188,7 @@ pub async fn run(store: &dyn Store) {
     same_number_replaces(store).await;
     taken_id_is_refused(store).await;
     expiry_and_linking(store).await;
+    a_link_wins_over_the_sweep(store).await;
     chunks_are_activity(store).await;
     records_read_back_or_are_refused(store).await;
     odd_ids_are_not_found(store).await;
@@ -503,9 +506,9 @@ pub async fn pipelined_commit_race(store: &dyn Store) {
         "a range across several chunks"
     );
     store
-        .remove(&Expired::Attachment(att))
+        .delete_attachment(&att)
         .await
-        .expect("remove");
+        .expect("delete_attachment");
 }
 
 /// A stored chunk is activity: an upload begun long ago, with a chunk stored just now, is
@@ -610,9 +613,14 @@ pub async fn records_read_back_or_are_refused(store: &dyn Store) {
         ),
         other => panic!("a 2 MiB session record: expected Ok or NotSaveable, got {other:?}"),
     }
-    for item in [Expired::Upload(session), Expired::Attachment(att)] {
-        store.remove(&item).await.expect("remove");
-    }
+    store
+        .remove(&Expired::Upload(session))
+        .await
+        .expect("remove");
+    store
+        .delete_attachment(&att)
+        .await
+        .expect("delete_attachment");
 }
 
 /// An abort releases an upload: later chunks are [`Error::NotFound`] and the sweep no
@@ -719,6 +727,61 @@ pub async fn taken_id_is_refused(store: &dyn Store) {
     );
     store.abort(&up).await.expect("abort");
     remove_attachments(store, &[att]).await;
+}
+
+/// A message may link an attachment after the sweep listed it as unlinked and before the
+/// sweep removes it: [`Store::remove`] of that [`Expired::Attachment`] then leaves it
+/// (whole and readable), while [`Store::delete_attachment`] deletes it, linked or not.
+///
+/// # Panics
+///
+/// When a rule is broken, naming it.
+pub async fn a_link_wins_over_the_sweep(store: &dyn Store) {
+    let att = id(16);
+    let data = pattern(40, 16);
+    store
+        .put_attachment(&id(17), &meta(&att, &data, at(10)), data.clone())
+        .await
+        .expect("put_attachment");
+    let found = store
+        .list_expired(at(0), at(100))
+        .await
+        .expect("list_expired");
+    assert!(
+        found.contains(&Expired::Attachment(att.clone())),
+        "an old unlinked attachment is listed: {found:?}"
+    );
+    // A message links it now, then the sweep removes what it listed.
+    store.set_linked(&att, true).await.expect("set_linked");
+    store
+        .remove(&Expired::Attachment(att.clone()))
+        .await
+        .expect("remove");
+    assert!(
+        store
+            .metadata(&att)
+            .await
+            .expect("metadata after the sweep")
+            .linked,
+        "an attachment linked after the listing stays"
+    );
+    assert_eq!(
+        store
+            .read_range(&att, 0..40)
+            .await
+            .expect("read after the sweep"),
+        data,
+        "and stays whole"
+    );
+    store
+        .delete_attachment(&att)
+        .await
+        .expect("delete_attachment");
+    assert_not_found(store.metadata(&att).await, "a deleted linked attachment");
+    store
+        .delete_attachment(&att)
+        .await
+        .expect("deleting twice is not an error");
 }
 
 /// What the sweep finds: [`Store::list_expired`] lists an upload idle since before its
@@ -1008,9 +1071,9 @@ pub async fn listing_and_updates(store: &dyn Store) {
         paged.extend(page);
         if paged.len() == 5 {
             store
-                .remove(&Expired::Attachment(last.clone()))
+                .delete_attachment(&last)
                 .await
-                .expect("remove");
+                .expect("delete_attachment");
             let newer = RandomId::time_ordered(1_700_000_001_000, [77; 16]).to_string();
             let data = pattern(3, 3);
             let mut m = meta(&newer, &data, at(700));
@@ -1067,16 +1130,16 @@ pub async fn listing_and_updates(store: &dyn Store) {
     // Clean up, so the store is as other checks expect.
     for att in ids.iter().chain([&other]) {
         store
-            .remove(&Expired::Attachment(att.clone()))
+            .delete_attachment(att)
             .await
-            .expect("remove");
+            .expect("delete_attachment");
     }
     let leftover = list(ListQuery::new(scope, 100)).await;
     for att in leftover {
         store
-            .remove(&Expired::Attachment(att))
+            .delete_attachment(&att)
             .await
-            .expect("remove");
+            .expect("delete_attachment");
     }
     assert!(
         list(ListQuery::new(scope, 100)).await.is_empty(),

@@ -316,6 +316,11 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()> {
+        self.lock().attachments.remove(attachment_id);
+        Ok(())
+    }
+
     async fn remove(&self, item: &Expired) -> Result<()> {
         let mut inner = self.lock();
         match item {
@@ -324,7 +329,10 @@ impl Store for MemoryStore {
                 inner.sessions.remove(id);
             }
             Expired::Attachment(id) => {
-                inner.attachments.remove(id);
+                // Linked by a message since the listing: it stays.
+                if inner.attachments.get(id).is_some_and(|a| !a.meta.linked) {
+                    inner.attachments.remove(id);
+                }
             }
             // Nothing in memory is ever damaged.
             Expired::Damaged(_) => {}

@@ -401,15 +401,26 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
         unlinked_before: SystemTime,
     ) -> Result<Vec<Expired>>;
 
-    /// Deletes an upload or an attachment; nothing happens when it is already gone. An
-    /// attachment whose record is damaged ([`Expired::Damaged`], or an
+    /// Removes what [`Store::list_expired`] found, if it is still expired; nothing
+    /// happens when it is already gone. An [`Expired::Attachment`] is removed only if no
+    /// message carries it by now: a link made while the sweep ran wins over the sweep
+    /// (atomically: the backend re-reads the attachment under the same lock or condition
+    /// as links take). An attachment whose record is damaged ([`Expired::Damaged`], or an
     /// [`Expired::Attachment`] found damaged) is moved aside into the backend's quarantine
     /// area instead (`quarantine/` on `FsStore` and S3), kept for inspection.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`].
+    /// [`Error::Io`]; [`Error::Contended`] when links kept racing the removal.
     async fn remove(&self, item: &Expired) -> Result<()>;
+
+    /// Deletes attachment `attachment_id`, linked or not, with its bytes (the chat
+    /// flavour's `DELETE`); nothing happens when it is already gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::remove`].
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()>;
 
     /// Stores a whole file as the attachment `meta.id` in one step (a single-request
     /// upload): begin, one chunk, commit, under the upload id `upload_id`.

@@ -189,4 +189,8 @@ impl<S: Store> Store for Hooked<S> {
         self.before(Op::Remove).await;
         self.inner.remove(item).await
     }
+    async fn delete_attachment(&self, id: &str) -> Result<()> {
+        self.before(Op::Remove).await;
+        self.inner.delete_attachment(id).await
+    }
 }
