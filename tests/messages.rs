@@ -16,6 +16,11 @@ const PROPERTY: u64 = 2098153;
 const CONV: &str = "f3a9c29d-0e4c-5a8e-9d7f-2b1c4e6a8d0f";
 
 async fn start(store: Arc<dyn Store>) -> String {
+    // The server's log (a 5xx names its cause there) goes with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("attachments=debug")
+        .try_init();
     common::serve_local(Sandbox::new(store, ServerConfig::default()).router()).await
 }
 
