@@ -1065,19 +1065,12 @@ pub(crate) fn time_ordered_id(now: std::time::SystemTime) -> Result<RandomId> {
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     let id = match *last {
         Some(prev) if fresh <= prev => {
-            let prev_ms = prev.unix_millis().unwrap_or(0);
-            // The low 62 bits (rand_b) count up by 1 to 65,536; on overflow, the next ms.
-            let bytes = prev.as_bytes();
-            let low = u64::from_be_bytes(bytes[8..].try_into().unwrap_or([0; 8])) & (u64::MAX >> 2);
             let step = 1 + u64::from(u16::from_be_bytes([random[14], random[15]]));
-            match low.checked_add(step).filter(|n| *n <= u64::MAX >> 2) {
-                Some(next) => {
-                    let mut out = *bytes;
-                    out[8..].copy_from_slice(&(next | (0b10 << 62)).to_be_bytes());
-                    RandomId::from_bytes(out)
-                }
-                None => RandomId::time_ordered(prev_ms + 1, random),
-            }
+            prev.counted_up(step).unwrap_or_else(|| {
+                // The counter ran out: the next millisecond.
+                let prev_ms = prev.unix_millis().unwrap_or(0);
+                RandomId::time_ordered(prev_ms + 1, random)
+            })
         }
         _ => fresh,
     };
