@@ -99,7 +99,7 @@ fn server_receive(policy: &Policy, bodies: &[Bytes]) -> usize {
             None => {
                 let (session, received) =
                     UploadSession::start(policy, id, &req.attachment, now).expect("valid chunk");
-                sessions.insert(session, now);
+                sessions.insert(session);
                 received
             }
             Some(_) => {
@@ -110,7 +110,7 @@ fn server_receive(policy: &Policy, bodies: &[Bytes]) -> usize {
                 if let Received::Last { .. } = received {
                     session.committed("done");
                 }
-                sessions.check_in(session, now);
+                sessions.check_in(session);
                 received
             }
         };

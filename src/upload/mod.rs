@@ -5,9 +5,10 @@
 //!   `finish` chunk bodies (seed 001). Base64 is written straight into the body as the
 //!   bytes arrive; the `finish` body is released only once the [`Inspector`](crate::Inspector)
 //!   has accepted the whole file.
-//! - [`UploadSession`] (server): one per `upload_id`; takes the parsed chunk requests back,
-//!   decodes each chunk straight into its buffer, checks order and sizes, feeds its own
-//!   Inspector, and says what to store and when to commit.
+//! - [`UploadSession`] (server): one per `upload_id`; takes each chunk back as a
+//!   [`ChunkHeader`] (the wire's chunk request converts into one), decodes it straight into
+//!   its buffer, checks order and sizes, feeds its own Inspector, and says what to store
+//!   and when to commit.
 //! - [`Sessions`] (server): the sessions of a process, with an idle TTL, "busy" markers
 //!   for chunks being processed, and tombstones so an expired id gets a clear answer.
 //! - [`SessionRecord`] (server): an [`UploadSession`] saved with [`UploadSession::save`]
@@ -52,13 +53,13 @@
 //!                     let id = RandomId::from_bytes([7; 16]);
 //!                     let (session, received) = UploadSession::start(&policy, id, &req.attachment, now)?;
 //!                     plan.set_upload_id(id.to_string());
-//!                     sessions.insert(session, now);
+//!                     sessions.insert(session);
 //!                     received
 //!                 }
 //!                 Some(id) => {
 //!                     let mut session = sessions.check_out(id, req.attachment.chunk.chunk_number, now)?;
 //!                     let received = session.receive(&req.attachment, now);
-//!                     sessions.check_in(session, now);
+//!                     sessions.check_in(session);
 //!                     received?
 //!                 }
 //!             };
@@ -77,9 +78,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod chunk;
 mod plan;
 mod session;
 
+pub use chunk::{ChunkAction, ChunkHeader};
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
 pub use session::{
     AttachmentInfo, COMMIT_LEASE, DEFAULT_SESSION_TTL, RECENT_CHUNKS, Received, SessionRecord,
