@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use attachments::codec::base64::encode_to;
 use attachments::digest::sha256;
 use attachments::store::{MemoryStore, Store};
-use attachments::stream::{Clock, UploadReceiver};
+use attachments::stream::UploadReceiver;
 use attachments::upload::{
     DEFAULT_CHUNK_SIZE, RandomId, Received, RequestKind, Sessions, Step, Target, UploadPlan,
     UploadSession,
@@ -391,7 +391,7 @@ impl Server {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
         let clock_now = now.clone();
-        let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
+        let clock = move || *clock_now.lock().unwrap();
         // The store times chunks by the same clock.
         let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
         let receiver = UploadReceiver::new(policy, store.clone())

@@ -40,7 +40,7 @@ pub(crate) fn new_message(
 ) -> Result<Message> {
     let now = SystemTime::now();
     Ok(Message {
-        message_id: crate::stream::time_ordered_id(now)?.to_string(),
+        message_id: crate::stream::ids::time_ordered_id(now)?.to_string(),
         conversation,
         accommodation,
         reservation,
