@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::extract::read_limited;
 use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
@@ -498,6 +499,22 @@ fn read_stream(
     })
 }
 
+/// The bytes RFC 8187's `attr-char` leaves as they are in an extended parameter
+/// (letters, digits and `!#$&+-.^_`|~`); every other byte is percent-encoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
 /// `attachment; filename="..."; filename*=UTF-8''...` (RFC 6266): an ASCII fallback with
 /// anything unsafe replaced by `_`, and the exact name percent-encoded.
 pub fn content_disposition(name: &str) -> String {
@@ -511,14 +528,7 @@ pub fn content_disposition(name: &str) -> String {
             }
         })
         .collect();
-    let mut encoded = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let encoded = utf8_percent_encode(name, ATTR_CHAR);
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
@@ -541,19 +551,13 @@ mod tests {
                 .expect("both parameters");
             prop_assert!(fallback.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
             prop_assert!(!fallback.contains('"') && !fallback.contains('\\'));
-            // RFC 3986 percent-decoding (not form decoding: `+` is itself).
-            let mut decoded = Vec::new();
-            let mut bytes = encoded.bytes();
-            while let Some(b) = bytes.next() {
-                if b == b'%' {
-                    let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-                    decoded.push(u8::from_str_radix(&hex, 16).unwrap());
-                } else {
-                    prop_assert!(b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b));
-                    decoded.push(b);
-                }
-            }
-            prop_assert_eq!(String::from_utf8(decoded).unwrap(), name);
+            // Only attr-chars and escapes; RFC 3986 percent-decoding (not form decoding:
+            // `+` is itself) gives the name back.
+            prop_assert!(encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"%!#$&+-.^_`|~".contains(&b)));
+            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8();
+            prop_assert_eq!(decoded.unwrap(), name.as_str());
         }
     }
 }
