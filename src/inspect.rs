@@ -392,7 +392,7 @@ impl Inspector {
     /// in 192-byte steps aligned to the start of the file, so each step is hashed
     /// while it is in L1 cache and the SIMD decoding overlaps the latency-bound SHA-256
     /// rounds; the validator takes the decoded bytes every 3 KiB. Measured with
-    /// `benches/pipeline.rs` (`server_receive`, 10 MiB JPEG): ~4% faster than decoding 16 KiB
+    /// `benches/pipeline.rs` (`sessions_receive`, 10 MiB JPEG): ~4% faster than decoding 16 KiB
     /// of text and then inspecting it; validating every step instead of every 3 KiB, or
     /// decoding longer steps, measured slower.
     ///
