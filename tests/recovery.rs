@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use attachments::Error;
 use attachments::Policy;
 use attachments::store::{MemoryStore, Store};
-use attachments::stream::{Clock, UploadReceiver};
+use attachments::stream::UploadReceiver;
 use attachments::upload::{COMMIT_LEASE, RECENT_CHUNKS};
 use base64::Engine;
 use common::hooked::{Hooked, Op, Then};
@@ -68,7 +68,7 @@ impl Server {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
         let clock_now = now.clone();
-        let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
+        let clock = move || *clock_now.lock().unwrap();
         let store = Arc::new(Hooked::new(MemoryStore::new().with_clock(clock.clone())));
         let receiver = UploadReceiver::new(Policy::connectivity(), store.clone())
             .with_ttl(Duration::from_secs(600))
