@@ -272,3 +272,27 @@ async fn a_declared_type_over_255_bytes_is_refused_at_start(backend: Backend) {
         "{name}: {message}"
     );
 }
+
+/// The ids of a Demand `latest/confirm` are looked up in the store: each is capped like
+/// every other id (it was taken whole before).
+#[tokio::test]
+async fn confirm_ids_are_capped_like_every_other_id() {
+    let Server {
+        name, url, _dir, ..
+    } = server(Backend::Memory).await;
+    let url = format!("{url}/3.1/messages/latest/confirm");
+    let (status, answer) = post(&url, &json!({"messages": ["m-1", "9".repeat(300)]})).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        demand_message(&answer),
+        "messages[1] is 300 bytes long, over the 255-byte limit"
+    );
+    let (status, answer) = post(&url, &json!({"messages": ["a/../b\u{0}"]})).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        demand_message(&answer),
+        "messages[0] contains a control character"
+    );
+    let (status, answer) = post(&url, &json!({"messages": ["m-1"]})).await;
+    assert_eq!((status, &answer["data"]["confirmed"]), (200, &json!(0)));
+}

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::Stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::extract::read_limited;
+use super::extract::{form_pairs, read_limited};
 use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
 use super::{MAX_SMALL_BODY, Sandbox};
 use crate::download::http_range::{RangeRequest, content_range, unsatisfied_range};
@@ -79,17 +79,17 @@ fn to_wire(meta: &AttachmentMeta, base: &str) -> Attachment {
 /// The pairs of a query string, each name at most once.
 fn query_pairs(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if !known.contains(&name.as_ref()) {
+    for (name, value) in form_pairs(query.unwrap_or("").as_bytes())? {
+        if !known.contains(&name.as_str()) {
             continue;
         }
         if pairs.iter().any(|(n, _)| *n == name) {
             return Err(Error::InvalidField {
-                field: name.into_owned(),
+                field: name,
                 problem: "is given twice; give it once".into(),
             });
         }
-        pairs.push((name.into_owned(), value.into_owned()));
+        pairs.push((name, value));
     }
     Ok(pairs)
 }
@@ -365,7 +365,7 @@ pub(super) async fn rename(
     let update: Update = if json {
         crate::wire::from_slice(&body)?
     } else {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let pairs = form_pairs(&body)?;
         if pairs.iter().filter(|(n, _)| n == "filename").count() > 1 {
             return Err(Error::InvalidField {
                 field: "filename".into(),

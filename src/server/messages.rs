@@ -271,6 +271,11 @@ pub(super) async fn demand_confirm(
     WireJson(req): WireJson<Confirm>,
 ) -> Reply<Demand> {
     check_confirm_count(req.messages.total)?;
+    // Ids are looked up in the store (a file name on fs, a key on S3): capped like every
+    // other id before that.
+    for (i, id) in req.messages.ids.iter().enumerate() {
+        wire::check_ref(&format!("messages[{i}]"), id)?;
+    }
     let confirmed = s.inner.store.confirm_messages(&req.messages.ids).await?;
     Ok(ok_json(&demand::Response {
         request_id: new_id(),

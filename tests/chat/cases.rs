@@ -375,10 +375,43 @@ async fn rename_changes_the_name_only() {
             "{bad}: {err}"
         );
     }
+    // A form value that is not UTF-8 once decoded is refused, not stored with U+FFFD.
+    let resp = raw(reqwest::Method::PUT, server.url(&format!("/{}", sent.id)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("filename=caf%E9.pdf")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(resp).await;
     assert_eq!(
-        client.get(&sent.id).await.unwrap().filename,
-        "Facture réglée \"n°7\".pdf"
+        error_message(400, &body),
+        "filename is not UTF-8 once percent-decoded: encode the text as UTF-8"
     );
+    assert_eq!(status, 400);
+    // The form's own encoding of UTF-8 (and `+` for a space) is taken.
+    let resp = raw(reqwest::Method::PUT, server.url(&format!("/{}", sent.id)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("filename=caf%C3%A9+2.pdf")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(resp).await;
+    assert_eq!(
+        (status, body["filename"].as_str()),
+        (200, Some("café 2.pdf"))
+    );
+    // So is a query parameter.
+    let resp = raw(reqwest::Method::GET, server.url("?conversation_id=%FF"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(resp).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        error_message(400, &body),
+        "conversation_id is not UTF-8 once percent-decoded: encode the text as UTF-8"
+    );
+    assert_eq!(client.get(&sent.id).await.unwrap().filename, "café 2.pdf");
 }
 
 case!(delete_is_permanent_and_the_bytes_go);
