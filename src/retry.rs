@@ -139,6 +139,24 @@ mod tests {
         assert_eq!(p.delay(1, &asked(3600), 0), Some(p.max_delay));
     }
 
+    /// A `finish` an earlier request is still committing (409 with `Retry-After`) is sent
+    /// again after the wait asked, not given up (the client then started the whole upload
+    /// over: a second copy of the file); a 409 without it is final.
+    #[test]
+    fn a_409_that_says_when_to_come_back_is_retried_then() {
+        let p = RetryPolicy::default();
+        let conflict = |after: Option<u64>| Error::Remote {
+            status: 409,
+            message: "upload u is being committed by an earlier finish".into(),
+            retry_after: after.map(Duration::from_secs),
+        };
+        assert_eq!(
+            p.delay(1, &conflict(Some(7)), 0),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(p.delay(1, &conflict(None), 0), None);
+    }
+
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
         let p = RetryPolicy::new(u32::MAX);

@@ -385,3 +385,180 @@ async fn a_damaged_session_record_is_corrupt_state_not_a_transient_io_error() {
             .contains(&format!("the session record of upload {id}"))
     );
 }
+
+/// From now on, the `n`th call (counting from 1) of each `op` listed does what its `Then`
+/// says; every other call goes on.
+fn hold(store: &Stalling, holds: Vec<(Op, usize, Then)>) {
+    let seen = Mutex::new(std::collections::HashMap::<Op, usize>::new());
+    store.set_hook(move |op| {
+        let mut seen = seen.lock().unwrap();
+        let n = seen.entry(op).or_default();
+        *n += 1;
+        holds
+            .iter()
+            .find(|(o, at, _)| *o == op && at == n)
+            .map_or(Then::Go, |(_, _, then)| *then)
+    });
+}
+
+/// Waits until `op` ran `count` times in all.
+async fn ran(store: &Stalling, op: Op, count: usize) {
+    for _ in 0..500 {
+        if store.count(op) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{op:?} ran {} times, not {count}", store.count(op));
+}
+
+/// A `finish` held up past its lease, whose retry took the commit over, fails late (its
+/// last chunk's write breaks): it must not record its failure over the retry's record nor
+/// release the upload's bytes, which the retry is committing. (Before, it saved "failed"
+/// over whatever record it found and released the chunks: both requests failed and the
+/// file was lost.)
+#[tokio::test]
+async fn a_finish_failing_after_its_retry_took_over_leaves_the_upload_to_the_retry() {
+    let server = Arc::new(Server::new());
+    let file = file();
+    let id = all_but_finish(&server, &file).await;
+    let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
+    let (puts, commits) = (
+        server.store.count(Op::PutChunk),
+        server.store.count(Op::Commit),
+    );
+    hold(
+        &server.store,
+        vec![
+            (
+                Op::PutChunk,
+                1,
+                Then::Hold {
+                    gate: 0,
+                    fail: true,
+                },
+            ),
+            (
+                Op::Commit,
+                1,
+                Then::Hold {
+                    gate: 1,
+                    fail: false,
+                },
+            ),
+        ],
+    );
+    let first = tokio::spawn({
+        let (server, finish) = (server.clone(), finish.clone());
+        async move { server.send(&finish).await }
+    });
+    ran(&server.store, Op::PutChunk, puts + 1).await;
+    server.advance(COMMIT_LEASE + Duration::from_secs(1));
+    let retry = tokio::spawn({
+        let (server, finish) = (server.clone(), finish.clone());
+        async move { server.send(&finish).await }
+    });
+    ran(&server.store, Op::Commit, commits + 1).await;
+
+    server.store.release(0);
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+    server.store.release(1);
+    let (_, attachment) = retry.await.unwrap().unwrap();
+    let attachment = attachment.expect("the retry's attachment");
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+    let (_, again) = server.send(&finish).await.unwrap();
+    assert_eq!(again.as_deref(), Some(attachment.as_str()));
+    assert_eq!(server.attachment_count().await, 1);
+}
+
+/// A `finish` held up in its commit past the lease, whose retry committed meanwhile: when
+/// its own commit then fails (the store has the attachment already), the attachment is
+/// there under the claim's id, so it answers success with that id. (Before, it failed,
+/// and saved "failed" over the retry's "finished": later retries heard the upload failed.)
+#[tokio::test]
+async fn a_commit_refused_because_the_retry_made_it_answers_the_attachment() {
+    let server = Arc::new(Server::new());
+    let file = file();
+    let id = all_but_finish(&server, &file).await;
+    let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
+    hold(
+        &server.store,
+        vec![(
+            Op::Commit,
+            1,
+            Then::Hold {
+                gate: 0,
+                fail: false,
+            },
+        )],
+    );
+    let commits = server.store.count(Op::Commit);
+    let first = tokio::spawn({
+        let (server, finish) = (server.clone(), finish.clone());
+        async move { server.send(&finish).await }
+    });
+    ran(&server.store, Op::Commit, commits + 1).await;
+    server.advance(COMMIT_LEASE + Duration::from_secs(1));
+    let (_, attachment) = server.send(&finish).await.unwrap();
+    let attachment = attachment.expect("the retry's attachment");
+
+    server.store.release(0);
+    let (_, first) = first.await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some(attachment.as_str()));
+    let (_, again) = server.send(&finish).await.unwrap();
+    assert_eq!(again.as_deref(), Some(attachment.as_str()));
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+    assert_eq!(server.attachment_count().await, 1);
+}
+
+/// Copies of an early chunk flooding one upload: four wait for their turn, the rest are
+/// answered "busy" at once (409, `Retry-After: 1`) instead of each polling the store for
+/// up to 10 s (200 such requests slowed every other upload down). The upload goes on.
+#[tokio::test]
+async fn a_flood_of_early_chunks_of_one_upload_waits_four_and_answers_the_rest_busy() {
+    let server = Arc::new(Server::new());
+    let file = file();
+    let (id, _) = server.send(&chunk("start", None, 0, &file)).await.unwrap();
+    let id = id.unwrap();
+    let early = chunk("resume", Some(&id), 2, &file);
+    let copies: Vec<_> = (0..12)
+        .map(|_| {
+            let (server, early) = (server.clone(), early.clone());
+            tokio::spawn(async move { server.send(&early).await })
+        })
+        .collect();
+    // The busy ones are answered at once; the waiting ones not before chunk 1 comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered = copies.iter().filter(|c| c.is_finished()).count();
+    assert_eq!(answered, 8, "eight answered busy without waiting");
+    server
+        .send(&chunk("resume", Some(&id), 1, &file))
+        .await
+        .unwrap();
+    let mut busy = 0;
+    for copy in copies {
+        match copy.await.unwrap() {
+            Ok(_) => {}
+            Err(e @ Error::UploadBusy { .. }) => {
+                assert_eq!(e.status(), 409);
+                assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+                busy += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(busy, 8, "four copies wait, eight are busy");
+    for n in 3..chunks(&file) - 1 {
+        server
+            .send(&chunk("resume", Some(&id), n, &file))
+            .await
+            .unwrap();
+    }
+    let (_, attachment) = server
+        .send(&chunk("finish", Some(&id), chunks(&file) - 1, &file))
+        .await
+        .unwrap();
+    let attachment = attachment.unwrap();
+    assert_eq!(read_whole(&server, &attachment, file.len()).await, file);
+}

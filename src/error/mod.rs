@@ -573,8 +573,10 @@ impl Error {
 
 impl Error {
     /// Whether trying the same request again later may succeed: an IO failure (a dropped
-    /// connection, a timeout), or a server's 408, 429 or 5xx. Everything else is about the
-    /// request or the content and fails the same way each time.
+    /// connection, a timeout), a server's 408, 429 or 5xx, or a 409 that says when to
+    /// send it again (`Retry-After`: a `finish` an earlier request is still committing, a
+    /// chunk that came while too many waited). Everything else is about the request or
+    /// the content and fails the same way each time.
     ///
     /// # Examples
     ///
@@ -585,12 +587,51 @@ impl Error {
     /// assert!(busy.is_transient());
     /// let gone = Error::Remote { status: 404, message: "no such attachment".into(), retry_after: None };
     /// assert!(!gone.is_transient());
+    /// let committing = Error::Remote {
+    ///     status: 409,
+    ///     message: "being committed".into(),
+    ///     retry_after: Some(std::time::Duration::from_secs(3)),
+    /// };
+    /// assert!(committing.is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Io(_) => true,
-            Error::Remote { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Error::Remote {
+                status,
+                retry_after,
+                ..
+            } => {
+                matches!(status, 408 | 429 | 500..=599) || (*status == 409 && retry_after.is_some())
+            }
             _ => false,
+        }
+    }
+
+    /// How long the client should wait before sending the request again, when the error
+    /// says (`Retry-After` on the wire): a rate limit, a `finish` being committed by an
+    /// earlier request, a chunk that arrived while too many others waited (1 s), or a
+    /// remote server's own `Retry-After`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use attachments::Error;
+    ///
+    /// let busy = Error::UploadCommitting { upload_id: "u".into(), retry_after_secs: 30 };
+    /// assert_eq!(busy.retry_after(), Some(Duration::from_secs(30)));
+    /// assert_eq!(Error::Unauthorized.retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::RateLimited { retry_after_secs }
+            | Error::UploadCommitting {
+                retry_after_secs, ..
+            } => Some(std::time::Duration::from_secs(*retry_after_secs)),
+            Error::UploadBusy { .. } => Some(std::time::Duration::from_secs(1)),
+            Error::Remote { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 

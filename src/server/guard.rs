@@ -1,7 +1,7 @@
 //! What every request goes through before its handler: credentials, the rate limit and a
 //! log line; and the answers for paths and methods no handler serves.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -18,7 +18,7 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     let api = Api::of(req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let fail = |err: Error, retry_after: Option<Duration>| error_response(api, err, retry_after);
+    let fail = |err: Error| error_response(api, err);
     let headers = req.headers();
     let token = bearer(headers);
     let affiliate = headers
@@ -30,7 +30,7 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         && (token.as_deref() != Some(expected.token.as_str())
             || (api != Api::Chat && affiliate.as_deref() != Some(expected.affiliate_id.as_str())))
     {
-        fail(Error::Unauthorized, None)
+        fail(Error::Unauthorized)
     } else {
         let key = token.or(affiliate).unwrap_or_default();
         let limited = sandbox
@@ -41,12 +41,9 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
             .as_mut()
             .and_then(|l| l.check(&key, sandbox.inner.started.elapsed()).err());
         match limited {
-            Some(wait) => fail(
-                Error::RateLimited {
-                    retry_after_secs: wait.as_secs(),
-                },
-                Some(wait),
-            ),
+            Some(wait) => fail(Error::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }),
             None => next.run(req).await,
         }
     };
@@ -74,7 +71,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         what: "route",
         id: format!("{} {}", req.method(), req.uri().path()),
     };
-    error_response(Api::of(req.uri().path()), err, None)
+    error_response(Api::of(req.uri().path()), err)
 }
 
 pub(super) async fn not_allowed(req: Request) -> Response {
@@ -82,5 +79,5 @@ pub(super) async fn not_allowed(req: Request) -> Response {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
     };
-    error_response(Api::of(req.uri().path()), err, None)
+    error_response(Api::of(req.uri().path()), err)
 }

@@ -3,7 +3,6 @@
 //! flavour's error answer.
 
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -92,15 +91,17 @@ impl<F> From<Error> for Failure<F> {
 
 impl<F: Flavour> IntoResponse for Failure<F> {
     fn into_response(self) -> Response {
-        error_response(F::API, self.0, None)
+        error_response(F::API, self.0)
     }
 }
 
 /// What a handler of flavour `F` answers.
 pub(super) type Reply<F> = std::result::Result<Response, Failure<F>>;
 
-/// `err` in `api`'s error shape, with `Retry-After` when `retry_after` is given.
-pub(super) fn error_response(api: Api, err: Error, retry_after: Option<Duration>) -> Response {
+/// `err` in `api`'s error shape, with `Retry-After` when the error says how long to wait
+/// ([`Error::retry_after`]).
+pub(super) fn error_response(api: Api, err: Error) -> Response {
+    let retry_after = err.retry_after();
     let status = match (&err, api) {
         // HTTP's own status for a body over the limit, where no seed prescribes 400.
         (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -169,4 +170,38 @@ pub(super) fn ok_bytes(body: BytesMut) -> Response {
 /// A fresh id for `ruid` / `request_id`.
 pub(super) fn new_id() -> String {
     random_id().map(|id| id.to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error that says when to come back carries `Retry-After`, in every flavour.
+    #[test]
+    fn errors_that_say_when_to_come_back_carry_retry_after() {
+        let committing = || Error::UploadCommitting {
+            upload_id: "u".into(),
+            retry_after_secs: 12,
+        };
+        let busy = || Error::UploadBusy {
+            upload_id: "u".into(),
+            number: 3,
+        };
+        let limited = || Error::RateLimited {
+            retry_after_secs: 4,
+        };
+        for api in [Api::Connectivity, Api::Demand, Api::Chat] {
+            for (err, status, after) in [
+                (committing(), 409, Some("12")),
+                (busy(), 409, Some("1")),
+                (limited(), 429, Some("4")),
+                (Error::Unauthorized, 401, None),
+            ] {
+                let response = error_response(api, err);
+                assert_eq!(response.status().as_u16(), status);
+                let got = response.headers().get(header::RETRY_AFTER);
+                assert_eq!(got.map(|v| v.to_str().unwrap()), after, "{api:?} {status}");
+            }
+        }
+    }
 }

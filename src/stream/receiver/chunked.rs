@@ -35,8 +35,87 @@ const MAX_AHEAD: u64 = 4;
 /// waits before it is judged as it stands (out of order: the upload fails).
 const AHEAD_WAIT: Duration = Duration::from_secs(10);
 
-/// How often a waiting chunk looks at the store again, for saves by other processes.
+/// How soon a waiting chunk first looks at the store again, for saves by other
+/// processes; each further look waits twice as long, up to [`AHEAD_POLL_MAX`]. (Saves of
+/// this process wake it at once.)
 const AHEAD_POLL: Duration = Duration::from_millis(20);
+
+/// The longest wait between two looks of a waiting chunk.
+const AHEAD_POLL_MAX: Duration = Duration::from_millis(320);
+
+/// How many chunks of one upload may wait for their turn at once: a pipelining client
+/// has at most [`MAX_AHEAD`] - 1 waiting; more are answered [`Error::UploadBusy`].
+pub(super) const MAX_WAITING_PER_UPLOAD: usize = MAX_AHEAD as usize;
+
+/// How many chunks, of all uploads, may wait for their turn at once in one receiver
+/// (each holds its decoded bytes, up to a chunk, while it waits); more are answered
+/// [`Error::UploadBusy`], which carries `Retry-After: 1`.
+pub(super) const MAX_WAITING: usize = 64;
+
+/// The chunks waiting for their turn, counted per upload and in all, under
+/// [`MAX_WAITING_PER_UPLOAD`] and [`MAX_WAITING`]. The lock is held for a map update only.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    counts: std::sync::Mutex<WaitCounts>,
+}
+
+#[derive(Debug, Default)]
+struct WaitCounts {
+    per_upload: std::collections::HashMap<String, usize>,
+    total: usize,
+}
+
+impl Waiting {
+    /// A waiting place for a chunk of upload `id`, or `None` when the caps are reached.
+    fn enter(&self, id: &str) -> Option<WaitSlot<'_>> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = counts.per_upload.get(id).copied().unwrap_or(0);
+        if mine >= MAX_WAITING_PER_UPLOAD || counts.total >= MAX_WAITING {
+            return None;
+        }
+        counts.per_upload.insert(id.to_owned(), mine + 1);
+        counts.total += 1;
+        Some(WaitSlot {
+            waiting: self,
+            id: id.to_owned(),
+        })
+    }
+
+    /// How many chunks wait now, in all.
+    #[cfg(test)]
+    fn total(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// A chunk's place among the waiting ones; given back when dropped.
+struct WaitSlot<'a> {
+    waiting: &'a Waiting,
+    id: String,
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .waiting
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(mine) = counts.per_upload.get_mut(&self.id) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                counts.per_upload.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// The wait before the next look at the store, doubling from [`AHEAD_POLL`] to
+/// [`AHEAD_POLL_MAX`].
+fn next_poll(poll: Duration) -> Duration {
+    (poll * 2).min(AHEAD_POLL_MAX)
+}
 
 /// A session loaded from the store, with the version of the record it came from.
 struct Loaded {
@@ -154,6 +233,7 @@ impl UploadReceiver {
             wait_until: Instant::now() + AHEAD_WAIT,
         };
         let mut lost = 0;
+        let (mut slot, mut poll) = (None, AHEAD_POLL);
         while lost < MAX_CONTENDED {
             // Registered before the load, so no save between the two is missed.
             let advanced = self.advanced.notified();
@@ -161,7 +241,14 @@ impl UploadReceiver {
             advanced.as_mut().enable();
             let loaded = self.load(&id, scope).await?.ok_or_else(not_found)?;
             if turn.waits(&loaded.session, chunk.number) {
-                let _ = tokio::time::timeout(AHEAD_POLL, advanced).await;
+                if slot.is_none() {
+                    slot = Some(self.waiting.enter(&id).ok_or_else(|| Error::UploadBusy {
+                        upload_id: id.clone(),
+                        number: chunk.number,
+                    })?);
+                }
+                let _ = tokio::time::timeout(poll, advanced).await;
+                poll = next_poll(poll);
                 continue;
             }
             match self.apply(loaded, &chunk, &turn).await? {
@@ -194,13 +281,12 @@ impl UploadReceiver {
         };
         self.store.begin_upload(&upload_id, now).await?;
         let save = self.save(&session, None, now);
-        let stored = async {
-            save.await?;
-            self.store.put_chunk(&upload_id, number, offset, data).await
-        }
-        .await;
-        if let Err(e) = stored {
-            return Err(self.fail(session, e, now).await);
+        let version = match save.await {
+            Ok(version) => version,
+            Err(e) => return Err(self.fail(session, e, None, now).await),
+        };
+        if let Err(e) = self.store.put_chunk(&upload_id, number, offset, data).await {
+            return Err(self.fail(session, e, Some(&version), now).await);
         }
         Ok(answer(Some(upload_id), None))
     }
@@ -333,7 +419,7 @@ impl UploadReceiver {
     /// chunk stored.
     async fn store_chunk(&self, loaded: Loaded, place: Place, now: SystemTime) -> Result<Applied> {
         let save = self.save(&loaded.session, Some(&loaded.version), now);
-        match save.await {
+        let saved = match save.await {
             Err(Error::Contended { .. }) => return Ok(Applied::Lost),
             other => other?,
         };
@@ -344,7 +430,7 @@ impl UploadReceiver {
             .put_chunk(&id, place.number, place.offset, place.data)
             .await
         {
-            return Err(self.fail(loaded.session, e, now).await);
+            return Err(self.fail(loaded.session, e, Some(&saved), now).await);
         }
         self.advanced.notify_waiters();
         Ok(Applied::Done(answer(None, None)))
@@ -387,7 +473,12 @@ impl UploadReceiver {
             .store_and_commit(&id, &meta, place, recommit, turn)
             .await
         {
-            return Err(self.fail(session, e, now).await);
+            // The commit may have been made all the same: by this claim's own retry that
+            // took it over after the lease (the store then refuses this one), or by a
+            // store that lost the answer. The attachment is there: the upload succeeded.
+            if !matches!(self.is_committed(&meta).await, Ok(true)) {
+                return Err(self.fail(session, e, Some(&committing), now).await);
+            }
         }
         session.committed(attachment_id.clone());
         // Only this request may change a committing record: best effort.
@@ -428,13 +519,15 @@ impl UploadReceiver {
         meta: &AttachmentMeta,
         wait_until: Instant,
     ) -> Result<()> {
+        let mut poll = AHEAD_POLL;
         loop {
             let advanced = self.advanced.notified();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
             match self.store.commit(id, meta).await {
                 Err(Error::Incomplete { .. }) if Instant::now() < wait_until => {
-                    let _ = tokio::time::timeout(AHEAD_POLL, advanced).await;
+                    let _ = tokio::time::timeout(poll, advanced).await;
+                    poll = next_poll(poll);
                 }
                 other => return other,
             }
@@ -451,5 +544,39 @@ impl UploadReceiver {
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_places_are_capped_per_upload_and_in_all_and_given_back() {
+        let waiting = Waiting::default();
+        let mine: Vec<_> = (0..MAX_WAITING_PER_UPLOAD)
+            .map(|_| waiting.enter("a").expect("a place"))
+            .collect();
+        assert!(waiting.enter("a").is_none(), "one upload's cap");
+        let others: Vec<_> = (0..MAX_WAITING - MAX_WAITING_PER_UPLOAD)
+            .map(|n| waiting.enter(&format!("u{}", n / 2)).expect("a place"))
+            .collect();
+        assert_eq!(waiting.total(), MAX_WAITING);
+        assert!(waiting.enter("fresh").is_none(), "the cap of all uploads");
+        drop(mine);
+        assert_eq!(waiting.total(), MAX_WAITING - MAX_WAITING_PER_UPLOAD);
+        assert!(waiting.enter("a").is_some(), "places given back");
+        drop(others);
+        assert_eq!(waiting.total(), 0);
+        assert!(waiting.counts.lock().unwrap().per_upload.is_empty());
+    }
+
+    #[test]
+    fn polls_back_off_to_the_maximum() {
+        let polls: Vec<_> = std::iter::successors(Some(AHEAD_POLL), |p| Some(next_poll(*p)))
+            .take(7)
+            .map(|p| p.as_millis())
+            .collect();
+        assert_eq!(polls, [20, 40, 80, 160, 320, 320, 320]);
     }
 }

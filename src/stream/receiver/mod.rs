@@ -67,6 +67,8 @@ pub struct UploadReceiver {
     /// Woken after every session save and chunk write of this receiver: a chunk that
     /// arrived ahead of its turn waits on it.
     advanced: Arc<tokio::sync::Notify>,
+    /// The chunks waiting for their turn now, under caps.
+    waiting: chunked::Waiting,
 }
 
 impl std::fmt::Debug for UploadReceiver {
@@ -89,6 +91,7 @@ impl UploadReceiver {
             clock: Arc::new(SystemTime::now),
             unlinked_ttl: UNLINKED_TTL,
             advanced: Arc::new(tokio::sync::Notify::new()),
+            waiting: chunked::Waiting::default(),
         }
     }
 
@@ -142,16 +145,29 @@ impl UploadReceiver {
         }
     }
 
-    /// Ends `session` with the store error `e`: the failure is recorded (best effort: the
-    /// record may have moved on) and the upload's bytes are released.
-    async fn fail(&self, mut session: UploadSession, e: Error, now: SystemTime) -> Error {
+    /// Ends `session` with the store error `e`. `saved` is the version of the record this
+    /// request saved last (`None`: it saved none). The failure is saved over exactly that
+    /// version, and only then are the upload's bytes released: when another request moved
+    /// the record on meanwhile (a retry of `finish` that took over the commit, say), the
+    /// upload is that request's and is left alone; when the store cannot save, the sweep
+    /// releases the bytes once the upload is idle.
+    async fn fail(
+        &self,
+        mut session: UploadSession,
+        e: Error,
+        saved: Option<&str>,
+        now: SystemTime,
+    ) -> Error {
         let id = session.id().to_string();
         session.fail(e.clone());
-        if let Ok(Some(stored)) = self.store.load_session(&id).await {
-            let save = self.save(&session, Some(&stored.version), now);
-            let _ = save.await;
+        let release = match saved {
+            Some(version) => self.save(&session, Some(version), now).await.is_ok(),
+            None => true,
+        };
+        if release {
+            self.advanced.notify_waiters();
+            let _ = self.store.abort(&id).await;
         }
-        let _ = self.store.abort(&id).await;
         e
     }
 }
@@ -160,8 +176,12 @@ impl UploadReceiver {
 fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
     let record: SessionRecord = serde_json::from_slice(record)
         .map_err(|e| Error::corrupt(format!("the session record of upload {id}"), e.to_string()))?;
-    let session = UploadSession::restore(policy, record)?;
-    // A record stored under another upload's key is not this upload's.
+    check_own(UploadSession::restore(policy, record)?, id)
+}
+
+/// `session`, restored from the record stored under upload `id`, if it is that upload's
+/// (a record stored under another upload's key is not).
+fn check_own(session: UploadSession, id: &str) -> Result<UploadSession> {
     if session.id().to_string() != id {
         return Err(crate::upload::bad_record(
             id,

@@ -57,17 +57,29 @@ impl UploadReceiver {
     ) -> Result<bool> {
         let item = Expired::Upload(id.to_owned());
         let remove = || self.store.remove(&item);
-        let Some(stored) = self.store.load_session(id).await? else {
-            remove().await?;
-            return Ok(true);
+        // Idle past its TTL and damaged (unreadable, or another upload's record): nothing
+        // can continue it.
+        let damaged = |e: &Error| {
+            log_sweep_failure(&item, e);
+            remove()
+        };
+        let stored = match self.store.load_session(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                remove().await?;
+                return Ok(true);
+            }
+            Err(e @ Error::CorruptState { .. }) => {
+                damaged(&e).await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
         };
         let record: SessionRecord = match serde_json::from_slice(&stored.record) {
             Ok(record) => record,
             Err(e) => {
-                // Idle past its TTL and unreadable: nothing can continue it.
                 let e = Error::corrupt(format!("the session record of upload {id}"), e.to_string());
-                log_sweep_failure(&item, &e);
-                remove().await?;
+                damaged(&e).await?;
                 return Ok(true);
             }
         };
@@ -78,11 +90,12 @@ impl UploadReceiver {
             }
             return Ok(false);
         }
-        let mut session = match UploadSession::restore(&self.policy, record) {
+        let mut session = match UploadSession::restore(&self.policy, record)
+            .and_then(|session| super::check_own(session, id))
+        {
             Ok(session) => session,
             Err(e) => {
-                log_sweep_failure(&item, &e);
-                remove().await?;
+                damaged(&e).await?;
                 return Ok(true);
             }
         };
