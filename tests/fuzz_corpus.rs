@@ -64,9 +64,9 @@ fn committed_seeds_are_valid_images() {
         }
         let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut v: Box<dyn Validator> = if target == "png_validator" {
-            Box::new(PngValidator::new(&Limits::connectivity(), false))
+            Box::new(PngValidator::new(&Limits::connectivity().image, false))
         } else {
-            Box::new(JpegValidator::new(&Limits::connectivity(), false))
+            Box::new(JpegValidator::new(&Limits::connectivity().image, false))
         };
         v.update(&stored[1..])
             .and_then(|()| v.finish())

@@ -19,13 +19,13 @@ fn validate_with(
     limits: &Limits,
     trailing: bool,
 ) -> Result<Option<(u32, u32)>, Error> {
-    let mut v = JpegValidator::new(limits, trailing);
+    let mut v = JpegValidator::new(&limits.image, trailing);
     v.update(file)?;
     Ok(v.finish()?.dimensions)
 }
 
 fn validate_bytewise(file: &[u8]) -> Result<Option<(u32, u32)>, Error> {
-    let mut v = JpegValidator::new(&Limits::connectivity(), false);
+    let mut v = JpegValidator::new(&Limits::connectivity().image, false);
     for b in file {
         v.update(std::slice::from_ref(b))?;
     }
@@ -217,7 +217,7 @@ fn huge_dimensions_are_refused_at_the_frame_header() {
         .find(|s| s.1 == 0xC0)
         .unwrap();
     file[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
-    let mut v = JpegValidator::new(&Limits::connectivity(), false);
+    let mut v = JpegValidator::new(&Limits::connectivity().image, false);
     let err = v.update(&file).unwrap_err();
     assert_eq!(
         err,
@@ -228,7 +228,7 @@ fn huge_dimensions_are_refused_at_the_frame_header() {
         }
     );
     let mut limits = Limits::connectivity();
-    limits.max_width = 1000;
+    limits.image.max_width = 1000;
     assert_eq!(
         validate_with(&file, &limits, false).unwrap_err(),
         Error::ImageLimit {
@@ -335,7 +335,7 @@ fn a_second_frame_is_rejected() {
 #[test]
 fn metadata_and_segment_counts_are_limited() {
     let mut limits = Limits::connectivity();
-    limits.max_metadata_bytes = 1000;
+    limits.image.max_metadata_bytes = 1000;
     let mut file = real_jpeg(8, 8, ColorType::Luma, false, 0);
     let comment = [&[0xFF, 0xFE, 0x07, 0xD2][..], &[b'x'; 2000]].concat();
     file.splice(2..2, comment);
@@ -348,7 +348,7 @@ fn metadata_and_segment_counts_are_limited() {
         }
     );
     let mut limits = Limits::connectivity();
-    limits.max_segments = 3;
+    limits.image.max_segments = 3;
     assert!(matches!(
         validate_with(&file, &limits, false).unwrap_err(),
         Error::ImageLimit {
@@ -400,7 +400,7 @@ proptest! {
             file.truncate(keep.max(1));
         }
         let whole = validate(&file);
-        let mut v = JpegValidator::new(&Limits::connectivity(), false);
+        let mut v = JpegValidator::new(&Limits::connectivity().image, false);
         let mut split = Ok(());
         for piece in split_at_points(&file, &cuts) {
             split = split.and_then(|()| v.update(piece));

@@ -13,9 +13,9 @@ fn run<'a>(
     trailing: bool,
 ) -> Result<Option<(u32, u32)>, Error> {
     let mut limits = Limits::connectivity();
-    limits.max_segments = 1000;
-    limits.max_metadata_bytes = 10_000;
-    let mut v = JpegValidator::new(&limits, trailing);
+    limits.image.max_segments = 1000;
+    limits.image.max_metadata_bytes = 10_000;
+    let mut v = JpegValidator::new(&limits.image, trailing);
     for piece in pieces {
         v.update(piece)?;
     }

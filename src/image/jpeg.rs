@@ -5,10 +5,10 @@
 //!
 //! - SOI first, with nothing before it;
 //! - every marker: a defined code (0xFF fill bytes allowed before it), and for marker
-//!   segments a length of at least 2, counted against [`Limits::max_segments`] and, for
-//!   APPn and COM, against [`Limits::max_metadata_bytes`];
+//!   segments a length of at least 2, counted against [`ImageLimits::max_segments`](crate::ImageLimits::max_segments) and, for
+//!   APPn and COM, against [`ImageLimits::max_metadata_bytes`](crate::ImageLimits::max_metadata_bytes);
 //! - one frame header (SOF0-SOF15 except DHT, JPG and DAC) with non-zero width and height
-//!   within [`Limits`], 1-4 components, and a length that matches them;
+//!   within [`ImageLimits`](crate::ImageLimits), 1-4 components, and a length that matches them;
 //! - at least one SOS after the frame header, 1-4 components that the frame defines;
 //! - entropy-coded data scanned for markers: 0xFF00 is stuffing, RST0-RST7 must come in
 //!   sequence, any other marker ends the scan (progressive files have many scans);
@@ -20,7 +20,7 @@
 use crate::error::{Error, Result};
 use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
-use crate::policy::Limits;
+use crate::policy::ImageLimits;
 use serde::{Deserialize, Serialize};
 
 const MEDIA_TYPE: &str = "image/jpeg";
@@ -63,7 +63,7 @@ struct Frame {
 /// use attachments::image::jpeg::JpegValidator;
 /// use attachments::{Limits, Validator};
 ///
-/// let mut v = JpegValidator::new(&Limits::demand(), false);
+/// let mut v = JpegValidator::new(&Limits::demand().image, false);
 /// v.update(b"\xff\xd8").unwrap();
 /// let err = v.update(b"\xff\xd9").unwrap_err(); // EOI with no image in between
 /// assert!(err.to_string().contains("no scan"), "{err}");
@@ -162,7 +162,7 @@ impl JpegValidator {
     /// Applies `limits` where they are tighter than the saved ones (after
     /// [`JpegValidator::check_saved`]); what the file already showed must fit them.
     /// Outside a segment, drops the body the last kept segment left.
-    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
+    pub(crate) fn tighten(&mut self, limits: &ImageLimits) -> Result<()> {
         if self.state != State::Segment {
             self.body = Vec::new();
             self.keep_body = false;
@@ -183,7 +183,7 @@ impl JpegValidator {
 
     /// A validator for a file starting now, with the image limits of `limits`.
     /// `allow_trailing` accepts bytes after EOI.
-    pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
+    pub fn new(limits: &ImageLimits, allow_trailing: bool) -> Self {
         JpegValidator {
             budget: Budget::new(limits),
             allow_trailing,

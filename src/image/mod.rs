@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ImageLimit, Result};
 use crate::inspect::{AcceptAll, Validator};
-use crate::policy::{Limits, Policy};
+use crate::policy::{ImageLimits, Limits, Policy};
 use crate::sniff::MediaType;
 
 /// The validator the policy applies to content of type `media_type`: structural PNG or JPEG
 /// checks for images (followed by a full decode at [`Depth::Decode`](crate::Depth)),
 /// nothing for other types.
 pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validator> {
-    let limits = &policy.limits;
+    let limits = &policy.limits.image;
     let structural: Box<dyn Validator> = if *media_type == MediaType::PNG {
         Box::new(png::PngValidator::new(limits, policy.allow_trailing))
     } else if *media_type == MediaType::JPEG {
@@ -32,7 +32,12 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
     };
     #[cfg(feature = "decode")]
     if policy.depth == crate::policy::Depth::Decode {
-        return Box::new(deep::DecodeValidator::new(structural, media_type, limits));
+        return Box::new(deep::DecodeValidator::new(
+            structural,
+            media_type,
+            limits,
+            policy.limits.max_file_size(),
+        ));
     }
     structural
 }
@@ -52,7 +57,7 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
 /// use attachments::image::{jpeg::JpegValidator, ValidatorState};
 /// use attachments::{Limits, Validator};
 ///
-/// let mut v = JpegValidator::new(&Limits::demand(), false);
+/// let mut v = JpegValidator::new(&Limits::demand().image, false);
 /// v.update(b"\xff\xd8\xff")?;
 /// let json = serde_json::to_string(&v.save().expect("the JPEG validator saves"))?;
 /// let mut again = serde_json::from_str::<ValidatorState>(&json)?.restore(&Limits::demand())?;
@@ -92,8 +97,10 @@ impl ValidatorState {
     }
 
     /// The validator again, where it was saved, under the smaller (field by field) of the
-    /// image limits saved with it and `limits` (the current policy's): a policy tightened
-    /// between two chunks applies to the rest of the file.
+    /// image limits saved with it and `limits.image` (the current policy's): a policy
+    /// tightened between two chunks applies to the rest of the file. (The upload sizes of
+    /// `limits` matter only to the full-decode level, which holds the file's bytes: at
+    /// most the smaller of the saved and the current largest file.)
     ///
     /// # Errors
     ///
@@ -106,12 +113,12 @@ impl ValidatorState {
             Saved::Any => Ok(Box::new(AcceptAll)),
             Saved::Png(mut v) => {
                 v.check_saved().map_err(bad_state)?;
-                v.tighten(limits)?;
+                v.tighten(&limits.image)?;
                 Ok(v)
             }
             Saved::Jpeg(mut v) => {
                 v.check_saved().map_err(bad_state)?;
-                v.tighten(limits)?;
+                v.tighten(&limits.image)?;
                 Ok(v)
             }
             #[cfg(feature = "decode")]
@@ -255,11 +262,8 @@ impl Progress {
 /// shared by the PNG and JPEG validators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Budget {
-    max_width: u32,
-    max_height: u32,
-    max_pixels: u64,
-    max_segments: u32,
-    max_metadata_bytes: u64,
+    #[serde(flatten)]
+    limits: ImageLimits,
     segments: u32,
     metadata: u64,
 }
@@ -276,7 +280,9 @@ impl Budget {
     /// Checks a restored budget: its counts within its own limits (a walk fails as soon as
     /// one passes), as a validator saves it.
     pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
-        if self.segments > self.max_segments || self.metadata > self.max_metadata_bytes {
+        if self.segments > self.limits.max_segments
+            || self.metadata > self.limits.max_metadata_bytes
+        {
             return Err("image budget: counts over the limits saved with them");
         }
         Ok(())
@@ -288,21 +294,17 @@ impl Budget {
     /// # Errors
     ///
     /// [`Error::ImageLimit`] for a count already over a tightened limit.
-    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
-        self.max_width = self.max_width.min(limits.max_width);
-        self.max_height = self.max_height.min(limits.max_height);
-        self.max_pixels = self.max_pixels.min(limits.max_pixels);
-        self.max_segments = self.max_segments.min(limits.max_segments);
-        self.max_metadata_bytes = self.max_metadata_bytes.min(limits.max_metadata_bytes);
+    pub(crate) fn tighten(&mut self, limits: &ImageLimits) -> Result<()> {
+        self.limits = self.limits.tighter(limits);
         within(
             ImageLimit::Segments,
             u64::from(self.segments),
-            u64::from(self.max_segments),
+            u64::from(self.limits.max_segments),
         )?;
         within(
             ImageLimit::MetadataBytes,
             self.metadata,
-            self.max_metadata_bytes,
+            self.limits.max_metadata_bytes,
         )
     }
 
@@ -311,13 +313,9 @@ impl Budget {
         self.segments
     }
 
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &ImageLimits) -> Self {
         Budget {
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-            max_pixels: limits.max_pixels,
-            max_segments: limits.max_segments,
-            max_metadata_bytes: limits.max_metadata_bytes,
+            limits: *limits,
             segments: 0,
             metadata: 0,
         }
@@ -328,17 +326,17 @@ impl Budget {
         within(
             ImageLimit::Width,
             u64::from(width),
-            u64::from(self.max_width),
+            u64::from(self.limits.max_width),
         )?;
         within(
             ImageLimit::Height,
             u64::from(height),
-            u64::from(self.max_height),
+            u64::from(self.limits.max_height),
         )?;
         within(
             ImageLimit::Pixels,
             u64::from(width) * u64::from(height),
-            self.max_pixels,
+            self.limits.max_pixels,
         )
     }
 
@@ -347,7 +345,11 @@ impl Budget {
         // In u64, where one more than any u32 count fits; within the u32 limit it fits
         // back.
         let count = u64::from(self.segments) + 1;
-        within(ImageLimit::Segments, count, u64::from(self.max_segments))?;
+        within(
+            ImageLimit::Segments,
+            count,
+            u64::from(self.limits.max_segments),
+        )?;
         self.segments = u32::try_from(count).unwrap_or(u32::MAX);
         Ok(())
     }
@@ -355,7 +357,11 @@ impl Budget {
     /// Counts `bytes` more of metadata.
     pub(crate) fn metadata(&mut self, bytes: u64) -> Result<()> {
         let total = self.metadata.saturating_add(bytes);
-        within(ImageLimit::MetadataBytes, total, self.max_metadata_bytes)?;
+        within(
+            ImageLimit::MetadataBytes,
+            total,
+            self.limits.max_metadata_bytes,
+        )?;
         self.metadata = total;
         Ok(())
     }

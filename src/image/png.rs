@@ -6,7 +6,7 @@
 //! - the 8-byte signature, with nothing before it;
 //! - every chunk: length <= 2^31 - 1, type of four ASCII letters, CRC-32 over type and data;
 //!   unknown *critical* chunks are rejected, unknown ancillary ones allowed;
-//! - IHDR first, 13 bytes: width and height within [`Limits`] (checked before anything is
+//! - IHDR first, 13 bytes: width and height within [`ImageLimits`](crate::ImageLimits) (checked before anything is
 //!   decoded), a valid bit depth / colour type pair, compression, filter and interlace
 //!   methods;
 //! - PLTE: at most once, before IDAT, 1-256 entries (at most 2^depth for palette images),
@@ -15,13 +15,13 @@
 //! - IEND: empty, last; anything after it is rejected unless trailing bytes are allowed.
 //!
 //! APNG (acTL, fcTL, fdAT) is accepted as PNG. Ancillary chunks other than APNG's count as
-//! metadata against [`Limits::max_metadata_bytes`]; the chunk count is capped by
-//! [`Limits::max_segments`].
+//! metadata against [`ImageLimits::max_metadata_bytes`](crate::ImageLimits::max_metadata_bytes); the chunk count is capped by
+//! [`ImageLimits::max_segments`](crate::ImageLimits::max_segments).
 
 use crate::error::{Error, Result};
 use crate::image::{Budget, Progress, Walk};
 use crate::inspect::{ContentInfo, Validator};
-use crate::policy::Limits;
+use crate::policy::ImageLimits;
 use serde::{Deserialize, Serialize};
 
 /// The PNG signature.
@@ -75,7 +75,7 @@ struct Header {
 /// use attachments::image::png::PngValidator;
 /// use attachments::{Limits, Validator};
 ///
-/// let mut v = PngValidator::new(&Limits::demand(), false);
+/// let mut v = PngValidator::new(&Limits::demand().image, false);
 /// // A signature, then a chunk that is not IHDR.
 /// let err = v.update(b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\xaeB`\x82").unwrap_err();
 /// assert!(err.to_string().contains("IHDR"), "{err}");
@@ -236,7 +236,7 @@ impl PngValidator {
     /// Applies `limits` where they are tighter than the saved ones (after
     /// [`PngValidator::check_saved`]); what the file already showed must fit them. Outside
     /// a chunk, drops the body a finished IHDR or PLTE left (older saves kept it).
-    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
+    pub(crate) fn tighten(&mut self, limits: &ImageLimits) -> Result<()> {
         if !matches!(self.state, State::Data | State::Crc) {
             self.body = Vec::new();
             self.keep_body = false;
@@ -255,7 +255,7 @@ impl PngValidator {
 
     /// A validator for a file starting now, with the image limits of `limits`.
     /// `allow_trailing` accepts bytes after IEND.
-    pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
+    pub fn new(limits: &ImageLimits, allow_trailing: bool) -> Self {
         PngValidator {
             budget: Budget::new(limits),
             allow_trailing,
