@@ -1,15 +1,71 @@
-//! Image validation: incremental structural checkers for PNG and JPEG, fed any slices.
+//! Images: one incremental tokenizer per format, and the consumers of its events.
+//!
+//! # Layers
+//!
+//! Each format is walked by exactly one tokenizer, [`png::Tokenizer`] and
+//! [`jpeg::Tokenizer`]. A tokenizer does no IO, takes slices split anywhere (one byte at a
+//! time included) and turns them into events: PNG's signature, chunk headers, chunk data,
+//! CRCs and end; JPEG's SOI, markers, segment bodies, entropy-coded data, restart markers
+//! and EOI; then any bytes after the image. Data comes as slices of the caller's input,
+//! never copied; a consumer that needs a small body whole (a header, a table, the first
+//! bytes of an APPn segment) asks the tokenizer to gather it, into a buffer bounded before
+//! anything is reserved. A tokenizer checks only what it must to walk on; its state is
+//! plain data that saves with serde and is checked again when restored.
+//!
+//! The consumers decide what the events mean:
+//!
+//! | consumer | what it does with the events |
+//! | --- | --- |
+//! | [`png::PngValidator`], [`jpeg::JpegValidator`] | the format's rules, under [`ImageLimits`] ([`validator_for`] picks one) |
+//! | [`strip::MetadataStripper`] | copies what decides how the image looks, drops metadata |
+//! | [`DimensionReader`] | the width and height from IHDR or the frame header, and nothing more |
+//! | [`deep::DecodeValidator`] (feature `decode`) | the structural validator, then a full decode |
+//!
+//! No code outside the tokenizers reads a PNG chunk header or a JPEG marker or segment
+//! length; header fields are read in one place each ([`png::Ihdr::parse`],
+//! [`jpeg::FrameHeader::parse`]).
 //!
 //! [`validator_for`] picks the checker for a declared type under a [`Policy`]; the
 //! [`Inspector`](crate::Inspector) calls it, so every file that passes the Inspector as
 //! `image/png` or `image/jpeg` is a complete, well-formed image within the policy's limits,
 //! with nothing before or after it.
+//!
+//! # Examples
+//!
+//! The same JPEG through three consumers: the dimensions alone, the validator, the
+//! stripper.
+//!
+//! ```
+//! use attachments::image::{jpeg::JpegValidator, strip::MetadataStripper, DimensionReader};
+//! use attachments::{ImageLimits, MediaType, Validator};
+//!
+//! // SOI, a comment, a frame header (3 x 2, one component), a scan header, data, EOI.
+//! let file = b"\xff\xd8\xff\xfe\x00\x04hi\xff\xc0\x00\x0b\x08\x00\x02\x00\x03\x01\x01\x11\x00\
+//!              \xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00\x12\x34\xff\xd9";
+//!
+//! let mut dims = DimensionReader::new(&MediaType::JPEG)?;
+//! assert_eq!(dims.push(&file[..20])?, Some((3, 2)));
+//!
+//! let mut v = JpegValidator::new(&ImageLimits::DEFAULT, false);
+//! v.update(file)?;
+//! assert_eq!(v.finish()?.dimensions, Some((3, 2)));
+//!
+//! let mut s = MetadataStripper::new(&MediaType::JPEG)?;
+//! let mut out = Vec::new();
+//! s.push(file, &mut out)?;
+//! assert_eq!(s.finish()?.removed, ["COM"]);
+//! assert_eq!(out.len(), file.len() - 6);
+//! # Ok::<(), attachments::Error>(())
+//! ```
 
 #[cfg(feature = "decode")]
 pub mod deep;
+mod dimensions;
 pub mod jpeg;
 pub mod png;
 pub mod strip;
+
+pub use dimensions::DimensionReader;
 
 use serde::{Deserialize, Serialize};
 
@@ -179,83 +235,11 @@ pub(crate) mod crc_state {
     }
 }
 
-/// A byte-level state machine fed slices: the validators' shared driver.
-///
-/// `step` consumes a prefix of the slice it is given (at least one byte) and says how
-/// much; [`Walk::feed`] calls it until the slice is used up. The first error is kept, and
-/// every later call answers [`Error::AlreadyFailed`] with it.
-pub(crate) trait Walk {
-    /// Consumes a prefix of `data` (which is never empty); returns its length.
-    fn step(&mut self, data: &[u8]) -> Result<usize>;
-    /// The walk's position and first error.
-    fn progress(&mut self) -> &mut Progress;
-    /// Why the input cannot end here, or `None` when it can.
-    fn incomplete(&self) -> Option<Error>;
-
-    /// Feeds a slice through [`Walk::step`].
-    fn feed(&mut self, mut data: &[u8]) -> Result<()> {
-        self.progress().alive()?;
-        // No walk goes past the farthest position a saved state may hold, so whatever it
-        // saves restores (only a restored state can be this far: no policy takes such a
-        // file).
-        let end = self.progress().offset.saturating_add(data.len() as u64);
-        if end > MAX_SAVED_OFFSET {
-            let e = Error::TooLarge {
-                size: end,
-                limit: MAX_SAVED_OFFSET,
-                kind: crate::error::SizeLimit::Single,
-            };
-            return Err(self.progress().fail(e));
-        }
-        while !data.is_empty() {
-            match self.step(data) {
-                Ok(n) => {
-                    // `step` consumes at most the slice; `get` keeps a wrong count from
-                    // panicking here all the same.
-                    let progress = self.progress();
-                    progress.offset = progress.offset.saturating_add(n as u64);
-                    data = data.get(n..).unwrap_or_default();
-                }
-                Err(e) => return Err(self.progress().fail(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the input: an error when the walk is not at an end.
-    fn end(&mut self) -> Result<()> {
-        self.progress().alive()?;
-        match self.incomplete() {
-            Some(e) => Err(self.progress().fail(e)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Position and first error of a [`Walk`].
+/// A tokenizer's position: the bytes it has consumed (saved as `{"offset": n}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Progress {
     /// Bytes consumed so far.
     pub(crate) offset: u64,
-    /// Not saved: only a validator that has not failed is saved.
-    #[serde(skip)]
-    failed: Option<Box<Error>>,
-}
-
-impl Progress {
-    fn alive(&self) -> Result<()> {
-        match &self.failed {
-            Some(first) => Err(Error::AlreadyFailed {
-                first: first.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> Error {
-        self.failed = Some(Box::new(e.clone()));
-        e
-    }
 }
 
 /// The image limits a validator enforces as it walks a file, with its running counts:
