@@ -205,6 +205,21 @@ fn frame_header_rules_are_enforced() {
         .contains("non-zero")
     );
     assert!(mutate(&|f| f[sof + 9] = 5).contains("5 components"));
+    // Sample precision (byte 4): 2 to 16 bits, as the message says; 0, 1 and 17 are not.
+    for bits in [0u8, 1, 17] {
+        let err = mutate(&|f| f[sof + 4] = bits);
+        assert!(
+            err.contains(&format!(
+                "frame header sample precision {bits}; 2 to 16 bits exist (at byte {sof})"
+            )),
+            "{bits}: {err}"
+        );
+    }
+    for bits in [2u8, 12, 16] {
+        let mut file = base.clone();
+        file[sof + 4] = bits;
+        assert_eq!(validate(&file).unwrap(), Some((16, 16)), "{bits} bits");
+    }
     assert!(mutate(&|f| f[sof + 11] = 0x51).contains("sampling factors 5x1"));
     assert!(mutate(&|f| f[sof + 12] = 4).contains("quantisation table 4"));
 }

@@ -28,8 +28,9 @@
 //! - every marker: a defined code (0xFF fill bytes allowed before it), and for marker
 //!   segments a length of at least 2, counted against [`ImageLimits::max_segments`] and,
 //!   for APPn and COM, against [`ImageLimits::max_metadata_bytes`];
-//! - one frame header (SOF0-SOF15 except DHT, JPG and DAC) with non-zero width and height
-//!   within [`ImageLimits`], 1-4 components, and a length that matches them;
+//! - one frame header (SOF0-SOF15 except DHT, JPG and DAC) with a sample precision of 2 to
+//!   16 bits, non-zero width and height within [`ImageLimits`], 1-4 components, and a
+//!   length that matches them;
 //! - at least one SOS after the frame header, 1-4 components that the frame defines;
 //! - entropy-coded data scanned for markers: 0xFF00 is stuffing, RST0-RST7 must come in
 //!   sequence, any other marker ends the scan (progressive files have many scans);
@@ -393,7 +394,7 @@ impl JpegValidator {
                 ),
             ));
         }
-        if !(1..=16).contains(&precision) {
+        if !(2..=16).contains(&precision) {
             return Err(self.invalid(
                 at,
                 format!("frame header sample precision {precision}; 2 to 16 bits exist"),
