@@ -8,7 +8,6 @@ use attachments::image::jpeg::JpegValidator;
 use attachments::{Error, Inspector, Limits, Policy, Validator};
 use common::*;
 use jpeg_encoder::ColorType;
-use proptest::prelude::*;
 
 fn validate(file: &[u8]) -> Result<Option<(u32, u32)>, Error> {
     validate_with(file, &Limits::connectivity(), false)
@@ -396,31 +395,4 @@ fn the_inspector_reports_jpeg_dimensions() {
     let mut insp = Inspector::new(&Policy::demand(), "image/jpg", Some(file.len() as u64)).unwrap();
     insp.update(&file).unwrap();
     assert_eq!(insp.finish().unwrap().info.dimensions, Some((40, 24)));
-}
-
-proptest! {
-    #[test]
-    fn the_verdict_does_not_depend_on_slice_boundaries(
-        which in any::<prop::sample::Index>(),
-        mutation in prop_oneof![Just(None), (any::<prop::sample::Index>(), any::<u8>()).prop_map(Some)],
-        cut in any::<prop::sample::Index>(),
-        cuts in cuts(),
-    ) {
-        let fixtures = fixtures();
-        let mut file = fixtures[which.index(fixtures.len())].1.clone();
-        if let Some((at, byte)) = mutation {
-            let at = at.index(file.len());
-            file[at] = byte;
-            let keep = cut.index(file.len() + 1).max(at);
-            file.truncate(keep.max(1));
-        }
-        let whole = validate(&file);
-        let mut v = JpegValidator::new(&Limits::connectivity().image, false);
-        let mut split = Ok(());
-        for piece in split_at_points(&file, &cuts) {
-            split = split.and_then(|()| v.update(piece));
-        }
-        let split = split.and_then(|()| v.finish().map(|i| i.dimensions));
-        prop_assert_eq!(split, whole);
-    }
 }

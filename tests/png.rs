@@ -6,7 +6,6 @@ use attachments::error::ImageLimit;
 use attachments::image::png::PngValidator;
 use attachments::{Error, Inspector, Limits, Policy, Validator};
 use common::*;
-use proptest::prelude::*;
 
 fn validate(file: &[u8]) -> Result<Option<(u32, u32)>, Error> {
     validate_with(file, &Limits::connectivity(), false)
@@ -433,44 +432,4 @@ fn a_used_validator_stays_failed() {
             first: Box::new(first)
         }
     );
-}
-
-fn fixtures() -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = png_formats()
-        .into_iter()
-        .map(|(c, d)| real_png(9, 5, c, d))
-        .collect();
-    all.push(real_apng(8, 8));
-    all.push(interlaced_png(10, 10).0);
-    all
-}
-
-proptest! {
-    #[test]
-    fn the_verdict_does_not_depend_on_slice_boundaries(
-        which in any::<prop::sample::Index>(),
-        mutation in prop_oneof![
-            Just(None),
-            (any::<prop::sample::Index>(), any::<u8>()).prop_map(Some),
-        ],
-        cut in any::<prop::sample::Index>(),
-        cuts in cuts(),
-    ) {
-        let fixtures = fixtures();
-        let mut file = fixtures[which.index(fixtures.len())].clone();
-        if let Some((at, byte)) = mutation {
-            let at = at.index(file.len());
-            file[at] = byte;
-            let keep = cut.index(file.len() + 1).max(at);
-            file.truncate(keep.max(1));
-        }
-        let whole = validate(&file);
-        let mut v = PngValidator::new(&Limits::connectivity().image, false);
-        let mut split = Ok(());
-        for piece in split_at_points(&file, &cuts) {
-            split = split.and_then(|()| v.update(piece));
-        }
-        let split = split.and_then(|()| v.finish().map(|i| i.dimensions));
-        prop_assert_eq!(split, whole);
-    }
 }
