@@ -16,8 +16,10 @@
 //!   the frame header and stops.
 //!
 //! No other code reads a JPEG marker or segment length: the tokenizer's `State::Length`
-//! is the one place that reads a length field, and [`FrameHeader::parse`] the one that
-//! reads a frame header's fields.
+//! is the one place that reads a length field (and its `State::MarkerCode` and the
+//! entropy-coded data's 0xFF handling the ones that read a marker code), and
+//! [`FrameHeader::parse`] the one that reads a frame header's fields. (The stripper
+//! writes markers and lengths back from the events; it reads none.)
 //!
 //! # The validator's rules
 //!

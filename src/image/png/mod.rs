@@ -14,7 +14,10 @@
 //!   IHDR and stops.
 //!
 //! No other code reads a PNG chunk header: the tokenizer's `State::Header` is the one
-//! place that reads a length field, and [`Ihdr::parse`] the one that reads IHDR's fields.
+//! place that reads a length field (and `State::Crc` the one that reads a CRC), and
+//! [`Ihdr::parse`] the one that reads IHDR's fields. To check: under `src/image`,
+//! `from_be_bytes` appears in `png/tokenizer.rs`, `jpeg/tokenizer.rs`, these two header
+//! parsers, and the stripper's EXIF reader (which reads TIFF, not PNG or JPEG).
 //!
 //! # The validator's rules
 //!
