@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// multiple of both the 64-byte block and the 3-byte base64 group. Measured best among
 /// 192, 384, 576, 1152 and 64 KiB steps (smaller steps overlap the two better; steps that
 /// are not such a multiple pay for carries).
-pub const FUSED_STEP: usize = 192;
+pub(crate) const FUSED_STEP: usize = 192;
 
 /// Characters of base64 text per step of [`Inspector::update_decode`]: they decode to one
 /// [`FUSED_STEP`].
@@ -308,7 +308,7 @@ impl Inspector {
     ///
     /// The slice is counted, sniffed and validated first, so a rejected slice adds nothing
     /// to `out` (except within the first [`SNIFF_LEN`] bytes of the file, which the
-    /// validator checks once the sniffer has decided the type). Hashing and encoding are then interleaved in [`FUSED_STEP`]-byte steps
+    /// validator checks once the sniffer has decided the type). Hashing and encoding are then interleaved in 192-byte steps
     /// aligned to the start of the file: the hasher always takes whole blocks, each step is
     /// encoded while it is in L1 cache, and the SIMD encoding overlaps the latency-bound
     /// SHA-256 rounds. Measured with `benches/pipeline.rs` on a SHA-NI machine: ~0.90x the
@@ -389,10 +389,10 @@ impl Inspector {
     ///
     /// The text may be split anywhere (the decoder carries partial groups); the verdict,
     /// size and digest are those of the decoded bytes. Decoding and hashing are interleaved
-    /// in [`FUSED_STEP`]-byte steps aligned to the start of the file, so each step is hashed
+    /// in 192-byte steps aligned to the start of the file, so each step is hashed
     /// while it is in L1 cache and the SIMD decoding overlaps the latency-bound SHA-256
     /// rounds; the validator takes the decoded bytes every 3 KiB. Measured with
-    /// `benches/pipeline.rs` (`server_receive`, 10 MiB JPEG): ~4% faster than decoding 16 KiB
+    /// `benches/pipeline.rs` (`sessions_receive`, 10 MiB JPEG): ~4% faster than decoding 16 KiB
     /// of text and then inspecting it; validating every step instead of every 3 KiB, or
     /// decoding longer steps, measured slower.
     ///

@@ -67,10 +67,8 @@ pub mod upload;
 pub mod wire;
 
 pub use error::{Error, Result};
-pub use inspect::{
-    AcceptAll, ContentInfo, FUSED_STEP, Inspection, Inspector, InspectorState, Validator,
-};
-pub use policy::{AllowedTypes, Depth, Flavour, ImageLimits, Limits, Policy, UploadMode};
+pub use inspect::{AcceptAll, ContentInfo, Inspection, Inspector, InspectorState, Validator};
+pub use policy::{AllowedTypes, Depth, ImageLimits, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 
 /// The README's examples, compiled and run as doctests so they stay true (they use the

@@ -53,18 +53,6 @@ pub const DEFAULT_MAX_METADATA_BYTES: u64 = 4 * MIB;
 /// Default most memory a full decode (feature `decode`) may allocate: 512 MiB.
 pub const DEFAULT_MAX_DECODE_ALLOC: u64 = 512 * MIB;
 
-/// Which API's rules a [`Policy`] follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Flavour {
-    /// Booking.com Connectivity (supply-xml) messaging: single and chunked uploads.
-    Connectivity,
-    /// Booking.com Demand API v3 messaging: single uploads.
-    Demand,
-    /// A chat platform's attachments resource: multipart uploads of any type.
-    Chat,
-}
-
 /// What an image may declare: the limits the structural validators and the full decode
 /// enforce, apart from the sizes of uploads ([`Limits`]).
 ///
@@ -266,8 +254,6 @@ pub enum AllowedTypes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Policy {
-    /// The API whose rules this follows.
-    pub flavour: Flavour,
     /// Size limits.
     pub limits: Limits,
     /// Accepted declared types.
@@ -310,7 +296,6 @@ impl Policy {
     /// 1 MiB, chunked uploads above that up to 10 MiB in chunks of at most 1 MiB.
     pub fn connectivity() -> Self {
         Policy {
-            flavour: Flavour::Connectivity,
             limits: Limits::connectivity(),
             allowed_types: AllowedTypes::Only(vec![MediaType::JPEG, MediaType::PNG]),
             jpg_alias: false,
@@ -325,7 +310,6 @@ impl Policy {
     /// as `image/jpeg`), single uploads up to 1 MiB.
     pub fn demand() -> Self {
         Policy {
-            flavour: Flavour::Demand,
             limits: Limits::demand(),
             allowed_types: AllowedTypes::Only(vec![MediaType::PNG, MediaType::JPEG]),
             jpg_alias: true,
@@ -340,7 +324,6 @@ impl Policy {
     /// change it with [`Policy::with_max_size`].
     pub fn chat() -> Self {
         Policy {
-            flavour: Flavour::Chat,
             limits: Limits::chat(DEFAULT_CHAT_MAX_SIZE),
             allowed_types: AllowedTypes::Any,
             jpg_alias: true,

@@ -1305,6 +1305,7 @@ fn crash_fs() {
 }
 
 #[test]
+#[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
 fn crash_s3() {
     let s3 = common::s3::s3();
     let _one = lock(&ONE_AT_A_TIME);

@@ -37,6 +37,7 @@ const FORBIDDEN: &[&str] = &[
     "Error::io(",
     "Error::io_other(",
     "Error::Remote",
+    "Error::UnexpectedAnswer",
     "Error::RetriesExhausted",
 ];
 

@@ -3,6 +3,10 @@
 //! memory, a directory, and the S3 store on the real test server. Before these caps a
 //! 12,000-byte conversation id or a 64 KB `file_name` on `finish` wrote records the
 //! directory store could not read back (a 500, and a listing broken for good).
+//!
+//! Each case runs as one test per store, `<case>::memory`, `<case>::fs` and `<case>::s3`;
+//! the S3 ones are ignored unless asked for (`cargo test -- --include-ignored`, which
+//! `.ci/test` passes).
 #![cfg(all(feature = "server", feature = "object-store"))]
 
 mod common;
@@ -18,27 +22,78 @@ const MB: usize = 1 << 20;
 const PROPERTY: u64 = 2098153;
 const CONV: &str = "cc872746-77f2-5886-ba7c-17e0497241b5";
 
-/// The three stores, each with a sandbox on loopback.
-struct Servers {
-    each: Vec<(&'static str, String, Arc<dyn Store>)>,
-    _dir: tempfile::TempDir,
+/// The stores every case runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Memory,
+    Fs,
+    S3,
 }
 
-async fn servers() -> Servers {
-    let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<(&'static str, Arc<dyn Store>)> = vec![
-        ("memory", Arc::new(MemoryStore::new())),
-        ("fs", Arc::new(FsStore::open(dir.path()).unwrap())),
-        ("s3", Arc::new(common::s3::s3().store("limits"))),
-    ];
-    let mut each = Vec::new();
-    for (name, store) in stores {
-        let sandbox = Sandbox::new(store.clone(), ServerConfig::default());
-        let url = common::serve_local(sandbox.router()).await;
-        each.push((name, url, store));
-    }
-    Servers { each, _dir: dir }
+/// A sandbox on loopback over a fresh store.
+struct Server {
+    name: &'static str,
+    url: String,
+    store: Arc<dyn Store>,
+    /// The fs store's directory, removed when this is dropped: bind it for as long as the
+    /// server runs.
+    _dir: Option<tempfile::TempDir>,
 }
+
+async fn server(backend: Backend) -> Server {
+    let (name, store, dir): (_, Arc<dyn Store>, _) = match backend {
+        Backend::Memory => ("memory", Arc::new(MemoryStore::new()), None),
+        Backend::Fs => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(FsStore::open(dir.path()).unwrap());
+            ("fs", store, Some(dir))
+        }
+        Backend::S3 => ("s3", Arc::new(common::s3::s3().store("limits")), None),
+    };
+    let sandbox = Sandbox::new(store.clone(), ServerConfig::default());
+    let url = common::serve_local(sandbox.router()).await;
+    Server {
+        name,
+        url,
+        store,
+        _dir: dir,
+    }
+}
+
+/// Each case (an `async fn` taking a [`Backend`]) as three tests: `<case>::memory`,
+/// `<case>::fs`, and `<case>::s3`, ignored unless asked for.
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                use super::Backend;
+
+                #[tokio::test]
+                async fn memory() {
+                    super::$case(Backend::Memory).await;
+                }
+
+                #[tokio::test]
+                async fn fs() {
+                    super::$case(Backend::Fs).await;
+                }
+
+                #[tokio::test]
+                #[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
+                async fn s3() {
+                    super::$case(Backend::S3).await;
+                }
+            }
+        )*
+    };
+}
+
+on_every_store!(
+    a_connectivity_conversation_id_over_255_bytes_is_a_400_on_every_store,
+    demand_conversation_and_reservation_ids_are_capped_on_every_store,
+    a_64_kb_name_or_type_on_finish_fails_the_upload_alike_on_every_store,
+    a_declared_type_over_255_bytes_is_refused_at_start,
+);
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -88,131 +143,132 @@ fn chunk(
     json!({ "attachment": att })
 }
 
-#[tokio::test]
-async fn a_connectivity_conversation_id_over_255_bytes_is_a_400_on_every_store() {
+async fn a_connectivity_conversation_id_over_255_bytes_is_a_400_on_every_store(backend: Backend) {
     let file = common::exact_jpeg(5_000);
-    for (name, url, _store) in servers().await.each {
-        let long = "c".repeat(12_000);
-        let body = json!({"attachment": {"file_name": "a.jpg", "file_type": "image/jpeg",
-            "file_size": file.len(), "file_content": b64(&file)}});
-        let (status, answer) = post(
-            &format!("{url}/messaging/properties/{PROPERTY}/conversations/{long}/attachments"),
-            &body,
-        )
-        .await;
-        assert_eq!(status, 400, "{name}: {answer}");
-        assert_eq!(
-            conn_message(&answer),
-            "conversation_id is 12000 bytes long, over the 255-byte limit",
-            "{name}"
-        );
-        // At the limit it is taken.
-        let at_limit = "c".repeat(255);
-        let (status, answer) = post(
-            &format!("{url}/messaging/properties/{PROPERTY}/conversations/{at_limit}/attachments"),
-            &body,
-        )
-        .await;
-        assert_eq!(status, 200, "{name}: {answer}");
-    }
+    let Server {
+        name, url, _dir, ..
+    } = server(backend).await;
+    let long = "c".repeat(12_000);
+    let body = json!({"attachment": {"file_name": "a.jpg", "file_type": "image/jpeg",
+        "file_size": file.len(), "file_content": b64(&file)}});
+    let (status, answer) = post(
+        &format!("{url}/messaging/properties/{PROPERTY}/conversations/{long}/attachments"),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        conn_message(&answer),
+        "conversation_id is 12000 bytes long, over the 255-byte limit",
+        "{name}"
+    );
+    // At the limit it is taken.
+    let at_limit = "c".repeat(255);
+    let (status, answer) = post(
+        &format!("{url}/messaging/properties/{PROPERTY}/conversations/{at_limit}/attachments"),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{name}: {answer}");
 }
 
-#[tokio::test]
-async fn demand_conversation_and_reservation_ids_are_capped_on_every_store() {
+async fn demand_conversation_and_reservation_ids_are_capped_on_every_store(backend: Backend) {
     let file = common::exact_jpeg(5_000);
-    for (name, url, _store) in servers().await.each {
-        let upload = |conversation: String, reservation: String| {
-            json!({"accommodation": PROPERTY, "conversation": conversation,
-                   "reservation": reservation, "file_name": "a.jpg", "file_type": "image/jpeg",
-                   "file_size": file.len(), "file_content": b64(&file)})
-        };
-        let url = format!("{url}/3.1/messages/attachments/upload");
-        let (status, answer) = post(&url, &upload("x".repeat(70_000), "438".into())).await;
-        assert_eq!(status, 400, "{name}: {answer}");
-        assert_eq!(
-            demand_message(&answer),
-            "conversation is 70000 bytes long, over the 255-byte limit",
-            "{name}"
-        );
-        let (status, answer) = post(&url, &upload(CONV.into(), "4".repeat(300))).await;
-        assert_eq!(status, 400, "{name}: {answer}");
-        assert_eq!(
-            demand_message(&answer),
-            "reservation is 300 bytes long, over the 255-byte limit",
-            "{name}"
-        );
-        let (status, answer) = post(&url, &upload(CONV.into(), "bad\u{7}id".into())).await;
-        assert_eq!(status, 400, "{name}: {answer}");
-        assert_eq!(
-            demand_message(&answer),
-            "reservation contains a control character",
-            "{name}"
-        );
-        let (status, answer) = post(&url, &upload(CONV.into(), "4380765874".into())).await;
-        assert_eq!(status, 200, "{name}: {answer}");
-    }
+    let Server {
+        name, url, _dir, ..
+    } = server(backend).await;
+    let upload = |conversation: String, reservation: String| {
+        json!({"accommodation": PROPERTY, "conversation": conversation,
+               "reservation": reservation, "file_name": "a.jpg", "file_type": "image/jpeg",
+               "file_size": file.len(), "file_content": b64(&file)})
+    };
+    let url = format!("{url}/3.1/messages/attachments/upload");
+    let (status, answer) = post(&url, &upload("x".repeat(70_000), "438".into())).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        demand_message(&answer),
+        "conversation is 70000 bytes long, over the 255-byte limit",
+        "{name}"
+    );
+    let (status, answer) = post(&url, &upload(CONV.into(), "4".repeat(300))).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        demand_message(&answer),
+        "reservation is 300 bytes long, over the 255-byte limit",
+        "{name}"
+    );
+    let (status, answer) = post(&url, &upload(CONV.into(), "bad\u{7}id".into())).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    assert_eq!(
+        demand_message(&answer),
+        "reservation contains a control character",
+        "{name}"
+    );
+    let (status, answer) = post(&url, &upload(CONV.into(), "4380765874".into())).await;
+    assert_eq!(status, 200, "{name}: {answer}");
 }
 
 /// A `finish` (or `resume`) whose `file_name` or `file_type` is about 64 KB fails the
 /// upload with the same 400 everywhere, and every later chunk hears that it failed.
-#[tokio::test]
-async fn a_64_kb_name_or_type_on_finish_fails_the_upload_alike_on_every_store() {
+async fn a_64_kb_name_or_type_on_finish_fails_the_upload_alike_on_every_store(backend: Backend) {
     let file = common::exact_jpeg(2 * MB + 1000);
     for field in ["file_name", "file_type"] {
-        for (name, url, store) in servers().await.each {
-            let url = format!(
-                "{url}/messaging/properties/{PROPERTY}/conversations/{CONV}/attachment_chunks"
-            );
-            // Small chunks leave room in the body for the long field.
-            let (status, answer) = post(&url, &chunk("start", None, 0, &file, 0..1000)).await;
-            assert_eq!(status, 200, "{name}: {answer}");
-            let id = answer["data"]["upload_id"].as_str().unwrap().to_owned();
-            let mut finish = chunk("finish", Some(&id), 1, &file, 1000..2000);
-            finish["attachment"][field] = json!("n".repeat(64 * 1024));
-            let (status, answer) = post(&url, &finish).await;
-            assert_eq!(status, 400, "{name} {field}: {answer}");
-            let first = conn_message(&answer).to_owned();
-            assert!(
-                first.starts_with(&format!("chunk rejected: {field} is \"nnnn"))
-                    && first.contains("... (65536 bytes)\" but was")
-                    && first.len() < 400,
-                "{name} {field}: {first}"
-            );
-            // The upload failed for good, and says so, on every store.
-            let (status, answer) =
-                post(&url, &chunk("resume", Some(&id), 1, &file, 1000..2000)).await;
-            assert_eq!(status, 400, "{name} {field}: {answer}");
-            assert_eq!(
-                conn_message(&answer),
-                format!(
-                    "upload {id} failed earlier ({first}); start again with action start and chunk 0"
-                ),
-                "{name} {field}"
-            );
-            // Nothing became visible, and the store still lists.
-            let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-            store
-                .list_expired(std::time::SystemTime::UNIX_EPOCH, future)
-                .await
-                .unwrap_or_else(|e| panic!("{name}: listing after the refusal: {e}"));
-        }
+        let Server {
+            name,
+            url,
+            store,
+            _dir,
+        } = server(backend).await;
+        let url =
+            format!("{url}/messaging/properties/{PROPERTY}/conversations/{CONV}/attachment_chunks");
+        // Small chunks leave room in the body for the long field.
+        let (status, answer) = post(&url, &chunk("start", None, 0, &file, 0..1000)).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        let id = answer["data"]["upload_id"].as_str().unwrap().to_owned();
+        let mut finish = chunk("finish", Some(&id), 1, &file, 1000..2000);
+        finish["attachment"][field] = json!("n".repeat(64 * 1024));
+        let (status, answer) = post(&url, &finish).await;
+        assert_eq!(status, 400, "{name} {field}: {answer}");
+        let first = conn_message(&answer).to_owned();
+        assert!(
+            first.starts_with(&format!("chunk rejected: {field} is \"nnnn"))
+                && first.contains("... (65536 bytes)\" but was")
+                && first.len() < 400,
+            "{name} {field}: {first}"
+        );
+        // The upload failed for good, and says so, on every store.
+        let (status, answer) = post(&url, &chunk("resume", Some(&id), 1, &file, 1000..2000)).await;
+        assert_eq!(status, 400, "{name} {field}: {answer}");
+        assert_eq!(
+            conn_message(&answer),
+            format!(
+                "upload {id} failed earlier ({first}); start again with action start and chunk 0"
+            ),
+            "{name} {field}"
+        );
+        // Nothing became visible, and the store still lists.
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        store
+            .list_expired(std::time::SystemTime::UNIX_EPOCH, future)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: listing after the refusal: {e}"));
     }
 }
 
-#[tokio::test]
-async fn a_declared_type_over_255_bytes_is_refused_at_start() {
+async fn a_declared_type_over_255_bytes_is_refused_at_start(backend: Backend) {
     let file = common::exact_jpeg(2 * MB + 1000);
-    for (name, url, _store) in servers().await.each {
-        let url =
-            format!("{url}/messaging/properties/{PROPERTY}/conversations/{CONV}/attachment_chunks");
-        let mut start = chunk("start", None, 0, &file, 0..1000);
-        start["attachment"]["file_type"] = json!(format!("image/jpeg;{}", "p".repeat(70_000)));
-        let (status, answer) = post(&url, &start).await;
-        assert_eq!(status, 400, "{name}: {answer}");
-        let message = conn_message(&answer);
-        assert!(
-            message.starts_with("file type \"image/jpeg;ppp") && message.contains("(70011 bytes)"),
-            "{name}: {message}"
-        );
-    }
+    let Server {
+        name, url, _dir, ..
+    } = server(backend).await;
+    let url =
+        format!("{url}/messaging/properties/{PROPERTY}/conversations/{CONV}/attachment_chunks");
+    let mut start = chunk("start", None, 0, &file, 0..1000);
+    start["attachment"]["file_type"] = json!(format!("image/jpeg;{}", "p".repeat(70_000)));
+    let (status, answer) = post(&url, &start).await;
+    assert_eq!(status, 400, "{name}: {answer}");
+    let message = conn_message(&answer);
+    assert!(
+        message.starts_with("file type \"image/jpeg;ppp") && message.contains("(70011 bytes)"),
+        "{name}: {message}"
+    );
 }

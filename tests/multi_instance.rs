@@ -99,6 +99,7 @@ async fn download_matches(url: &str, id: &str, file: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
 async fn an_upload_alternates_between_two_servers_and_races_end_whole() {
     let s3 = common::s3::s3();
     let prefix = common::s3::unique_prefix("multi");
@@ -206,6 +207,7 @@ async fn latest_ids(url: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
 async fn messages_are_shared_by_two_servers_and_outlive_both() {
     let s3 = common::s3::s3();
     let prefix = common::s3::unique_prefix("multi-messages");

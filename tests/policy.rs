@@ -3,12 +3,11 @@
 
 use attachments::error::{FileNameProblem, SizeLimit};
 use attachments::policy::{DEFAULT_CHAT_MAX_SIZE, MIB};
-use attachments::{AllowedTypes, Error, Flavour, Limits, MediaType, Policy, UploadMode};
+use attachments::{AllowedTypes, Error, Limits, MediaType, Policy, UploadMode};
 
 #[test]
 fn connectivity_preset_matches_seed_001() {
     let p = Policy::connectivity();
-    assert_eq!(p.flavour, Flavour::Connectivity);
     assert_eq!(p.limits.max_single_size, 1_048_576);
     assert_eq!(p.limits.min_chunked_size(), Some(1_048_577));
     assert_eq!(p.limits.max_chunked_size, Some(10_485_760));

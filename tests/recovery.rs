@@ -7,22 +7,17 @@
 
 mod common;
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use attachments::Error;
 use attachments::Policy;
-use attachments::store::{
-    AttachmentMeta, Expired, ListQuery, MemoryStore, Message, MessageStore, MetaChange, Store,
-    StoredSession,
-};
-use attachments::stream::{Clock, UploadReceiver};
+use attachments::store::{MemoryStore, Store};
+use attachments::stream::UploadReceiver;
 use attachments::upload::{COMMIT_LEASE, RECENT_CHUNKS};
 use base64::Engine;
-use bytes::Bytes;
+use common::hooked::{Hooked, Op, Then};
 use serde_json::{Value, json};
 
 const MB: usize = 1 << 20;
@@ -39,135 +34,26 @@ enum Stall {
     SaveAfterCommit,
 }
 
-/// A memory store whose chosen operation hangs while `armed`, so a request can be
-/// dropped at that point as if its process had died.
-#[derive(Debug)]
-struct Stalling {
-    inner: MemoryStore,
-    stall: Mutex<Option<Stall>>,
-    committed: AtomicBool,
-}
+type Stalling = Hooked<MemoryStore>;
 
-impl Stalling {
-    fn arm(&self, stall: Stall) {
-        *self.stall.lock().unwrap() = Some(stall);
-        self.committed.store(false, Ordering::SeqCst);
-    }
-
-    fn disarm(&self) {
-        *self.stall.lock().unwrap() = None;
-    }
-
-    fn stalls(&self, at: Stall) -> bool {
-        *self.stall.lock().unwrap() == Some(at)
-    }
-}
-
-async fn forever() {
-    std::future::pending::<()>().await
-}
-
-#[async_trait]
-impl MessageStore for Stalling {
-    async fn post_message(&self, message: &Message) -> attachments::Result<()> {
-        self.inner.post_message(message).await
-    }
-    async fn latest_messages(&self, limit: usize) -> attachments::Result<Vec<Message>> {
-        self.inner.latest_messages(limit).await
-    }
-    async fn confirm_messages(&self, ids: &[String]) -> attachments::Result<usize> {
-        self.inner.confirm_messages(ids).await
-    }
-    async fn conversation_messages(
-        &self,
-        accommodation: u64,
-        conversation: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> attachments::Result<Vec<Message>> {
-        self.inner
-            .conversation_messages(accommodation, conversation, after, limit)
-            .await
-    }
-    async fn reservation_conversation(
-        &self,
-        accommodation: u64,
-        reservation: &str,
-        proposed: &str,
-    ) -> attachments::Result<String> {
-        self.inner
-            .reservation_conversation(accommodation, reservation, proposed)
-            .await
-    }
-}
-
-#[async_trait]
-impl Store for Stalling {
-    async fn begin_upload(&self, id: &str, started: SystemTime) -> attachments::Result<()> {
-        self.inner.begin_upload(id, started).await
-    }
-    async fn put_chunk(
-        &self,
-        id: &str,
-        n: u64,
-        offset: u64,
-        data: Bytes,
-    ) -> attachments::Result<()> {
-        self.inner.put_chunk(id, n, offset, data).await
-    }
-    async fn commit(&self, id: &str, meta: &AttachmentMeta) -> attachments::Result<()> {
-        if self.stalls(Stall::Commit) {
-            forever().await;
+/// Stalls `store` at `stall` from now on.
+fn arm(store: &Stalling, stall: Stall) {
+    let committed = AtomicBool::new(false);
+    store.set_hook(move |op| match (stall, op) {
+        (Stall::Commit, Op::Commit) => Then::Stall,
+        (Stall::SaveAfterCommit, Op::Committed) => {
+            committed.store(true, Ordering::SeqCst);
+            Then::Go
         }
-        let done = self.inner.commit(id, meta).await;
-        self.committed.store(done.is_ok(), Ordering::SeqCst);
-        done
-    }
-    async fn abort(&self, id: &str) -> attachments::Result<()> {
-        self.inner.abort(id).await
-    }
-    async fn load_session(&self, id: &str) -> attachments::Result<Option<StoredSession>> {
-        self.inner.load_session(id).await
-    }
-    async fn save_session(
-        &self,
-        id: &str,
-        record: Bytes,
-        expected: Option<&str>,
-        saved: SystemTime,
-    ) -> attachments::Result<String> {
-        if self.stalls(Stall::SaveAfterCommit) && self.committed.load(Ordering::SeqCst) {
-            forever().await;
+        (Stall::SaveAfterCommit, Op::SaveSession) if committed.load(Ordering::SeqCst) => {
+            Then::Stall
         }
-        self.inner.save_session(id, record, expected, saved).await
-    }
-    async fn read_range(&self, id: &str, range: Range<u64>) -> attachments::Result<Bytes> {
-        self.inner.read_range(id, range).await
-    }
-    async fn metadata(&self, id: &str) -> attachments::Result<AttachmentMeta> {
-        self.inner.metadata(id).await
-    }
-    async fn update(&self, id: &str, change: &MetaChange) -> attachments::Result<AttachmentMeta> {
-        self.inner.update(id, change).await
-    }
-    async fn list_attachments(
-        &self,
-        query: &ListQuery,
-    ) -> attachments::Result<Vec<AttachmentMeta>> {
-        self.inner.list_attachments(query).await
-    }
-    async fn list_expired(
-        &self,
-        uploads_before: SystemTime,
-        unlinked_before: SystemTime,
-    ) -> attachments::Result<Vec<Expired>> {
-        self.inner
-            .list_expired(uploads_before, unlinked_before)
-            .await
-    }
-    async fn remove(&self, item: &Expired) -> attachments::Result<()> {
-        self.inner.remove(item).await
-    }
+        _ => Then::Go,
+    });
+}
+
+fn disarm(store: &Stalling) {
+    store.set_hook(|_| Then::Go);
 }
 
 struct Server {
@@ -182,12 +68,8 @@ impl Server {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
         let clock_now = now.clone();
-        let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
-        let store = Arc::new(Stalling {
-            inner: MemoryStore::new().with_clock(clock.clone()),
-            stall: Mutex::new(None),
-            committed: AtomicBool::new(false),
-        });
+        let clock = move || *clock_now.lock().unwrap();
+        let store = Arc::new(Hooked::new(MemoryStore::new().with_clock(clock.clone())));
         let receiver = UploadReceiver::new(Policy::connectivity(), store.clone())
             .with_ttl(Duration::from_secs(600))
             .with_clock(clock);
@@ -275,9 +157,9 @@ async fn a_finish_that_died_before_its_commit_is_committed_by_its_retry_after_th
     let file = file();
     let id = all_but_finish(&server, &file).await;
     let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
-    server.store.arm(Stall::Commit);
+    arm(&server.store, Stall::Commit);
     server.send_and_die(&finish).await;
-    server.store.disarm();
+    disarm(&server.store);
 
     // Within the lease the claim stands: the retry hears that a commit is under way.
     server.advance(COMMIT_LEASE - Duration::from_secs(1));
@@ -314,9 +196,9 @@ async fn a_finish_that_died_after_its_commit_answers_the_committed_attachment_on
     let file = file();
     let id = all_but_finish(&server, &file).await;
     let finish = chunk("finish", Some(&id), chunks(&file) - 1, &file);
-    server.store.arm(Stall::SaveAfterCommit);
+    arm(&server.store, Stall::SaveAfterCommit);
     server.send_and_die(&finish).await;
-    server.store.disarm();
+    disarm(&server.store);
     // The store took the attachment; the record still says "committing".
     assert_eq!(server.attachment_count().await, 1);
 
@@ -465,4 +347,41 @@ async fn a_pipelined_finish_that_succeeded_settles_the_upload_when_an_earlier_an
         .await
         .unwrap();
     assert_eq!(stored, file);
+}
+
+/// A damaged session record is `CorruptState`: a 500 whose wire text says what to do and
+/// names no record, which the receiver neither waits on nor calls transient (before, it
+/// was an IO error of kind `InvalidData`: "internal storage error; try again later").
+#[tokio::test]
+async fn a_damaged_session_record_is_corrupt_state_not_a_transient_io_error() {
+    let server = Server::new();
+    let file = file();
+    let (id, _) = server.send(&chunk("start", None, 0, &file)).await.unwrap();
+    let id = id.unwrap();
+    let stored = server.store.load_session(&id).await.unwrap().unwrap();
+    server
+        .store
+        .save_session(
+            &id,
+            bytes::Bytes::from_static(b"{\"format\": 1, \"id\": "),
+            Some(&stored.version),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let err = server
+        .send(&chunk("resume", Some(&id), 1, &file))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CorruptState { .. }), "{err:?}");
+    assert_eq!(err.status(), 500);
+    assert!(!err.is_transient());
+    assert_eq!(
+        err.wire_message(),
+        "internal error: stored state is damaged; start the upload or request again"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("the session record of upload {id}"))
+    );
 }

@@ -1,5 +1,8 @@
-//! The store contract, run against every backend, and what only the file-system store has:
-//! several handles on one directory, and what a crash leaves behind.
+//! The store contract, each check of `store::conformance` and `store::conformance_messages`
+//! run as its own test against every backend (the S3 store's on the real S3 test server
+//! are ignored unless asked for: `cargo test -- --include-ignored`), and what only the
+//! file-system store has: several handles on one directory, and what a crash leaves
+//! behind.
 #![cfg(feature = "async")]
 
 mod common;
@@ -9,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use attachments::Error;
 use attachments::digest::sha256;
 use attachments::store::{
-    AttachmentMeta, Expired, FsStore, MemoryStore, Store, conformance, conformance_messages,
+    AttachmentMeta, Expired, FsStore, MemoryStore, ObjectStoreBackend, Store, conformance,
+    conformance_messages,
 };
 use attachments::upload::{AttachmentInfo, RandomId};
 
@@ -17,19 +21,160 @@ fn id(n: u8) -> String {
     RandomId::from_bytes([n; 16]).to_string()
 }
 
-#[tokio::test]
-async fn memory_store_keeps_the_contract() {
-    let store = MemoryStore::new();
-    conformance::run(&store).await;
-    conformance_messages::run(&store).await;
+/// The names of the store checks and of the message checks, in the order
+/// `conformance::CHECKS` and `conformance_messages::CHECKS` list them, passed to `$then!`
+/// after its other arguments.
+macro_rules! with_checks {
+    ($then:ident!($($args:tt)*)) => {
+        $then! {
+            $($args)*
+            [
+                commit_and_read,
+                invisible_until_commit,
+                incomplete_commit_is_refused,
+                exact_tiling,
+                pipelined_commit_race,
+                abort_releases,
+                same_number_replaces,
+                taken_id_is_refused,
+                expiry_and_linking,
+                a_link_wins_over_the_sweep,
+                chunks_are_activity,
+                records_read_back_or_are_refused,
+                odd_ids_are_not_found,
+                session_records,
+                listing_and_updates
+            ]
+            [
+                unknown_ids_and_conversations,
+                post_latest_and_history,
+                refusals,
+                confirming,
+                reservations
+            ]
+        }
+    };
 }
 
+/// One test per check on a fresh store of one backend: `<backend>::store::<check>` and
+/// `<backend>::messages::<check>`, so a failure names the capability and the backend.
+/// `$attrs` (in brackets) go on every test; `$fixture` makes a fresh [`Fixture`].
+macro_rules! backend {
+    ($backend:ident, $attrs:tt, $fixture:expr, [$($store:ident),*] [$($message:ident),*]) => {
+        mod $backend {
+            use super::*;
+
+            mod store {
+                use super::*;
+                $(check!($attrs, $fixture, conformance::$store);)*
+            }
+
+            mod messages {
+                use super::*;
+                $(check!($attrs, $fixture, conformance_messages::$message);)*
+            }
+        }
+    };
+}
+
+macro_rules! check {
+    ([$($attr:tt)*], $fixture:expr, $module:ident::$check:ident) => {
+        $($attr)*
+        #[tokio::test]
+        async fn $check() {
+            let fixture = $fixture;
+            $module::$check(&fixture.store).await;
+            fixture.finish();
+        }
+    };
+}
+
+/// A fresh store for one check, and what to check once it ran.
+struct Fixture<S> {
+    store: S,
+    /// The directory of an `FsStore`: nothing half-written may be left in it.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl<S> Fixture<S> {
+    fn new(store: S) -> Self {
+        Fixture { store, dir: None }
+    }
+
+    fn finish(self) {
+        let Some(dir) = self.dir else { return };
+        // Nothing half-written is left behind, and nothing of a commit being assembled.
+        let leftovers: Vec<_> = files_under(dir.path())
+            .into_iter()
+            .filter(|p| {
+                p.components().any(|c| {
+                    let name = c.as_os_str().to_string_lossy();
+                    name.starts_with(".tmp-") || name.starts_with("commit-")
+                })
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+impl Fixture<FsStore> {
+    fn fs() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        Fixture {
+            store,
+            dir: Some(dir),
+        }
+    }
+}
+
+fn object_store_backend(inner: impl object_store::ObjectStore + 'static) -> ObjectStoreBackend {
+    ObjectStoreBackend::new(std::sync::Arc::new(inner))
+}
+
+with_checks!(backend!(memory, [], Fixture::new(MemoryStore::new()),));
+with_checks!(backend!(fs, [], Fixture::fs(),));
+with_checks!(backend!(
+    object_store_in_memory,
+    [],
+    Fixture::new(object_store_backend(object_store::memory::InMemory::new())),
+));
+with_checks!(backend!(
+    object_store_unordered_listings,
+    [],
+    Fixture::new(object_store_backend(ReverseListing::default())),
+));
+with_checks!(backend!(
+    s3,
+    [#[ignore = "needs the S3 test server: scripts/s3-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]],
+    Fixture::new(common::s3::s3().store("conformance")),
+));
+
+/// The suite above runs every check the crate has, under the names the crate gives them.
+#[test]
+fn every_check_runs_on_every_backend() {
+    macro_rules! names {
+        ([$($store:ident),*] [$($message:ident),*]) => {
+            (
+                [$(stringify!($store)),*].as_slice(),
+                [$(stringify!($message)),*].as_slice(),
+            )
+        };
+    }
+    let (store, messages) = with_checks!(names!());
+    assert_eq!(store, conformance::CHECKS);
+    assert_eq!(messages, conformance_messages::CHECKS);
+}
+
+/// `run_all` runs every check in turn on one store: the checks depend on nothing another
+/// left, and leave nothing in the way of the next.
 #[tokio::test]
-async fn object_store_backend_keeps_the_contract_in_memory() {
-    let inner = std::sync::Arc::new(object_store::memory::InMemory::new());
-    let store = attachments::store::ObjectStoreBackend::new(inner);
-    conformance::run(&store).await;
-    conformance_messages::run(&store).await;
+async fn run_all_passes_on_one_store_of_each_local_backend() {
+    conformance::run_all(&MemoryStore::new()).await;
+    let fixture = Fixture::fs();
+    conformance::run_all(&fixture.store).await;
+    fixture.finish();
+    conformance::run_all(&object_store_backend(ReverseListing::default())).await;
 }
 
 /// `object_store`'s in-memory store, listing newest key first: a backend whose listings
@@ -110,40 +255,6 @@ impl object_store::ObjectStore for ReverseListing {
     ) -> object_store::Result<()> {
         self.0.copy_opts(from, to, options).await
     }
-}
-
-#[tokio::test]
-async fn object_store_backend_keeps_the_contract_when_listings_are_unordered() {
-    let inner = std::sync::Arc::new(ReverseListing::default());
-    let store = attachments::store::ObjectStoreBackend::new(inner);
-    conformance::run(&store).await;
-    conformance_messages::run(&store).await;
-}
-
-#[tokio::test]
-async fn s3_store_keeps_the_contract_on_a_real_s3_server() {
-    let store = common::s3::s3().store("conformance");
-    conformance::run(&store).await;
-    conformance_messages::run(&store).await;
-}
-
-#[tokio::test]
-async fn fs_store_keeps_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsStore::open(dir.path()).unwrap();
-    conformance::run(&store).await;
-    conformance_messages::run(&store).await;
-    // Nothing half-written is left behind, and nothing of a commit being assembled.
-    let leftovers: Vec<_> = files_under(dir.path())
-        .into_iter()
-        .filter(|p| {
-            p.components().any(|c| {
-                let name = c.as_os_str().to_string_lossy();
-                name.starts_with(".tmp-") || name.starts_with("commit-")
-            })
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// Every file and directory under `dir`.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use attachments::codec::base64::encode_to;
 use attachments::digest::sha256;
 use attachments::store::{MemoryStore, Store};
-use attachments::stream::{Clock, UploadReceiver};
+use attachments::stream::UploadReceiver;
 use attachments::upload::{
     DEFAULT_CHUNK_SIZE, RandomId, Received, RequestKind, Sessions, Step, Target, UploadPlan,
     UploadSession,
@@ -391,7 +391,7 @@ impl Server {
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
         let clock_now = now.clone();
-        let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
+        let clock = move || *clock_now.lock().unwrap();
         // The store times chunks by the same clock.
         let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
         let receiver = UploadReceiver::new(policy, store.clone())
@@ -882,7 +882,7 @@ fn a_second_chunk_while_one_is_processed_is_busy() {
         }
     ));
     let mut sessions = Sessions::new(Duration::from_secs(60));
-    sessions.insert(session, now);
+    sessions.insert(session);
     let out = sessions.check_out(&id.to_string(), 1, now).unwrap();
     let err = sessions.check_out(&id.to_string(), 2, now).unwrap_err();
     assert_eq!(
@@ -891,7 +891,7 @@ fn a_second_chunk_while_one_is_processed_is_busy() {
             "upload {id} is still processing an earlier chunk; wait for its answer before sending chunk 2"
         )
     );
-    sessions.check_in(out, now);
+    sessions.check_in(out);
     assert!(sessions.check_out(&id.to_string(), 1, now).is_ok());
     // A request that never came back: the session expires and its bytes are to be released.
     assert_eq!(sessions.expire(now + Duration::from_secs(61)), [id]);

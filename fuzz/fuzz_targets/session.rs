@@ -135,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
                     };
                     check(&received, &mut model);
                     models.insert(id, model);
-                    sessions.insert(session, now);
+                    sessions.insert(session);
                     ids.push(id);
                 }
             }
@@ -229,7 +229,7 @@ fuzz_target!(|data: &[u8]| {
                         "a failed session stays failed"
                     );
                 }
-                sessions.check_in(session, now);
+                sessions.check_in(session);
             }
             5 => now += Duration::from_secs(input.num(150)),
             _ => {
@@ -237,7 +237,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(&id) = ids.first() {
                     if let Ok(s) = sessions.check_out(&id.to_string(), 0, now) {
                         assert!(sessions.check_out(&id.to_string(), 0, now).is_err(), "busy");
-                        sessions.check_in(s, now);
+                        sessions.check_in(s);
                     }
                 }
             }

@@ -315,7 +315,8 @@ impl ChatClient {
     /// # Errors
     ///
     /// [`Error::Remote`] (404, 416 for a range past the end); [`Error::Io`];
-    /// [`Error::InvalidJson`] for an answer without the headers a range needs.
+    /// [`Error::UnexpectedAnswer`] for an answer without the headers a range needs, or
+    /// with another range or more bytes than asked for.
     pub async fn content(&self, id: &str, range: Option<Range<u64>>) -> Result<Content> {
         let path = format!("{}/content", attachment_path(id));
         let resp = self
@@ -504,7 +505,7 @@ fn form(part: reqwest::multipart::Part, upload: &ChatUpload) -> Result<reqwest::
 }
 
 fn bad_answer(problem: &str) -> Error {
-    Error::InvalidJson {
-        message: format!("the server's answer does not fit the request: {problem}"),
+    Error::UnexpectedAnswer {
+        problem: problem.to_owned(),
     }
 }

@@ -471,8 +471,15 @@ impl ConnectivityClient {
         loop {
             match self.send_bodies(&base, &mut bodies, &mut progress).await {
                 Ok(attachment_id) => {
+                    // The plan releases the last body only once the file is accepted:
+                    // without a verdict, the server named an attachment too early.
                     let inspection = bodies.plan().inspection().cloned();
-                    let sha256 = inspection.map(|i| i.sha256).ok_or(Error::AlreadyFinished)?;
+                    let sha256 =
+                        inspection
+                            .map(|i| i.sha256)
+                            .ok_or_else(|| Error::UnexpectedAnswer {
+                                problem: "an attachment id before the whole file was sent".into(),
+                            })?;
                     return Ok(Uploaded {
                         attachment_id,
                         size,
@@ -876,15 +883,17 @@ impl DemandClient {
         };
         let plan = UploadPlan::new(&self.policy, target, &file_name(path)?, &file_type, size)?;
         let mut bodies = BodyStream::new(plan, file);
-        let request = bodies.next().await.ok_or(Error::AlreadyFinished)??;
+        let Some(request) = bodies.next().await else {
+            unreachable!("a single-request plan gives its body or an error before it ends");
+        };
+        let request = request?;
         if let Some(extra) = bodies.next().await {
             extra?;
         }
-        let sha256 = bodies
-            .plan()
-            .inspection()
-            .map(|i| i.sha256)
-            .ok_or(Error::AlreadyFinished)?;
+        // The one body is released only once the Inspector accepted the file.
+        let Some(sha256) = bodies.plan().inspection().map(|i| i.sha256) else {
+            unreachable!("a single-request plan releases its body with the verdict");
+        };
         let answer = self
             .post("attachments/upload", request.body, MAX_SMALL_ANSWER)
             .await?;

@@ -53,8 +53,10 @@ impl RangeQuery {
         })
     }
 
-    /// Parses a URL query string (`from=0&to=99`, leading `?` optional). Other parameters
-    /// are ignored; values are percent-decoded.
+    /// Parses a URL query string (`from=0&to=99`, leading `?` optional) as
+    /// `application/x-www-form-urlencoded` (the `form_urlencoded` crate: names and values
+    /// percent-decoded, `+` a space, an invalid escape kept as it is). Other parameters
+    /// are ignored.
     ///
     /// # Errors
     ///
@@ -63,19 +65,16 @@ impl RangeQuery {
     pub fn from_query_string(query: &str) -> Result<Self> {
         let query = query.strip_prefix('?').unwrap_or(query);
         let (mut from, mut to) = (None, None);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match key {
-                "from" => &mut from,
-                "to" => &mut to,
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let (slot, param) = match key.as_ref() {
+                "from" => (&mut from, "from"),
+                "to" => (&mut to, "to"),
                 _ => continue,
             };
             if slot.is_some() {
-                return Err(Error::Range(RangeProblem::Repeated {
-                    param: if key == "from" { "from" } else { "to" },
-                }));
+                return Err(Error::Range(RangeProblem::Repeated { param }));
             }
-            *slot = Some(percent_decode(value));
+            *slot = Some(value);
         }
         Self::parse(from.as_deref(), to.as_deref())
     }
@@ -128,33 +127,6 @@ fn number(param: &'static str, value: &str) -> Result<u64> {
         return Err(bad());
     }
     value.parse().map_err(|_| bad())
-}
-
-/// `%XX` and `+` decoding, enough for numbers; invalid escapes are kept as they are (and
-/// then fail as not a number).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Writes a Connectivity download response (seed 001) into `out`: the envelope with

@@ -10,7 +10,8 @@
 //! - **The shells' kinds**, raised only by the async shells (stores, the receiver, the
 //!   clients, the server): [`Error::Io`], whose [`IoError`] names the operation and keeps
 //!   the [`std::io::Error`] as its source; [`Error::Remote`], the other side's error
-//!   answer; [`Error::RetriesExhausted`]. The store contract's own kinds
+//!   answer; [`Error::UnexpectedAnswer`], an answer that does not fit the request;
+//!   [`Error::RetriesExhausted`]. The store contract's own kinds
 //!   ([`Error::Incomplete`], [`Error::Taken`], [`Error::Contended`],
 //!   [`Error::CorruptState`]) are states, not IO: a backend reports them exactly, and
 //!   callers act on them (a receiver waits only on `Incomplete`).
@@ -466,6 +467,16 @@ pub enum Error {
         retry_after: Option<std::time::Duration>,
     },
 
+    /// The other side answered, but not with what the request asked for: a header the
+    /// answer needs is missing or unreadable (`Content-Range`, `Content-Length`), another
+    /// range than the one asked for, more bytes than announced, an attachment id before
+    /// the whole file was sent. The other side is at fault, as a gateway sees it (502).
+    #[error("the server's answer does not fit the request: {problem}")]
+    UnexpectedAnswer {
+        /// What does not fit.
+        problem: String,
+    },
+
     /// A request was tried as many times as the retry policy allows and failed each time.
     #[error(
         "gave up on bytes {}..{} after {attempts} attempts; the last error was: {last}",
@@ -507,7 +518,7 @@ impl Error {
             Error::RateLimited { .. } => 429,
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
-            Error::Piece(_) | Error::Remote { .. } => 502,
+            Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,

@@ -17,11 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{Api, Failure, MAX_SMALL_BODY, Sandbox, json_headers, to_json};
+use super::extract::read_limited;
+use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
+use super::{MAX_SMALL_BODY, Sandbox};
 use crate::download::http_range::{RangeRequest, content_range, unsatisfied_range};
 use crate::error::{Error, Result, SizeLimit};
-use crate::store::{AttachmentMeta, Expired, ListQuery, MetaChange, Store};
+use crate::store::{AttachmentMeta, ListQuery, MetaChange, Store};
 use crate::stream::{STREAM_CHUNK, Staged};
 use crate::upload::RandomId;
 use crate::wire::chat::{Attachment, AttachmentList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Update};
@@ -32,20 +35,10 @@ use crate::wire::MAX_REF_LEN;
 /// text fields. A body longer than the policy's largest file plus this is refused (413).
 pub const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
-type Reply = std::result::Result<Response, Failure>;
-
-fn fail(err: Error) -> Failure {
-    Failure {
-        api: Api::Chat,
-        err,
-        retry_after: None,
-    }
-}
-
 /// The scope of the request's owner: `chat/` and the first 128 bits of the token's
 /// SHA-256 (the token itself is never stored).
 fn owner_scope(headers: &HeaderMap) -> String {
-    match super::bearer(headers) {
+    match super::guard::bearer(headers) {
         Some(token) => format!(
             "chat/{}",
             &crate::digest::sha256(token.as_bytes()).to_hex()[..32]
@@ -127,27 +120,22 @@ pub(super) struct Owned {
 }
 
 impl axum::extract::FromRequestParts<Sandbox> for Owned {
-    type Rejection = Failure;
+    type Rejection = Failure<Chat>;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         s: &Sandbox,
-    ) -> std::result::Result<Self, Failure> {
+    ) -> std::result::Result<Self, Failure<Chat>> {
         let Path(id) = Path::<String>::from_request_parts(parts, s)
             .await
-            .map_err(|e| {
-                fail(Error::InvalidField {
-                    field: "attachment id".into(),
-                    problem: e.body_text(),
-                })
+            .map_err(|e| Error::InvalidField {
+                field: "attachment id".into(),
+                problem: e.body_text(),
             })?;
-        let conversation = conversation_filter(parts.uri.query()).map_err(fail)?;
-        let meta = s
-            .scoped(&id, &owner_scope(&parts.headers))
-            .await
-            .map_err(fail)?;
+        let conversation = conversation_filter(parts.uri.query())?;
+        let meta = s.scoped(&id, &owner_scope(&parts.headers)).await?;
         if conversation.is_some() && meta.conversation_id != conversation {
-            return Err(fail(super::not_found_attachment(&id)));
+            return Err(super::not_found_attachment(&id).into());
         }
         Ok(Owned {
             meta,
@@ -161,44 +149,42 @@ pub(super) async fn list(
     State(s): State<Sandbox>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Reply {
+) -> Reply<Chat> {
     let pairs = query_pairs(
         query.as_deref(),
         &["conversation_id", "limit", "starting_after"],
-    )
-    .map_err(fail)?;
+    )?;
     let limit = match get(&pairs, "limit") {
         None => DEFAULT_LIST_LIMIT,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
             _ => {
-                return Err(fail(Error::InvalidField {
+                return Err(Error::InvalidField {
                     field: "limit".into(),
                     problem: format!(
                         "must be a whole number from 1 to {MAX_LIST_LIMIT}, got {text:?}"
                     ),
-                }));
+                }
+                .into());
             }
         },
     };
     // One more than asked tells whether another page follows.
     let mut q = ListQuery::new(owner_scope(&headers), limit + 1);
     if let Some(c) = get(&pairs, "conversation_id") {
-        crate::wire::check_ref("conversation_id", c).map_err(fail)?;
+        crate::wire::check_ref("conversation_id", c)?;
         q = q.with_conversation(c);
     }
     if let Some(after) = get(&pairs, "starting_after") {
-        let id: RandomId = after.parse().map_err(|_| {
-            fail(Error::InvalidField {
-                field: "starting_after".into(),
-                problem: format!(
-                    "must be an attachment id (the last id of the previous page), got {after:?}"
-                ),
-            })
+        let id: RandomId = after.parse().map_err(|_| Error::InvalidField {
+            field: "starting_after".into(),
+            problem: format!(
+                "must be an attachment id (the last id of the previous page), got {after:?}"
+            ),
         })?;
         q = q.before(id.to_string());
     }
-    let mut found = s.inner.store.list_attachments(&q).await.map_err(fail)?;
+    let mut found = s.inner.store.list_attachments(&q).await?;
     let has_more = found.len() > limit;
     found.truncate(limit);
     let base = base_url(&s, &headers);
@@ -206,7 +192,7 @@ pub(super) async fn list(
         has_more,
         data: found.iter().map(|m| to_wire(m, &base)).collect(),
     };
-    Ok(super::ok_json(&page))
+    Ok(ok_json(&page))
 }
 
 /// `POST /v1/attachments`, `multipart/form-data` with `file` and optional
@@ -215,15 +201,13 @@ pub(super) async fn upload(
     State(s): State<Sandbox>,
     headers: HeaderMap,
     form: std::result::Result<Multipart, MultipartRejection>,
-) -> Reply {
-    let mut form = form.map_err(|e| {
-        fail(Error::InvalidField {
-            field: "Content-Type".into(),
-            problem: format!(
-                "must be multipart/form-data with the file in a part named `file` ({})",
-                e.body_text()
-            ),
-        })
+) -> Reply<Chat> {
+    let mut form = form.map_err(|e| Error::InvalidField {
+        field: "Content-Type".into(),
+        problem: format!(
+            "must be multipart/form-data with the file in a part named `file` ({})",
+            e.body_text()
+        ),
     })?;
     let limit = body_limit(&s);
     let mut staged: Option<Staged> = None;
@@ -312,9 +296,9 @@ pub(super) async fn upload(
             Err(e)
         }
     };
-    let meta = committed.map_err(fail)?;
+    let meta = committed?;
     tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
-    Ok(super::ok_json(&to_wire(&meta, &base_url(&s, &headers))))
+    Ok(ok_json(&to_wire(&meta, &base_url(&s, &headers))))
 }
 
 /// The request body limit of an upload.
@@ -362,8 +346,8 @@ async fn text_field(
 }
 
 /// `GET /v1/attachments/{id}`
-pub(super) async fn retrieve(Owned { meta, base }: Owned) -> Reply {
-    Ok(super::ok_json(&to_wire(&meta, &base)))
+pub(super) async fn retrieve(Owned { meta, base }: Owned) -> Reply<Chat> {
+    Ok(ok_json(&to_wire(&meta, &base)))
 }
 
 /// `PUT /v1/attachments/{id}`: a form (`filename=...`, as the seed's curl sends it) or JSON.
@@ -372,21 +356,22 @@ pub(super) async fn rename(
     Owned { meta, base }: Owned,
     headers: HeaderMap,
     body: Body,
-) -> Reply {
-    let body = Sandbox::body(body, MAX_SMALL_BODY).await.map_err(fail)?;
+) -> Reply<Chat> {
+    let body = read_limited(body, MAX_SMALL_BODY).await?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.trim_start().starts_with("application/json"));
     let update: Update = if json {
-        crate::wire::from_slice(&body).map_err(fail)?
+        crate::wire::from_slice(&body)?
     } else {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
         if pairs.iter().filter(|(n, _)| n == "filename").count() > 1 {
-            return Err(fail(Error::InvalidField {
+            return Err(Error::InvalidField {
                 field: "filename".into(),
                 problem: "is given twice; give it once".into(),
-            }));
+            }
+            .into());
         }
         Update {
             filename: get(&pairs, "filename").map(str::to_owned),
@@ -394,25 +379,20 @@ pub(super) async fn rename(
     };
     let meta = match update.filename {
         Some(name) => {
-            s.inner.config.chat.check_file_name(&name).map_err(fail)?;
+            s.inner.config.chat.check_file_name(&name)?;
             s.inner
                 .store
                 .update(&meta.id, &MetaChange::FileName(name))
-                .await
-                .map_err(fail)?
+                .await?
         }
         None => meta,
     };
-    Ok(super::ok_json(&to_wire(&meta, &base)))
+    Ok(ok_json(&to_wire(&meta, &base)))
 }
 
 /// `DELETE /v1/attachments/{id}`: the attachment and its bytes, for good. 204.
-pub(super) async fn delete(State(s): State<Sandbox>, Owned { meta, .. }: Owned) -> Reply {
-    s.inner
-        .store
-        .remove(&Expired::Attachment(meta.id.clone()))
-        .await
-        .map_err(fail)?;
+pub(super) async fn delete(State(s): State<Sandbox>, Owned { meta, .. }: Owned) -> Reply<Chat> {
+    s.inner.store.delete_attachment(&meta.id).await?;
     tracing::info!(id = %meta.id, "chat attachment deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -424,7 +404,7 @@ pub(super) async fn content(
     State(s): State<Sandbox>,
     Owned { meta, .. }: Owned,
     headers: HeaderMap,
-) -> Reply {
+) -> Reply<Chat> {
     let etag = format!("\"{}\"", meta.sha256.to_hex());
     let size = meta.file_size;
     let mut response = Response::builder()
@@ -481,7 +461,7 @@ pub(super) async fn content(
             let mut r = (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 json_headers(),
-                to_json(&super::chat_error(416, &err.to_string())),
+                to_json(&chat_error(416, &err.to_string())),
             )
                 .into_response();
             if let Ok(v) = HeaderValue::from_str(&unsatisfied_range(size)) {
@@ -519,6 +499,22 @@ fn read_stream(
     })
 }
 
+/// The bytes RFC 8187's `attr-char` leaves as they are in an extended parameter
+/// (letters, digits and `!#$&+-.^_`|~`); every other byte is percent-encoded.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
 /// `attachment; filename="..."; filename*=UTF-8''...` (RFC 6266): an ASCII fallback with
 /// anything unsafe replaced by `_`, and the exact name percent-encoded.
 pub fn content_disposition(name: &str) -> String {
@@ -532,14 +528,7 @@ pub fn content_disposition(name: &str) -> String {
             }
         })
         .collect();
-    let mut encoded = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let encoded = utf8_percent_encode(name, ATTR_CHAR);
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
@@ -562,19 +551,13 @@ mod tests {
                 .expect("both parameters");
             prop_assert!(fallback.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
             prop_assert!(!fallback.contains('"') && !fallback.contains('\\'));
-            // RFC 3986 percent-decoding (not form decoding: `+` is itself).
-            let mut decoded = Vec::new();
-            let mut bytes = encoded.bytes();
-            while let Some(b) = bytes.next() {
-                if b == b'%' {
-                    let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-                    decoded.push(u8::from_str_radix(&hex, 16).unwrap());
-                } else {
-                    prop_assert!(b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b));
-                    decoded.push(b);
-                }
-            }
-            prop_assert_eq!(String::from_utf8(decoded).unwrap(), name);
+            // Only attr-chars and escapes; RFC 3986 percent-decoding (not form decoding:
+            // `+` is itself) gives the name back.
+            prop_assert!(encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"%!#$&+-.^_`|~".contains(&b)));
+            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8();
+            prop_assert_eq!(decoded.unwrap(), name.as_str());
         }
     }
 }

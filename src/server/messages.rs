@@ -12,12 +12,20 @@
 
 use std::time::SystemTime;
 
+use axum::extract::State;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::extract::{ConnScope, WireJson, WireRequest};
+use super::reply::{Connectivity, Demand, Reply, new_id, ok_json};
+use super::{Sandbox, scope};
 use crate::error::{Error, Result};
-use crate::store::messages::{MAX_CONFIRM_IDS, check_content_len};
-use crate::wire::{Id, OkFlag, lenient_u64};
+use crate::store::messages::{
+    MAX_CONFIRM_IDS, MAX_MESSAGE_PAGE, check_attachment_count, check_confirm_count,
+    check_content_len,
+};
+use crate::wire::connectivity::Envelope;
+use crate::wire::{self, Id, OkFlag, demand, lenient_u64};
 
 pub use crate::store::messages::{MAX_CONTENT, Message};
 
@@ -40,7 +48,7 @@ pub(crate) fn new_message(
 ) -> Result<Message> {
     let now = SystemTime::now();
     Ok(Message {
-        message_id: crate::stream::time_ordered_id(now)?.to_string(),
+        message_id: crate::stream::ids::time_ordered_id(now)?.to_string(),
         conversation,
         accommodation,
         reservation,
@@ -162,7 +170,6 @@ pub(crate) struct ConversationQuery {
     pub conversation: String,
     #[serde(with = "lenient_u64")]
     pub accommodation: u64,
-    #[allow(dead_code)]
     pub reservation: Id,
 }
 
@@ -170,6 +177,134 @@ pub(crate) struct ConversationQuery {
 pub(crate) struct History {
     pub conversation: String,
     pub messages: Vec<Message>,
+}
+
+impl WireRequest for ConnPostMessage {
+    type Flavour = Connectivity;
+}
+
+impl WireRequest for DemandSend {
+    type Flavour = Demand;
+}
+
+impl WireRequest for Confirm {
+    type Flavour = Demand;
+    const LIMIT: usize = MAX_CONFIRM_BODY;
+}
+
+impl WireRequest for ConversationQuery {
+    type Flavour = Demand;
+}
+
+/// Connectivity `POST .../conversations/{conversation_id}`: a message, linking the
+/// attachments it carries.
+pub(super) async fn conn_post(
+    State(s): State<Sandbox>,
+    to: ConnScope,
+    WireJson(req): WireJson<ConnPostMessage>,
+) -> Reply<Connectivity> {
+    let m = req.message;
+    check_content(&m.content)?;
+    check_attachment_count(m.attachment_ids.len())?;
+    s.link(&m.attachment_ids, &to.scope).await?;
+    let message = new_message(
+        to.property,
+        to.conversation,
+        None,
+        m.content,
+        m.attachment_ids,
+    )?;
+    s.inner.store.post_message(&message).await?;
+    let data = ConnPosted {
+        ok: OkFlag(true),
+        message_id: message.message_id,
+    };
+    Ok(ok_json(&Envelope::ok(data, new_id())))
+}
+
+/// Demand `POST /3.1/messages/send` (seeds 002 and 004).
+pub(super) async fn demand_send(
+    State(s): State<Sandbox>,
+    WireJson(req): WireJson<DemandSend>,
+) -> Reply<Demand> {
+    check_content(&req.content)?;
+    wire::check_ref("reservation", req.reservation.as_str())?;
+    let reservation = req.reservation.as_str().to_owned();
+    check_attachment_count(req.attachments.len())?;
+    let store = &s.inner.store;
+    // Started by this message (seed 004) unless an upload or an earlier message gave the
+    // reservation one.
+    let conversation = store
+        .reservation_conversation(req.accommodation, &reservation, &new_id())
+        .await?;
+    s.link(&req.attachments, &scope(req.accommodation, &conversation))
+        .await?;
+    let message = new_message(
+        req.accommodation,
+        conversation,
+        Some(reservation),
+        req.content,
+        req.attachments,
+    )?;
+    store.post_message(&message).await?;
+    Ok(ok_json(&demand::Response {
+        request_id: new_id(),
+        data: DemandSent {
+            message_id: message.message_id,
+            conversation: message.conversation,
+        },
+    }))
+}
+
+/// Demand `GET` or `POST /3.1/messages/latest`: the unconfirmed messages, oldest first.
+pub(super) async fn demand_latest(State(s): State<Sandbox>) -> Reply<Demand> {
+    let messages = s.inner.store.latest_messages(LATEST_LIMIT).await?;
+    Ok(ok_json(&demand::Response {
+        request_id: new_id(),
+        data: Messages { messages },
+    }))
+}
+
+/// Demand `POST /3.1/messages/latest/confirm`.
+pub(super) async fn demand_confirm(
+    State(s): State<Sandbox>,
+    WireJson(req): WireJson<Confirm>,
+) -> Reply<Demand> {
+    check_confirm_count(req.messages.total)?;
+    let confirmed = s.inner.store.confirm_messages(&req.messages.ids).await?;
+    Ok(ok_json(&demand::Response {
+        request_id: new_id(),
+        data: Confirmed { confirmed },
+    }))
+}
+
+/// Demand `POST /3.1/messages/conversations`: a conversation's messages.
+pub(super) async fn demand_conversations(
+    State(s): State<Sandbox>,
+    WireJson(req): WireJson<ConversationQuery>,
+) -> Reply<Demand> {
+    wire::check_ref("conversation", &req.conversation)?;
+    wire::check_ref("reservation", req.reservation.as_str())?;
+    // The oldest MAX_MESSAGE_PAGE messages: one bounded page.
+    let messages = s
+        .inner
+        .store
+        .conversation_messages(req.accommodation, &req.conversation, None, MAX_MESSAGE_PAGE)
+        .await?;
+    if messages.is_empty() {
+        return Err(Error::NotFound {
+            what: "conversation",
+            id: req.conversation,
+        }
+        .into());
+    }
+    Ok(ok_json(&demand::Response {
+        request_id: new_id(),
+        data: History {
+            conversation: req.conversation,
+            messages,
+        },
+    }))
 }
 
 #[cfg(test)]

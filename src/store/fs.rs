@@ -120,12 +120,7 @@ fn read_session(path: &Path) -> io::Result<Option<(SessionHeader, Bytes)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let bad = |m: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {m}", path.display()),
-        )
-    };
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
     let split = text
         .iter()
         .position(|&b| b == b'\n')
@@ -134,6 +129,36 @@ fn read_session(path: &Path) -> io::Result<Option<(SessionHeader, Bytes)>> {
         serde_json::from_slice(&text[..split]).map_err(|e| bad(&e.to_string()))?;
     let record = Bytes::from(text).slice(split + 1..);
     Ok(Some((header, record)))
+}
+
+/// Why an attachment is removed: what [`FsStore::remove_attachment`] re-checks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Listed as expired: removed only if still unlinked.
+    Expired,
+    /// Listed as damaged: moved aside only if still damaged.
+    Damaged,
+    /// Deleted on request, whatever its state.
+    Delete,
+}
+
+impl From<&Expired> for Removal {
+    fn from(item: &Expired) -> Self {
+        match item {
+            Expired::Damaged(_) => Removal::Damaged,
+            _ => Removal::Expired,
+        }
+    }
+}
+
+/// The error for a session file that cannot be read: damaged (not a record this store
+/// wrote) or an IO failure.
+fn session_error(id: &RandomId, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::InvalidData {
+        Error::corrupt(format!("the session record of upload {id}"), e.to_string())
+    } else {
+        Error::io(format!("reading the session of upload {id}"), e)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -333,8 +358,17 @@ impl FsStore {
             }
             _ => map_missing(e, "attachment", &id.to_string(), "reading metadata"),
         })?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::corrupt(format!("the metadata of attachment {id}"), e.to_string()))
+        let meta: AttachmentMeta = serde_json::from_slice(&text).map_err(|e| {
+            Error::corrupt(format!("the metadata of attachment {id}"), e.to_string())
+        })?;
+        // Metadata moved under another attachment's name is not that attachment's.
+        if meta.id != id.to_string() {
+            return Err(Error::corrupt(
+                format!("the metadata of attachment {id}"),
+                "it names another attachment",
+            ));
+        }
+        Ok(meta)
     }
 
     /// Holds the lock under which metadata is changed or removed, until dropped.
@@ -410,6 +444,39 @@ impl FsStore {
             }
         }
         Ok(())
+    }
+
+    /// Removes attachment `id` as `how` says (see [`Removal`]).
+    fn remove_attachment(&self, id: &str, how: Removal) -> Result<()> {
+        let Ok(rid) = id.parse::<RandomId>() else {
+            return Ok(());
+        };
+        let op = |e: io::Error| Error::io(format!("removing attachment {id}"), e);
+        let dir = self.attachment_dir(&rid);
+        {
+            // Under the metadata lock, so that an update under way cannot bring the
+            // metadata back.
+            let _lock = self.meta_lock().map_err(op)?;
+            match self.read_meta(&rid) {
+                Err(e @ Error::CorruptState { .. }) => return self.quarantine(&rid, &e),
+                // A damaged record that reads back well now is not removed.
+                _ if how == Removal::Damaged => return Ok(()),
+                // Linked by a message since the listing (the link took this lock
+                // too): it stays.
+                Ok(meta) if meta.linked && how == Removal::Expired => return Ok(()),
+                // The metadata first: the attachment stops being visible before
+                // its index entries and bytes go.
+                Ok(meta) => {
+                    remove_if_present(&dir.join(META)).map_err(op)?;
+                    for entry in self.index_entries(&rid, &meta) {
+                        remove_if_present(&entry).map_err(op)?;
+                    }
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        remove_tree(&dir).map_err(op)
     }
 
     fn assemble(&self, id: &RandomId, stage: &Path, meta: &AttachmentMeta) -> Result<()> {
@@ -695,7 +762,7 @@ impl Store for FsStore {
         };
         self.blocking(move |s| {
             let found = read_session(&s.upload_dir(&id).join("session"))
-                .map_err(|e| Error::io(format!("reading the session of upload {id}"), e))?;
+                .map_err(|e| session_error(&id, e))?;
             Ok(found.map(|(header, record)| StoredSession {
                 record,
                 version: header.version.to_string(),
@@ -726,12 +793,23 @@ impl Store for FsStore {
             // Held until `lock` drops at the end of this closure (released on close).
             lock.lock().map_err(op)?;
             let path = dir.join("session");
-            let current = read_session(&path).map_err(op)?.map(|(h, _)| h.version);
+            let current = read_session(&path)
+                .map_err(|e| session_error(&id, e))?
+                .map(|(h, _)| h.version);
             if current.map(|v| v.to_string()) != expected {
                 return Err(contended(&id.to_string()));
             }
-            // The version is read back from the file: a damaged one is not a panic.
-            let version = current.map_or(1, |v| v.saturating_add(1));
+            // The version is read back from the file: one that cannot advance is damaged
+            // (saves would stop guarding against each other), never a panic.
+            let version = match current {
+                None => 1,
+                Some(v) => v.checked_add(1).ok_or_else(|| {
+                    Error::corrupt(
+                        format!("the session record of upload {id}"),
+                        "its version cannot advance",
+                    )
+                })?,
+            };
             let mut text = serde_json::to_vec(&SessionHeader { version, saved })?;
             text.push(b'\n');
             text.extend_from_slice(&record);
@@ -756,23 +834,30 @@ impl Store for FsStore {
             }
             let op = |e: io::Error| Error::io(format!("reading attachment {id}"), e);
             let dir = s.attachment_dir(&id);
-            let mut offsets = Vec::new();
+            // The chunk files as they are on disk, checked against the metadata before a
+            // byte is reserved or served: they must tile 0..file_size exactly (the commit
+            // made them so; a damaged or tampered directory is refused, never read short,
+            // long or past its end).
+            let mut pieces = Vec::new();
             for entry in fs::read_dir(&dir).map_err(op)? {
-                let name = entry.map_err(op)?.file_name();
-                offsets.extend(name.to_str().and_then(parse_digits));
+                let entry = entry.map_err(op)?;
+                if let Some(offset) = entry.file_name().to_str().and_then(parse_digits) {
+                    pieces.push((offset, entry.metadata().map_err(op)?.len()));
+                }
             }
-            offsets.sort_unstable();
-            if offsets.first() != Some(&0) {
+            if let Err(stored) = tiling(&mut pieces, meta.file_size) {
                 return Err(Error::corrupt(
                     format!("attachment {id}"),
-                    "no chunk file at offset 0",
+                    format!(
+                        "its chunk files hold {stored} bytes from the start without a gap, but \
+                         its metadata says {}",
+                        meta.file_size
+                    ),
                 ));
             }
-            // The chunks tile the file (the commit checked): each ends where the next begins.
             let mut out = BytesMut::zeroed((range.end - range.start) as usize);
-            for (i, &offset) in offsets.iter().enumerate() {
-                let end = offsets.get(i + 1).copied().unwrap_or(meta.file_size);
-                let (from, to) = (range.start.max(offset), range.end.min(end));
+            for &(offset, len) in &pieces {
+                let (from, to) = (range.start.max(offset), range.end.min(offset + len));
                 if from >= to {
                     continue;
                 }
@@ -953,35 +1038,16 @@ impl Store for FsStore {
                 remove_tree(&dir).map_err(op)
             }
             Expired::Attachment(id) | Expired::Damaged(id) => {
-                let Ok(rid) = id.parse::<RandomId>() else {
-                    return Ok(());
-                };
-                let op = |e: io::Error| Error::io(format!("removing attachment {id}"), e);
-                let dir = s.attachment_dir(&rid);
-                {
-                    // Under the metadata lock, so that an update under way cannot bring the
-                    // metadata back.
-                    let _lock = s.meta_lock().map_err(op)?;
-                    match s.read_meta(&rid) {
-                        Err(e @ Error::CorruptState { .. }) => return s.quarantine(&rid, &e),
-                        // A damaged record that reads back well now is not removed.
-                        _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
-                        // The metadata first: the attachment stops being visible before
-                        // its index entries and bytes go.
-                        Ok(meta) => {
-                            remove_if_present(&dir.join(META)).map_err(op)?;
-                            for entry in s.index_entries(&rid, &meta) {
-                                remove_if_present(&entry).map_err(op)?;
-                            }
-                        }
-                        Err(Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                remove_tree(&dir).map_err(op)
+                s.remove_attachment(id, Removal::from(&item))
             }
         })
         .await
+    }
+
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()> {
+        let id = attachment_id.to_owned();
+        self.blocking(move |s| s.remove_attachment(&id, Removal::Delete))
+            .await
     }
 }
 

@@ -62,6 +62,23 @@ impl Dirs {
         self.records.join(format!("{id}.json"))
     }
 
+    /// Moves the damaged record of message `id` (`problem`) to `messages/quarantine/`, and
+    /// takes it out of the unconfirmed messages, so that it is read no more.
+    fn quarantine(&self, id: &str, problem: &Error) -> Result<()> {
+        tracing::warn!(message = id, error = %problem, "a damaged message record is moved aside");
+        let op = |e| Error::io(format!("moving the record of message {id} aside"), e);
+        let aside = self.records.with_file_name("quarantine");
+        fs::create_dir_all(&aside).map_err(op)?;
+        match fs::rename(self.record(id), aside.join(format!("{id}.json"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(op(e)),
+            _ => {}
+        }
+        match fs::remove_file(self.unconfirmed.join(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(op(e)),
+            _ => Ok(()),
+        }
+    }
+
     fn conversation(&self, accommodation: u64, conversation: &str) -> PathBuf {
         self.conversations
             .join(key_hash("conversation", accommodation, conversation))
@@ -188,14 +205,24 @@ fn lowest_names(dir: &Path, after: Option<&str>, limit: usize) -> Result<Vec<Str
     Ok(lowest.into_sorted_vec())
 }
 
-/// Reads the records of `ids`, skipping any removed meanwhile.
+/// Reads the records of `ids`, skipping any removed meanwhile, and any damaged: one
+/// unreadable record must not hide every other message from `latest` (or a
+/// conversation's history), so it is logged and moved aside ([`Dirs::quarantine`]).
 fn read_records(dirs: &Dirs, ids: Vec<String>) -> Result<Vec<Message>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let path = dirs.record(&id);
         let what = format!("the record of message {id}");
-        if let Some(bytes) = read_bounded(&path, MAX_MESSAGE_RECORD, &what)? {
-            out.push(parse_record(&bytes, &id, &path.display())?);
+        let read = read_bounded(&path, MAX_MESSAGE_RECORD, &what).and_then(|found| {
+            found
+                .map(|b| parse_record(&b, &id, &path.display()))
+                .transpose()
+        });
+        match read {
+            Ok(Some(message)) => out.push(message),
+            Ok(None) => {}
+            Err(e @ Error::CorruptState { .. }) => dirs.quarantine(&id, &e)?,
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
@@ -301,18 +328,41 @@ impl MessageStore for FsStore {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(op(e)),
             }
-            let bytes = read_bounded(&path, MAX_RESERVATION_RECORD, &what)?
-                .ok_or_else(|| op(io::ErrorKind::NotFound.into()))?;
-            let found: ReservationRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::corrupt(what.clone(), e.to_string()))?;
-            if (found.accommodation, found.reservation.as_str())
-                != (accommodation, record.reservation.as_str())
-            {
-                return Err(Error::corrupt(what, "it names another reservation"));
+            let read = read_bounded(&path, MAX_RESERVATION_RECORD, &what).and_then(|bytes| {
+                let bytes = bytes.ok_or_else(|| op(io::ErrorKind::NotFound.into()))?;
+                let found: ReservationRecord = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::corrupt(what.clone(), e.to_string()))?;
+                if (found.accommodation, found.reservation.as_str())
+                    != (accommodation, record.reservation.as_str())
+                {
+                    return Err(Error::corrupt(what.clone(), "it names another reservation"));
+                }
+                check_id("conversation", &found.conversation)
+                    .map_err(|e| Error::corrupt(what.clone(), e.to_string()))?;
+                Ok(found.conversation)
+            });
+            match read {
+                // Damaged: moved aside, and the reservation's conversation is chosen again
+                // (of several servers doing this at once, one create wins).
+                Err(e @ Error::CorruptState { .. }) => {
+                    tracing::warn!(error = %e, "a damaged reservation record is moved aside");
+                    let aside = dirs.records.with_file_name("quarantine");
+                    fs::create_dir_all(&aside).map_err(op)?;
+                    let _ = fs::rename(&path, aside.join(format!("{name}.json")));
+                    match create_new(&path, &serde_json::to_vec(&record)?) {
+                        Ok(()) => Ok(record.conversation),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            let bytes = read_bounded(&path, MAX_RESERVATION_RECORD, &what)?
+                                .ok_or_else(|| op(io::ErrorKind::NotFound.into()))?;
+                            let found: ReservationRecord = serde_json::from_slice(&bytes)
+                                .map_err(|e| Error::corrupt(what, e.to_string()))?;
+                            Ok(found.conversation)
+                        }
+                        Err(e) => Err(op(e)),
+                    }
+                }
+                other => other,
             }
-            check_id("conversation", &found.conversation)
-                .map_err(|e| Error::corrupt(what, e.to_string()))?;
-            Ok(found.conversation)
         })
         .await
     }

@@ -14,7 +14,6 @@ use super::{
     contended, incomplete, not_found, tiling,
 };
 use crate::error::{Error, Result};
-use crate::stream::Clock;
 
 /// A [`Store`] in memory: chunks are kept as the `Bytes` they arrive in (no copy), and an
 /// attachment is its list of chunks. For tests and short-lived processes; it holds every
@@ -47,7 +46,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// The messages ([`MessageStore`](super::MessageStore)), under a lock of their own.
     pub(super) messages: super::memory_messages::MemoryMessages,
-    clock: Clock,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
 impl Default for MemoryStore {
@@ -105,8 +104,8 @@ impl MemoryStore {
     }
 
     /// Reads the time a chunk is stored at from `clock` instead of the system clock.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -316,6 +315,11 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()> {
+        self.lock().attachments.remove(attachment_id);
+        Ok(())
+    }
+
     async fn remove(&self, item: &Expired) -> Result<()> {
         let mut inner = self.lock();
         match item {
@@ -324,7 +328,10 @@ impl Store for MemoryStore {
                 inner.sessions.remove(id);
             }
             Expired::Attachment(id) => {
-                inner.attachments.remove(id);
+                // Linked by a message since the listing: it stays.
+                if inner.attachments.get(id).is_some_and(|a| !a.meta.linked) {
+                    inner.attachments.remove(id);
+                }
             }
             // Nothing in memory is ever damaged.
             Expired::Damaged(_) => {}

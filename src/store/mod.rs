@@ -50,12 +50,13 @@
 //!   (`tracing`), and the sweep moves it aside ([`Expired::Damaged`]).
 //!
 //! Ids are [`RandomId`](crate::upload::RandomId) text; backends that map ids to paths
-//! refuse anything else as not found. [`conformance`] checks a backend against this
-//! contract; every backend in the crate passes it.
+//! refuse anything else as not found. `conformance` (feature `conformance`) checks a
+//! backend against this contract, one function per capability; every backend in the
+//! crate passes it.
 //!
 //! Every `Store` is also a [`MessageStore`] (the sandbox's messages, kept beside the
 //! attachments they carry; see [`messages`] for that contract and its caps), checked by
-//! [`conformance_messages`].
+//! `conformance_messages` (feature `conformance`).
 
 use std::fmt;
 use std::ops::Range;
@@ -69,7 +70,9 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::upload::AttachmentInfo;
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
 pub mod conformance_messages;
 mod fs;
 mod fs_messages;
@@ -398,15 +401,26 @@ pub trait Store: MessageStore + Send + Sync + fmt::Debug {
         unlinked_before: SystemTime,
     ) -> Result<Vec<Expired>>;
 
-    /// Deletes an upload or an attachment; nothing happens when it is already gone. An
-    /// attachment whose record is damaged ([`Expired::Damaged`], or an
+    /// Removes what [`Store::list_expired`] found, if it is still expired; nothing
+    /// happens when it is already gone. An [`Expired::Attachment`] is removed only if no
+    /// message carries it by now: a link made while the sweep ran wins over the sweep
+    /// (atomically: the backend re-reads the attachment under the same lock or condition
+    /// as links take). An attachment whose record is damaged ([`Expired::Damaged`], or an
     /// [`Expired::Attachment`] found damaged) is moved aside into the backend's quarantine
     /// area instead (`quarantine/` on `FsStore` and S3), kept for inspection.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`].
+    /// [`Error::Io`]; [`Error::Contended`] when links kept racing the removal.
     async fn remove(&self, item: &Expired) -> Result<()>;
+
+    /// Deletes attachment `attachment_id`, linked or not, with its bytes (the chat
+    /// flavour's `DELETE`); nothing happens when it is already gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::remove`].
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()>;
 
     /// Stores a whole file as the attachment `meta.id` in one step (a single-request
     /// upload): begin, one chunk, commit, under the upload id `upload_id`.

@@ -112,6 +112,18 @@ impl fmt::Debug for ObjectStoreBackend {
     }
 }
 
+/// Why an attachment is removed: what [`ObjectStoreBackend::remove_attachment`]
+/// re-checks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Listed as expired: removed only if still unlinked.
+    Expired,
+    /// Listed as damaged: moved aside only if still damaged.
+    Damaged,
+    /// Deleted on request, whatever its state.
+    Delete,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Begun {
     #[serde(with = "super::unix_millis")]
@@ -135,6 +147,11 @@ struct Manifest {
     meta: AttachmentMeta,
     upload_id: String,
     parts: Vec<Part>,
+    /// Set by the sweep before it deletes the attachment (a conditional rewrite): a link
+    /// racing the sweep then loses its own conditional rewrite and finds no attachment,
+    /// instead of being answered and then swept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    removing: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,19 +418,17 @@ impl ObjectStoreBackend {
     async fn release(&self, id: &RandomId) -> Result<()> {
         if let Some(begun) = self.read_json::<Begun>(&self.begun_path(id)).await? {
             if let Some(att) = begun.committing.as_deref().and_then(|a| a.parse().ok()) {
-                if self.manifest(&att).await?.is_some() {
-                    return self.delete(&self.begun_path(id)).await;
-                }
-                // A commit cut short between its index entries and its manifest.
-                for entry in &begun.indexed {
-                    // Only entries under this store's own index prefixes.
-                    let path = Path::from(entry.as_str());
-                    let ours = ["scopes", "unlinked"]
-                        .iter()
-                        .any(|top| path.prefix_matches(&self.path(&[top])));
-                    if ours {
-                        self.delete(&path).await?;
+                match self.manifest_tagged(&att).await {
+                    // Committed: the chunk objects are the attachment's now.
+                    Ok(Some((found, _))) if found.upload_id == id.to_string() => {
+                        return self.delete(&self.begun_path(id)).await;
                     }
+                    // Another upload's attachment under that id: its index entries too.
+                    Ok(Some(_)) => {}
+                    // A commit cut short between its index entries and its manifest.
+                    Ok(None) => self.drop_indexed(&begun.indexed).await?,
+                    // Unknown (a damaged manifest, or the store failing): keep the chunks.
+                    Err(e) => return Err(e),
                 }
             }
         } else {
@@ -431,6 +446,82 @@ impl ObjectStoreBackend {
             self.delete(key).await?;
         }
         self.delete(&self.begun_path(id)).await
+    }
+
+    /// Deletes index entries a commit named in its upload's marker, those under this
+    /// store's own index prefixes only.
+    async fn drop_indexed(&self, indexed: &[String]) -> Result<()> {
+        for entry in indexed {
+            // Only entries under this store's own index prefixes.
+            let path = Path::from(entry.as_str());
+            let ours = ["scopes", "unlinked"]
+                .iter()
+                .any(|top| path.prefix_matches(&self.path(&[top])));
+            if ours {
+                self.delete(&path).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes attachment `id` as `how` says (see [`Removal`]).
+    async fn remove_attachment(&self, id: &str, how: Removal) -> Result<()> {
+        let Ok(rid) = id.parse::<RandomId>() else {
+            return Ok(());
+        };
+        let path = self.manifest_path(&rid);
+        let mut tries = 0;
+        let manifest = loop {
+            let (mut manifest, e_tag) = match self.manifest_tagged(&rid).await {
+                Err(e @ Error::CorruptState { .. }) => {
+                    return self.quarantine(&rid, &e).await;
+                }
+                // A damaged record that reads back well now is not removed.
+                _ if how == Removal::Damaged => return Ok(()),
+                // Already gone; drop any index entry left behind.
+                Ok(None) => return self.drop_unlinked(&rid).await,
+                Ok(Some(found)) => found,
+                Err(e) => return Err(e),
+            };
+            if manifest.removing {
+                break manifest;
+            }
+            // Linked by a message since the listing: it stays.
+            if manifest.meta.linked && how == Removal::Expired {
+                return Ok(());
+            }
+            // Marked first, conditionally: a link racing this loses its own
+            // conditional rewrite, or this one loses and reads the link.
+            manifest.removing = true;
+            let body = Bytes::from(serde_json::to_vec(&manifest)?);
+            let marked = match e_tag.as_deref() {
+                Some(tag) => self.put_if(&path, body, Some(tag)).await?.is_some(),
+                None => {
+                    self.put_json(&path, &manifest, PutMode::Overwrite).await?;
+                    true
+                }
+            };
+            if marked {
+                break manifest;
+            }
+            tries += 1;
+            if tries >= MAX_CONTENDED {
+                return Err(Error::Contended {
+                    what: "attachment",
+                    id: id.to_owned(),
+                });
+            }
+        };
+        // The manifest first: the attachment stops being visible before its bytes go.
+        self.delete(&path).await?;
+        self.delete(&self.unlinked_path(&manifest.meta)).await?;
+        for entry in self.scope_paths(&manifest.meta) {
+            self.delete(&entry).await?;
+        }
+        for part in &manifest.parts {
+            self.delete(&Path::from(part.key.as_str())).await?;
+        }
+        Ok(())
     }
 
     /// Drops the `unlinked/` index entries of attachment `id` (a scan of the index: for
@@ -469,8 +560,46 @@ impl ObjectStoreBackend {
         self.drop_unlinked(id).await
     }
 
+    /// The manifest of attachment `id`, checked; `None` when there is none, or when the
+    /// sweep is removing it.
     async fn manifest(&self, id: &RandomId) -> Result<Option<Manifest>> {
-        self.read_json(&self.manifest_path(id)).await
+        Ok(self
+            .manifest_tagged(id)
+            .await?
+            .map(|(manifest, _)| manifest)
+            .filter(|m| !m.removing))
+    }
+
+    /// The manifest of attachment `id` with its ETag, checked against what a commit
+    /// writes: it names this attachment, an upload id, and parts of that upload that tile
+    /// `0..file_size` exactly. A manifest that does not is damaged ([`Error::CorruptState`]):
+    /// its bytes would be another file's, or short, or long.
+    async fn manifest_tagged(&self, id: &RandomId) -> Result<Option<(Manifest, Option<String>)>> {
+        let path = self.manifest_path(id);
+        let Some((manifest, e_tag)) = self.read_json_tagged::<Manifest>(&path).await? else {
+            return Ok(None);
+        };
+        let bad = |problem: &str| Err(Error::corrupt(format!("the record {path}"), problem));
+        if manifest.meta.id != id.to_string() {
+            return bad("it names another attachment");
+        }
+        let Ok(upload) = manifest.upload_id.parse::<RandomId>() else {
+            return bad("its upload id is malformed");
+        };
+        let prefix = self.data_prefix(&upload);
+        if !manifest
+            .parts
+            .iter()
+            .all(|p| Path::from(p.key.as_str()).prefix_matches(&prefix))
+        {
+            return bad("it names chunk objects of another upload");
+        }
+        let mut pieces: Vec<(u64, u64)> =
+            manifest.parts.iter().map(|p| (p.offset, p.size)).collect();
+        if tiling(&mut pieces, manifest.meta.file_size).is_err() {
+            return bad("its parts do not tile the file");
+        }
+        Ok(Some((manifest, e_tag)))
     }
 
     /// Writes `body` to `path` if the object is still at ETag `expected` (`None`: if there
@@ -612,6 +741,7 @@ impl Store for ObjectStoreBackend {
             meta: meta.clone(),
             upload_id: upload_id.to_owned(),
             parts,
+            removing: false,
         };
         // Refused before anything is written when it could not be read back.
         let path = self.manifest_path(&att);
@@ -621,10 +751,20 @@ impl Store for ObjectStoreBackend {
             what: "attachment",
             id: att.to_string(),
         };
-        match self.inner.head(&self.manifest_path(&att)).await {
-            Ok(_) => return Err(taken()),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(io("checking", &self.manifest_path(&att), e)),
+        // This upload's commit, already done (a retry after a lost answer, or a commit
+        // racing its own takeover): done, not taken.
+        let ours = |found: &Manifest| {
+            found.upload_id == upload_id
+                && found.meta.file_size == meta.file_size
+                && found.meta.sha256 == meta.sha256
+        };
+        match self.manifest_tagged(&att).await {
+            Ok(None) => {}
+            Ok(Some((found, _))) if ours(&found) && !found.removing => {
+                return self.delete(&begun_path).await;
+            }
+            Ok(Some(_)) | Err(Error::CorruptState { .. }) => return Err(taken()),
+            Err(e) => return Err(e),
         }
         // The index entries before the manifest: a crash in between leaves entries
         // without a manifest, which listings skip and removing the upload (named in its
@@ -648,19 +788,30 @@ impl Store for ObjectStoreBackend {
             .put_json(&self.manifest_path(&att), &manifest, PutMode::Create)
             .await
         {
-            begun.committing = None;
-            begun.indexed.clear();
-            let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
-            return Err(match e {
-                // Taken meanwhile: the index entry is the other attachment's too.
-                Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists => taken(),
-                e => {
+            // Did it land all the same? A PUT the service took but whose answer was lost
+            // (retried, it meets its own object: "exists"), or this upload's own commit
+            // racing it. Until that is known, the marker keeps naming the attachment, so
+            // removing the upload never deletes chunks a manifest may own.
+            match self.manifest_tagged(&att).await {
+                Ok(Some((found, _))) if ours(&found) => {}
+                Ok(Some(_)) => {
+                    // Another upload's attachment: the index entries are its too.
+                    begun.committing = None;
+                    begun.indexed.clear();
+                    let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
+                    return Err(taken());
+                }
+                Ok(None) => {
                     for entry in &entries {
                         let _ = self.delete(entry).await;
                     }
-                    e
+                    begun.committing = None;
+                    begun.indexed.clear();
+                    let _ = self.put_json(&begun_path, &begun, PutMode::Overwrite).await;
+                    return Err(e);
                 }
-            });
+                Err(_) => return Err(e),
+            }
         }
         // Objects of a number stored again elsewhere: no manifest names them.
         for key in stale {
@@ -765,7 +916,17 @@ impl Store for ObjectStoreBackend {
             }
         });
         let pieces: Vec<Bytes> = futures::future::try_join_all(reads).await?;
-        Ok(concat(pieces, range.end - range.start))
+        let read: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if read != range.end - range.start {
+            return Err(Error::corrupt(
+                format!("attachment {id}"),
+                format!(
+                    "its chunk objects hold {read} of the {} bytes its manifest promises there",
+                    range.end - range.start
+                ),
+            ));
+        }
+        Ok(concat(pieces, read))
     }
 
     async fn metadata(&self, attachment_id: &str) -> Result<AttachmentMeta> {
@@ -782,7 +943,10 @@ impl Store for ObjectStoreBackend {
         // A conditional rewrite: a concurrent change is read again, and a manifest the
         // sweep removed meanwhile is not brought back.
         for _ in 0..MAX_CONTENDED {
-            let Some((mut manifest, e_tag)) = self.read_json_tagged::<Manifest>(&path).await?
+            let Some((mut manifest, e_tag)) = self
+                .manifest_tagged(&id)
+                .await?
+                .filter(|(m, _)| !m.removing)
             else {
                 return Err(not_found("attachment", attachment_id));
             };
@@ -953,32 +1117,13 @@ impl Store for ObjectStoreBackend {
                 self.release(&id).await?;
                 self.delete(&self.session_path(&id)).await
             }
-            Expired::Attachment(id) | Expired::Damaged(id) => {
-                let Ok(rid) = id.parse::<RandomId>() else {
-                    return Ok(());
-                };
-                let manifest = match self.manifest(&rid).await {
-                    Err(e @ Error::CorruptState { .. }) => return self.quarantine(&rid, &e).await,
-                    // A damaged record that reads back well now is not removed.
-                    _ if matches!(item, Expired::Damaged(_)) => return Ok(()),
-                    read => read?,
-                };
-                let Some(manifest) = manifest else {
-                    // Already gone; drop any index entry left behind.
-                    return self.drop_unlinked(&rid).await;
-                };
-                // The manifest first: the attachment stops being visible before its bytes go.
-                self.delete(&self.manifest_path(&rid)).await?;
-                self.delete(&self.unlinked_path(&manifest.meta)).await?;
-                for entry in self.scope_paths(&manifest.meta) {
-                    self.delete(&entry).await?;
-                }
-                for part in &manifest.parts {
-                    self.delete(&Path::from(part.key.as_str())).await?;
-                }
-                Ok(())
-            }
+            Expired::Attachment(id) => self.remove_attachment(id, Removal::Expired).await,
+            Expired::Damaged(id) => self.remove_attachment(id, Removal::Damaged).await,
         }
+    }
+
+    async fn delete_attachment(&self, attachment_id: &str) -> Result<()> {
+        self.remove_attachment(attachment_id, Removal::Delete).await
     }
 }
 

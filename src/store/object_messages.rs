@@ -186,20 +186,42 @@ impl ObjectStoreBackend {
         Ok(lowest.into_sorted_vec())
     }
 
-    /// The records of `ids`, in order, skipping any that are gone.
+    /// The records of `ids`, in order, skipping any that are gone, and any damaged: one
+    /// unreadable record must not hide every other message, so it is logged and moved
+    /// aside ([`ObjectStoreBackend::quarantine_message`]).
     async fn read_messages(&self, ids: Vec<String>) -> Result<Vec<Message>> {
         let found: Vec<Option<Message>> = futures::stream::iter(ids)
             .map(|id| async move {
                 let path = self.messages_path(&["records", &id]);
-                match self.read_bounded(&path, MAX_MESSAGE_RECORD).await? {
-                    Some(bytes) => parse_record(&bytes, &id, &path).map(Some),
-                    None => Ok(None),
+                let read = match self.read_bounded(&path, MAX_MESSAGE_RECORD).await {
+                    Ok(Some(bytes)) => parse_record(&bytes, &id, &path).map(Some),
+                    other => other.map(|_| None),
+                };
+                match read {
+                    Err(e @ Error::CorruptState { .. }) => {
+                        self.quarantine_message(&id, &e).await.map(|()| None)
+                    }
+                    other => other,
                 }
             })
             .buffered(IN_FLIGHT)
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Moves the damaged record of message `id` (`problem`) under `messages/quarantine/`,
+    /// and takes it out of the unconfirmed messages, so that it is read no more.
+    async fn quarantine_message(&self, id: &str, problem: &Error) -> Result<()> {
+        tracing::warn!(message = id, error = %problem, "a damaged message record is moved aside");
+        let from = self.messages_path(&["records", id]);
+        let to = self.messages_path(&["quarantine", id]);
+        match self.store().rename(&from, &to).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(io("moving aside", &from, e)),
+        }
+        self.delete_object(&self.messages_path(&["unconfirmed", id]))
+            .await
     }
 
     /// Confirms one message; whether this call confirmed it.
@@ -309,20 +331,47 @@ impl MessageStore for ObjectStoreBackend {
         {
             return Ok(record.conversation);
         }
-        let Some(bytes) = self.read_bounded(&path, MAX_RESERVATION_RECORD).await? else {
-            // Records are never deleted: the create lost to an object that is not there.
-            return Err(Error::Contended {
-                what: "reservation",
-                id: reservation.to_owned(),
-            });
+        let read = async {
+            let Some(bytes) = self.read_bounded(&path, MAX_RESERVATION_RECORD).await? else {
+                // Records are never deleted: the create lost to an object that is not there.
+                return Err(Error::Contended {
+                    what: "reservation",
+                    id: reservation.to_owned(),
+                });
+            };
+            let found: ReservationRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(what(), e.to_string()))?;
+            if (found.accommodation, found.reservation.as_str()) != (accommodation, reservation) {
+                return Err(Error::corrupt(what(), "it names another reservation"));
+            }
+            check_id("conversation", &found.conversation)
+                .map_err(|e| Error::corrupt(what(), e.to_string()))?;
+            Ok(found.conversation)
         };
-        let found: ReservationRecord =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
-        if (found.accommodation, found.reservation.as_str()) != (accommodation, reservation) {
-            return Err(Error::corrupt(what(), "it names another reservation"));
+        match read.await {
+            // Damaged: moved aside, and the conversation is chosen again (of several
+            // servers doing this at once, one create wins; the others are contended and
+            // read the winner's on their retry).
+            Err(e @ Error::CorruptState { .. }) => {
+                tracing::warn!(error = %e, "a damaged reservation record is moved aside");
+                let aside = self.messages_path(&["quarantine", &format!("reservation-{h}")]);
+                match self.store().rename(&path, &aside).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io("moving aside", &path, e)),
+                }
+                if self
+                    .put_object(&path, serde_json::to_vec(&record)?.into(), true)
+                    .await?
+                {
+                    Ok(record.conversation)
+                } else {
+                    Err(Error::Contended {
+                        what: "reservation",
+                        id: reservation.to_owned(),
+                    })
+                }
+            }
+            other => other,
         }
-        check_id("conversation", &found.conversation)
-            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-        Ok(found.conversation)
     }
 }

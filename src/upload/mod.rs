@@ -5,9 +5,10 @@
 //!   `finish` chunk bodies (seed 001). Base64 is written straight into the body as the
 //!   bytes arrive; the `finish` body is released only once the [`Inspector`](crate::Inspector)
 //!   has accepted the whole file.
-//! - [`UploadSession`] (server): one per `upload_id`; takes the parsed chunk requests back,
-//!   decodes each chunk straight into its buffer, checks order and sizes, feeds its own
-//!   Inspector, and says what to store and when to commit.
+//! - [`UploadSession`] (server): one per `upload_id`; takes each chunk back as a
+//!   [`ChunkHeader`] (the wire's chunk request converts into one), decodes it straight into
+//!   its buffer, checks order and sizes, feeds its own Inspector, and says what to store
+//!   and when to commit.
 //! - [`Sessions`] (server): the sessions of a process, with an idle TTL, "busy" markers
 //!   for chunks being processed, and tombstones so an expired id gets a clear answer.
 //! - [`SessionRecord`] (server): an [`UploadSession`] saved with [`UploadSession::save`]
@@ -52,13 +53,13 @@
 //!                     let id = RandomId::from_bytes([7; 16]);
 //!                     let (session, received) = UploadSession::start(&policy, id, &req.attachment, now)?;
 //!                     plan.set_upload_id(id.to_string());
-//!                     sessions.insert(session, now);
+//!                     sessions.insert(session);
 //!                     received
 //!                 }
 //!                 Some(id) => {
 //!                     let mut session = sessions.check_out(id, req.attachment.chunk.chunk_number, now)?;
 //!                     let received = session.receive(&req.attachment, now);
-//!                     sessions.check_in(session, now);
+//!                     sessions.check_in(session);
 //!                     received?
 //!                 }
 //!             };
@@ -77,9 +78,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod chunk;
 mod plan;
 mod session;
 
+pub use chunk::{ChunkAction, ChunkHeader};
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
 pub use session::{
     AttachmentInfo, COMMIT_LEASE, DEFAULT_SESSION_TTL, RECENT_CHUNKS, Received, SessionRecord,
@@ -93,7 +96,8 @@ pub(crate) use session::{bad_record, unix_millis};
 ///
 /// The bytes come from the caller (the async shells use the operating system's generator),
 /// so the core stays free of IO. Parsing accepts exactly that form, in either case, so an
-/// id read from a request can be used as a file or object name safely.
+/// id read from a request can be used as a file or object name safely. The layout is the
+/// `uuid` crate's.
 ///
 /// # Examples
 ///
@@ -104,9 +108,13 @@ pub(crate) use session::{bad_record, unix_millis};
 /// assert_eq!(id.to_string(), "abababab-abab-abab-abab-abababababab");
 /// assert_eq!("ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB".parse::<RandomId>(), Ok(id));
 /// assert!("../etc/passwd".parse::<RandomId>().is_err());
+/// assert!("{abababab-abab-abab-abab-abababababab}".parse::<RandomId>().is_err());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RandomId([u8; 16]);
+
+/// The low 62 bits of a UUID version 7: `rand_b`, below the variant bits.
+const RAND_B: u128 = (1 << 62) - 1;
 
 impl RandomId {
     /// The id made of these 16 bytes.
@@ -120,9 +128,10 @@ impl RandomId {
     }
 
     /// A time-ordered id: a UUID version 7 (RFC 9562) whose first 48 bits are `unix_ms`,
-    /// then the version and variant bits, then 74 bits of `random`. Ids of a later
-    /// millisecond sort after earlier ones, as bytes and as text, which is what lets a
-    /// list be paged newest first by id, even past ids that were deleted meanwhile.
+    /// then the version and variant bits, then 74 bits of `random` (its last 10 bytes, less
+    /// the bits the version and variant take). Ids of a later millisecond sort after
+    /// earlier ones, as bytes and as text, which is what lets a list be paged newest first
+    /// by id, even past ids that were deleted meanwhile.
     ///
     /// # Examples
     ///
@@ -136,36 +145,46 @@ impl RandomId {
     /// assert_eq!(early.to_string(), "018bcfe5-6800-7fff-bfff-ffffffffffff");
     /// ```
     pub fn time_ordered(unix_ms: u64, random: [u8; 16]) -> Self {
-        let mut bytes = random;
-        bytes[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
-        bytes[6] = 0x70 | (bytes[6] & 0x0f);
-        bytes[8] = 0x80 | (bytes[8] & 0x3f);
-        RandomId(bytes)
+        let mut tail = [0u8; 10];
+        tail.copy_from_slice(&random[6..]);
+        RandomId(
+            *uuid::Builder::from_unix_timestamp_millis(unix_ms, &tail)
+                .as_uuid()
+                .as_bytes(),
+        )
     }
 
     /// The millisecond a [`RandomId::time_ordered`] id was made in; `None` for an id that
     /// is not a UUID version 7.
     pub fn unix_millis(&self) -> Option<u64> {
-        if self.0[6] >> 4 != 7 || self.0[8] >> 6 != 0b10 {
+        let id = uuid::Uuid::from_bytes(self.0);
+        if id.get_version() != Some(uuid::Version::SortRand)
+            || id.get_variant() != uuid::Variant::RFC4122
+        {
             return None;
         }
-        let mut ms = [0u8; 8];
-        ms[2..].copy_from_slice(&self.0[..6]);
-        Some(u64::from_be_bytes(ms))
+        let (secs, nanos) = id.get_timestamp()?.to_unix();
+        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
+    /// The same time-ordered id with its random low 62 bits counted up by `step` (RFC 9562,
+    /// section 6.2, method 2: the next id of one millisecond); `None` when they would
+    /// overflow (the next id then belongs to the next millisecond).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn counted_up(&self, step: u64) -> Option<Self> {
+        let id = u128::from_be_bytes(self.0);
+        let next = (id & RAND_B).checked_add(u128::from(step))?;
+        (next <= RAND_B).then(|| RandomId(((id & !RAND_B) | next).to_be_bytes()))
     }
 }
 
 impl fmt::Display for RandomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = hex::encode(self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
+        let mut buf = uuid::Uuid::encode_buffer();
+        f.write_str(
+            uuid::Uuid::from_bytes(self.0)
+                .hyphenated()
+                .encode_lower(&mut buf),
         )
     }
 }
@@ -192,13 +211,12 @@ impl FromStr for RandomId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, ParseIdError> {
-        let b = s.as_bytes();
-        if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        // Only the hyphenated form: `uuid` also reads simple, braced and URN forms, which
+        // have other lengths.
+        if s.len() != 36 {
             return Err(ParseIdError);
         }
-        let digits: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(&digits, &mut out).map_err(|_| ParseIdError)?;
-        Ok(RandomId(out))
+        let id = uuid::Uuid::try_parse_ascii(s.as_bytes()).map_err(|_| ParseIdError)?;
+        Ok(RandomId(id.into_bytes()))
     }
 }

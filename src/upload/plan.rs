@@ -4,11 +4,11 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::ChunkAction;
 use crate::codec::base64::{Encoder, encoded_len};
 use crate::error::{ChunkProblem, Error, Result, SizeLimit};
 use crate::inspect::{Inspection, Inspector};
 use crate::policy::{Policy, UploadMode};
-use crate::wire::connectivity::ChunkAction;
 use crate::wire::{Id, write_json, write_json_str};
 
 /// Default raw bytes per chunk: 1,048,575, the largest multiple of 3 under the 1 MB

@@ -7,19 +7,20 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::RandomId;
+use super::{ChunkAction, ChunkHeader};
 use crate::codec::base64::{Decoder, decoded_len};
 use crate::digest::{Sha256, Sha256Digest};
 use crate::error::{ChunkProblem, Error, Result, SizeLimit, shorten};
 use crate::inspect::Inspector;
 use crate::policy::{Policy, UploadMode};
 use crate::sniff::MediaType;
-use crate::wire::connectivity::{ChunkAction, ChunkAttachment};
 
 /// Default idle time after which an upload expires and its bytes are released: 30 minutes.
 ///
 /// A chunk of 1 MB takes seconds even on a slow link, and seed 001's client restarts from
 /// chunk 0 on any error; 30 minutes leaves room for pauses and retries while keeping
-/// abandoned uploads from holding storage for long. Change it with [`Sessions::new`].
+/// abandoned uploads from holding storage for long. Change it with [`Sessions::new`] (or
+/// the receiver's `with_ttl`).
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// What an accepted upload becomes: the facts a store keeps beside the bytes.
@@ -163,7 +164,8 @@ struct LastChunk {
     after: Vec<u8>,
 }
 
-/// One chunked upload on the server: a state machine fed the parsed chunk requests.
+/// One chunked upload on the server: a state machine fed one [`ChunkHeader`] per request
+/// (any wire type that converts into one, such as the Connectivity API's `ChunkAttachment`).
 ///
 /// `start` checks the file name, type, total size (within the chunked range) and chunk 0;
 /// every later chunk must carry the next number and describe the same file; `finish` must
@@ -199,6 +201,7 @@ pub struct UploadSession {
 
 impl UploadSession {
     /// Opens an upload with its `start` chunk, under the id `id` (random, from the caller).
+    /// `chunk` is a [`ChunkHeader`], or a wire type that converts into one.
     ///
     /// # Errors
     ///
@@ -206,13 +209,14 @@ impl UploadSession {
     /// [`Error::InvalidFileName`], [`Error::InvalidType`], [`Error::UnsupportedType`];
     /// [`Error::TooLarge`] / [`Error::TooSmallForChunks`] for a `file_size` outside the
     /// chunked range; any error of the chunk itself (see [`UploadSession::receive`]).
-    pub fn start(
+    pub fn start<'a>(
         policy: &Policy,
         id: RandomId,
-        req: &ChunkAttachment<'_>,
+        chunk: impl Into<ChunkHeader<'a>>,
         now: SystemTime,
     ) -> Result<(Self, Received)> {
-        match req.action {
+        let chunk = chunk.into();
+        match chunk.action {
             ChunkAction::Start => {}
             ChunkAction::Resume => {
                 return Err(Error::Chunk(ChunkProblem::MissingUploadId {
@@ -225,23 +229,23 @@ impl UploadSession {
                 }));
             }
         }
-        if req.upload_id.is_some() {
+        if chunk.upload_id.is_some() {
             return Err(Error::Chunk(ChunkProblem::UnexpectedUploadId));
         }
-        if req.chunk.chunk_number != 0 {
+        if chunk.number != 0 {
             return Err(Error::Chunk(ChunkProblem::StartNotZero {
-                number: req.chunk.chunk_number,
+                number: chunk.number,
             }));
         }
-        policy.check_file_name(&req.file_name)?;
-        policy.check_size(req.file_size, UploadMode::Chunked)?;
-        let inspector = Inspector::new(policy, &req.file_type, Some(req.file_size))?;
+        policy.check_file_name(chunk.file_name)?;
+        policy.check_size(chunk.file_size, UploadMode::Chunked)?;
+        let inspector = Inspector::new(policy, chunk.file_type, Some(chunk.file_size))?;
         let mut session = UploadSession {
             id,
             policy: policy.clone(),
-            file_name: req.file_name.clone(),
-            file_type: req.file_type.clone(),
-            file_size: req.file_size,
+            file_name: chunk.file_name.to_owned(),
+            file_type: chunk.file_type.to_owned(),
+            file_size: chunk.file_size,
             next: 0,
             received: 0,
             inspector: Some(inspector),
@@ -251,11 +255,12 @@ impl UploadSession {
             last_activity: now,
             scope: String::new(),
         };
-        let received = session.accept(req, now)?;
+        let received = session.accept(&chunk, now)?;
         Ok((session, received))
     }
 
-    /// Takes a `resume` or `finish` chunk (or a retry of the last one).
+    /// Takes a `resume` or `finish` chunk (or a retry of one of the latest), as a
+    /// [`ChunkHeader`] or a wire type that converts into one.
     ///
     /// # Errors
     ///
@@ -268,7 +273,12 @@ impl UploadSession {
     ///   [`Error::TooLarge`] for a chunk over the limit; [`Error::SizeMismatch`] when the
     ///   decoded chunk differs from `chunk_size`, runs past `file_size`, or `finish` leaves
     ///   the file short; [`Error::Base64`]; any rejection of the Inspector.
-    pub fn receive(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
+    pub fn receive<'a>(
+        &mut self,
+        chunk: impl Into<ChunkHeader<'a>>,
+        now: SystemTime,
+    ) -> Result<Received> {
+        let chunk = chunk.into();
         match &self.state {
             State::Receiving => {}
             State::Committing { claim } => {
@@ -285,7 +295,7 @@ impl UploadSession {
                     return Err(busy(COMMIT_LEASE - held));
                 }
                 let (attachment_id, attachment) = (claim.attachment_id.clone(), claim.info.clone());
-                return match self.repeat(req) {
+                return match self.repeat(&chunk) {
                     Ok(Some((number, offset, data, ChunkAction::Finish))) => {
                         self.claim_commit(attachment_id.clone(), attachment.clone(), now);
                         self.last_activity = now;
@@ -311,7 +321,7 @@ impl UploadSession {
             }
             State::Finished { attachment_id } => {
                 let attachment_id = attachment_id.clone();
-                return match self.repeat(req) {
+                return match self.repeat(&chunk) {
                     Ok(Some((number, offset, _, action))) => Ok(Received::Repeat {
                         number,
                         offset,
@@ -325,7 +335,7 @@ impl UploadSession {
                 };
             }
         }
-        let result = self.accept(req, now);
+        let result = self.accept(&chunk, now);
         if let Err(e) = &result {
             self.state = State::Failed(Box::new(e.clone()));
             self.recent.clear();
@@ -366,13 +376,10 @@ impl UploadSession {
     /// still receiving: it then answers every chunk with [`Error::UploadExpired`]. Returns
     /// that error when this call expired it (release the upload's stored bytes then).
     pub fn expire_if_idle(&mut self, now: SystemTime, ttl: Duration) -> Option<Error> {
-        if !matches!(self.state, State::Receiving) {
+        if now <= self.deadline(ttl)? {
             return None;
         }
         let idle = elapsed(self.last_activity, now);
-        if idle <= ttl {
-            return None;
-        }
         let err = Error::UploadExpired {
             upload_id: self.id.to_string(),
             idle_secs: idle.as_secs(),
@@ -381,6 +388,43 @@ impl UploadSession {
         self.fail(err.clone());
         self.inspector = None;
         Some(err)
+    }
+
+    /// When the session next needs attention, for sessions that expire after `ttl` without
+    /// a chunk: the instant after which [`UploadSession::expire_if_idle`] expires it. `None`
+    /// when time alone changes nothing: the session stopped receiving (it is committing,
+    /// finished, failed or expired), or the deadline lies past what `SystemTime` holds.
+    ///
+    /// A shell that keeps sessions itself sets its timer from this instead of scanning
+    /// them; a chunk moves the deadline on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use attachments::upload::{ChunkAction, ChunkHeader, RandomId, UploadSession};
+    ///
+    /// let policy = attachments::Policy::chat().with_limits(attachments::Limits::connectivity());
+    /// let start = ChunkHeader {
+    ///     action: ChunkAction::Start, upload_id: None, number: 0, size: 3,
+    ///     file_name: "a.bin", file_type: "application/octet-stream", file_size: 1_048_580,
+    ///     content: b"QUJD",
+    /// };
+    /// let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let ttl = Duration::from_secs(600);
+    /// let (mut session, _) = UploadSession::start(&policy, RandomId::from_bytes([1; 16]), start, t0)?;
+    /// let deadline = session.deadline(ttl).unwrap();
+    /// assert_eq!(deadline, t0 + ttl);
+    /// assert!(session.expire_if_idle(deadline, ttl).is_none());
+    /// assert!(session.expire_if_idle(deadline + Duration::from_millis(1), ttl).is_some());
+    /// assert_eq!(session.deadline(ttl), None);
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn deadline(&self, ttl: Duration) -> Option<SystemTime> {
+        match self.state {
+            State::Receiving => self.last_activity.checked_add(ttl),
+            _ => None,
+        }
     }
 
     /// Saves the session, to continue it in another process (or after a restart) with
@@ -646,11 +690,11 @@ impl UploadSession {
         }
     }
 
-    /// Is `req` an identical retry of one of the latest accepted chunks? `Ok(Some(..))`
+    /// Is `chunk` an identical retry of one of the latest accepted chunks? `Ok(Some(..))`
     /// with its number, offset, bytes and action if so, `Ok(None)` if it is not a retry of
     /// a chunk the session remembers.
-    fn repeat(&self, req: &ChunkAttachment<'_>) -> Result<Option<(u64, u64, Bytes, ChunkAction)>> {
-        let number = req.chunk.chunk_number;
+    fn repeat(&self, chunk: &ChunkHeader<'_>) -> Result<Option<(u64, u64, Bytes, ChunkAction)>> {
+        let number = chunk.number;
         let Some(earlier) = self.recent.iter().find(|c| c.number == number) else {
             return Ok(None);
         };
@@ -658,11 +702,11 @@ impl UploadSession {
             number,
             next: self.next,
         });
-        if req.action != earlier.action || self.check_same_file(req).is_err() {
+        if chunk.action != earlier.action || self.check_same_file(chunk).is_err() {
             return Err(reused);
         }
-        let text = req.chunk.chunk_content.as_bytes();
-        if req.chunk.chunk_size != earlier.size || decoded_len(text) as u64 != earlier.size {
+        let text = chunk.content;
+        if chunk.size != earlier.size || decoded_len(text) as u64 != earlier.size {
             return Err(reused);
         }
         let mut again = BytesMut::with_capacity(decoded_len(text));
@@ -681,7 +725,7 @@ impl UploadSession {
         }
     }
 
-    fn check_same_file(&self, req: &ChunkAttachment<'_>) -> Result<()> {
+    fn check_same_file(&self, chunk: &ChunkHeader<'_>) -> Result<()> {
         let changed = |field, at_start: String, now: String| {
             Err(Error::Chunk(ChunkProblem::Changed {
                 field,
@@ -689,33 +733,33 @@ impl UploadSession {
                 now,
             }))
         };
-        if req.file_name != self.file_name {
+        if chunk.file_name != self.file_name {
             return changed(
                 "file_name",
                 format!("{:?}", shorten(&self.file_name, 100)),
-                format!("{:?}", shorten(&req.file_name, 100)),
+                format!("{:?}", shorten(chunk.file_name, 100)),
             );
         }
-        if req.file_type != self.file_type {
+        if chunk.file_type != self.file_type {
             return changed(
                 "file_type",
                 format!("{:?}", shorten(&self.file_type, 100)),
-                format!("{:?}", shorten(&req.file_type, 100)),
+                format!("{:?}", shorten(chunk.file_type, 100)),
             );
         }
-        if req.file_size != self.file_size {
+        if chunk.file_size != self.file_size {
             return changed(
                 "file_size",
                 self.file_size.to_string(),
-                req.file_size.to_string(),
+                chunk.file_size.to_string(),
             );
         }
         Ok(())
     }
 
-    fn accept(&mut self, req: &ChunkAttachment<'_>, now: SystemTime) -> Result<Received> {
-        let number = req.chunk.chunk_number;
-        if let Some((number, offset, data, _)) = self.repeat(req)? {
+    fn accept(&mut self, chunk: &ChunkHeader<'_>, now: SystemTime) -> Result<Received> {
+        let number = chunk.number;
+        if let Some((number, offset, data, _)) = self.repeat(chunk)? {
             self.last_activity = now;
             return Ok(Received::Repeat {
                 number,
@@ -737,15 +781,15 @@ impl UploadSession {
                 }
             }));
         }
-        if number > 0 && req.action == ChunkAction::Start {
+        if number > 0 && chunk.action == ChunkAction::Start {
             return Err(Error::Chunk(ChunkProblem::UnexpectedUploadId));
         }
-        self.check_same_file(req)?;
+        self.check_same_file(chunk)?;
 
         // Sizes first, from the declaration and the text's length, before reserving memory.
-        let declared = req.chunk.chunk_size;
+        let declared = chunk.size;
         self.policy.check_chunk_size(declared)?;
-        let text = req.chunk.chunk_content.as_bytes();
+        let text = chunk.content;
         let len = decoded_len(text) as u64;
         let limit = self.policy.limits.max_chunk_size;
         if len > limit {
@@ -771,7 +815,7 @@ impl UploadSession {
                 declared: self.file_size,
             });
         }
-        match req.action {
+        match chunk.action {
             ChunkAction::Start | ChunkAction::Resume if total == self.file_size => {
                 return Err(Error::Chunk(ChunkProblem::CompletesEarly {
                     number,
@@ -802,13 +846,13 @@ impl UploadSession {
         }
         self.recent.push(LastChunk {
             number,
-            action: req.action,
+            action: chunk.action,
             offset,
             size: len,
             before,
             after: inspector.hash_state(),
         });
-        if req.action != ChunkAction::Finish {
+        if chunk.action != ChunkAction::Finish {
             return Ok(Received::Chunk {
                 number,
                 offset,
@@ -1140,7 +1184,13 @@ enum Slot {
     },
 }
 
-/// The upload sessions of one process, by id, with an idle TTL.
+/// The upload sessions of one process, by id, with an idle TTL: for an embedder that
+/// keeps its uploads in its own process, with storage of its own.
+///
+/// The crate's server does not use it: its receiver (`stream::UploadReceiver`, feature
+/// `async`) keeps each session as a [`SessionRecord`] in the store between two chunks, so
+/// that several processes can share one upload. In one process, this keeps the sessions
+/// in memory, with no record to encode, load or save per chunk.
 ///
 /// A session is checked out while one of its chunks is processed (so two chunks of one
 /// upload never race: the second gets [`Error::UploadBusy`]) and checked back in after.
@@ -1149,7 +1199,8 @@ enum Slot {
 /// more TTL, then with [`Error::UploadNotFound`]. Finished and failed sessions are kept
 /// for one TTL to answer retries, then dropped.
 ///
-/// Time comes in as `now`; call [`Sessions::expire`] on each request or from a timer.
+/// Time comes in as `now`. [`Sessions::next_deadline`] says when [`Sessions::expire`] next
+/// has something to do: set a timer for it rather than sweeping on a fixed period.
 #[derive(Debug)]
 pub struct Sessions {
     ttl: Duration,
@@ -1189,7 +1240,7 @@ impl Sessions {
     }
 
     /// Adds a session that `start` opened.
-    pub fn insert(&mut self, session: UploadSession, _now: SystemTime) {
+    pub fn insert(&mut self, session: UploadSession) {
         self.slots
             .insert(session.id(), Slot::Idle(Box::new(session)));
     }
@@ -1244,12 +1295,59 @@ impl Sessions {
 
     /// Puts a checked-out session back. A session that was out for longer than the TTL
     /// has expired meanwhile (its bytes were released) and stays expired.
-    pub fn check_in(&mut self, session: UploadSession, _now: SystemTime) {
+    pub fn check_in(&mut self, session: UploadSession) {
         let id = session.id();
         if let Some(Slot::Expired { .. }) = self.slots.get(&id) {
             return;
         }
         self.slots.insert(id, Slot::Idle(Box::new(session)));
+    }
+
+    /// The earliest instant after which [`Sessions::expire`] has something to do (a
+    /// session to expire, a tombstone or an ended session to drop, or an upload that
+    /// [`Sessions::check_out`] found expired and whose bytes are still to be released);
+    /// `None` when nothing is held. Calling `expire` earlier does no harm, and changes
+    /// nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use attachments::upload::{ChunkAction, ChunkHeader, RandomId, Sessions, UploadSession};
+    ///
+    /// let policy = attachments::Policy::chat().with_limits(attachments::Limits::connectivity());
+    /// let start = ChunkHeader {
+    ///     action: ChunkAction::Start, upload_id: None, number: 0, size: 3,
+    ///     file_name: "a.bin", file_type: "application/octet-stream", file_size: 1_048_580,
+    ///     content: b"QUJD",
+    /// };
+    /// let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let id = RandomId::from_bytes([1; 16]);
+    /// let mut sessions = Sessions::new(Duration::from_secs(600));
+    /// assert_eq!(sessions.next_deadline(), None);
+    /// sessions.insert(UploadSession::start(&policy, id, start, t0)?.0);
+    /// let due = sessions.next_deadline().unwrap();
+    /// assert_eq!(due, t0 + Duration::from_secs(600));
+    /// assert!(sessions.expire(due).is_empty());
+    /// assert_eq!(sessions.expire(due + Duration::from_secs(1)), [id]);
+    /// # Ok::<(), attachments::Error>(())
+    /// ```
+    pub fn next_deadline(&self) -> Option<SystemTime> {
+        let after_ttl = |t: SystemTime| t.checked_add(self.ttl);
+        // Found expired by `check_out`: due at once.
+        let pending = self
+            .to_release
+            .iter()
+            .filter_map(|id| match self.slots.get(id) {
+                Some(Slot::Expired { at, .. }) => Some(*at),
+                _ => None,
+            });
+        let timers = self.slots.values().filter_map(|slot| match slot {
+            Slot::Idle(session) => after_ttl(session.last_activity()),
+            Slot::Busy { since } => after_ttl(*since),
+            Slot::Expired { at, .. } => after_ttl(*at),
+        });
+        pending.chain(timers).min()
     }
 
     /// Drops what is past its time and returns the ids of uploads that were still

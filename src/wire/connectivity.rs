@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Base64Text, OkFlag, lenient_u64};
 use crate::error::Error;
+use crate::upload::ChunkHeader;
+
+/// The phase of a chunked upload: `start`, `resume` or `finish`.
+pub use crate::upload::ChunkAction;
 
 /// The response envelope: `errors`, `warnings`, `data`, `meta.ruid`.
 ///
@@ -126,18 +130,6 @@ pub struct UploadData {
 /// Response of `POST .../attachments`.
 pub type UploadResponse = Envelope<UploadData>;
 
-/// The phase of a chunked upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChunkAction {
-    /// The first chunk (number 0); the response carries `upload_id`.
-    Start,
-    /// A chunk between the first and the last.
-    Resume,
-    /// The last chunk; the response carries `attachment_id`.
-    Finish,
-}
-
 /// `POST .../attachment_chunks`: one chunk of a file over 1 MB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRequest<'a> {
@@ -164,6 +156,23 @@ pub struct ChunkAttachment<'a> {
     pub file_size: u64,
     /// The name shown to the other party.
     pub file_name: String,
+}
+
+/// What the upload session judges: the chunk's fields, borrowed (the base64 text is not
+/// copied).
+impl<'a> From<&'a ChunkAttachment<'_>> for ChunkHeader<'a> {
+    fn from(a: &'a ChunkAttachment<'_>) -> Self {
+        ChunkHeader {
+            action: a.action,
+            upload_id: a.upload_id.as_deref(),
+            number: a.chunk.chunk_number,
+            size: a.chunk.chunk_size,
+            file_name: &a.file_name,
+            file_type: &a.file_type,
+            file_size: a.file_size,
+            content: a.chunk.chunk_content.as_bytes(),
+        }
+    }
 }
 
 /// The `chunk` object of a [`ChunkAttachment`].

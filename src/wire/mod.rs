@@ -137,7 +137,7 @@ pub fn from_slice<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
 /// validation: the payload is checked once, by the strict base64
 /// [`Decoder`](crate::codec::base64::Decoder), which rejects every byte outside the
 /// alphabet (control characters and non-ASCII included) with its offset. Measured on the
-/// `server_receive` bench (10 MiB JPEG in 1 MB chunks): reading the payload as `&str` spent
+/// `sessions_receive` bench (10 MiB JPEG in 1 MB chunks): reading the payload as `&str` spent
 /// 28% of the time in `serde_json`'s string scan and `from_utf8`, more than decoding it.
 ///
 /// It borrows from the body unless the string holds a JSON escape (`\/` is the only one a

@@ -2,7 +2,8 @@
 //! server (axum on 127.0.0.1), the real `ChatClient`, and raw HTTP requests (reqwest,
 //! written by hand here) for headers, status codes and malformed requests. Included by
 //! `tests/chat.rs` (memory store) and `tests/chat_s3.rs` (the S3 store on a real S3
-//! server), which set `super::S3`.
+//! server), which set `super::S3` and define `case!`, which makes each case a test
+//! (ignored unless asked for, on S3).
 
 use super::common;
 use std::collections::BTreeSet;
@@ -111,7 +112,7 @@ fn sample_png() -> Vec<u8> {
     common::real_png(640, 480, png::ColorType::Rgb, png::BitDepth::Eight)
 }
 
-#[tokio::test]
+case!(png_jpeg_and_pdf_go_up_and_come_back_whole);
 async fn png_jpeg_and_pdf_go_up_and_come_back_whole() {
     let server = serve(ServerConfig::default()).await;
     let client = server.client(TOKEN);
@@ -178,7 +179,7 @@ async fn png_jpeg_and_pdf_go_up_and_come_back_whole() {
     }
 }
 
-#[tokio::test]
+case!(an_image_sent_as_octet_stream_is_checked_as_the_image_it_is);
 async fn an_image_sent_as_octet_stream_is_checked_as_the_image_it_is() {
     let server = serve(ServerConfig::default()).await;
     let png = sample_png();
@@ -201,7 +202,7 @@ async fn an_image_sent_as_octet_stream_is_checked_as_the_image_it_is() {
     assert!(error_message(400, &body).contains("IEND"), "{body}");
 }
 
-#[tokio::test]
+case!(pages_stay_exact_while_attachments_are_added_and_deleted);
 async fn pages_stay_exact_while_attachments_are_added_and_deleted() {
     let server = serve(ServerConfig::default()).await;
     let client = server.client(TOKEN);
@@ -320,7 +321,7 @@ async fn pages_stay_exact_while_attachments_are_added_and_deleted() {
     assert!(page["data"].as_array().unwrap().len() <= 100);
 }
 
-#[tokio::test]
+case!(rename_changes_the_name_only);
 async fn rename_changes_the_name_only() {
     let server = serve(ServerConfig::default()).await;
     let client = server.client(TOKEN);
@@ -380,7 +381,7 @@ async fn rename_changes_the_name_only() {
     );
 }
 
-#[tokio::test]
+case!(delete_is_permanent_and_the_bytes_go);
 async fn delete_is_permanent_and_the_bytes_go() {
     let server = serve(ServerConfig::default()).await;
     let client = server.client(TOKEN);
@@ -431,7 +432,7 @@ async fn delete_is_permanent_and_the_bytes_go() {
     assert!(client.list(None, 100, None).await.unwrap().data.is_empty());
 }
 
-#[tokio::test]
+case!(ranges_follow_rfc_9110);
 async fn ranges_follow_rfc_9110() {
     let server = serve(ServerConfig::default()).await;
     let client = server.client(TOKEN);
@@ -526,7 +527,7 @@ async fn ranges_follow_rfc_9110() {
     assert!(matches!(err, Error::Remote { status: 416, .. }), "{err}");
 }
 
-#[tokio::test]
+case!(spoofed_and_active_content_is_refused_and_nothing_is_kept);
 async fn spoofed_and_active_content_is_refused_and_nothing_is_kept() {
     let server = serve(ServerConfig::default()).await;
     let pdf = common::real_pdf("not an image");
@@ -578,7 +579,7 @@ async fn spoofed_and_active_content_is_refused_and_nothing_is_kept() {
     assert!(page.data.is_empty(), "nothing was stored");
 }
 
-#[tokio::test]
+case!(another_owner_or_conversation_sees_nothing);
 async fn another_owner_or_conversation_sees_nothing() {
     let server = serve(ServerConfig::default()).await;
     let mine = server.client(TOKEN);
@@ -651,7 +652,7 @@ async fn another_owner_or_conversation_sees_nothing() {
     assert!(mine.get(&sent.id).await.is_ok(), "the owner still sees it");
 }
 
-#[tokio::test]
+case!(configured_credentials_need_only_the_bearer_token);
 async fn configured_credentials_need_only_the_bearer_token() {
     let server = serve(ServerConfig::default().with_credentials(TOKEN, "affiliate-1")).await;
     let (status, body) = json(
@@ -676,7 +677,7 @@ async fn configured_credentials_need_only_the_bearer_token() {
     assert!(server.client(TOKEN).list(None, 10, None).await.is_ok());
 }
 
-#[tokio::test]
+case!(malformed_uploads_answer_4xx_naming_the_problem);
 async fn malformed_uploads_answer_4xx_naming_the_problem() {
     let max = 1 << 20;
     let server =

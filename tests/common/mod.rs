@@ -1,6 +1,8 @@
 //! Fixtures and helpers shared by the scenario tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "async")]
+pub mod hooked;
 pub mod s3;
 
 use proptest::prelude::*;

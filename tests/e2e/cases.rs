@@ -1,7 +1,8 @@
 //! End to end over loopback: the real sandbox server (axum on 127.0.0.1) and the real
 //! clients, plus raw HTTP requests (reqwest, written by hand here) for the exact wire
 //! texts and the malformed-request cases. Included by `tests/e2e.rs` (memory store) and
-//! `tests/e2e_s3.rs` (the S3 store on a real S3 server), which set `super::S3`.
+//! `tests/e2e_s3.rs` (the S3 store on a real S3 server), which set `super::S3` and define
+//! `case!`, which makes each case a test (ignored unless asked for, on S3).
 
 use super::common;
 use std::sync::Arc;
@@ -161,7 +162,7 @@ async fn round_trip(server: &Server, size: usize, expect_chunked: bool) {
     assert!(copy == file, "downloaded bytes differ for size {size}");
 }
 
-#[tokio::test]
+case!(connectivity_sizes_take_the_right_route_and_come_back_whole);
 async fn connectivity_sizes_take_the_right_route_and_come_back_whole() {
     let server = serve(ServerConfig::default()).await;
     round_trip(&server, 512 * 1024, false).await;
@@ -171,7 +172,11 @@ async fn connectivity_sizes_take_the_right_route_and_come_back_whole() {
     assert_eq!(server.unlinked_attachments().await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+case!(
+    a_pipelining_client_uploads_ten_mib_with_chunks_waiting_their_turn,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn a_pipelining_client_uploads_ten_mib_with_chunks_waiting_their_turn() {
     let server = serve(ServerConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +212,7 @@ async fn a_pipelining_client_uploads_ten_mib_with_chunks_waiting_their_turn() {
     }
 }
 
-#[tokio::test]
+case!(ten_mib_and_one_byte_is_refused_before_sending_and_by_the_server);
 async fn ten_mib_and_one_byte_is_refused_before_sending_and_by_the_server() {
     let server = serve(ServerConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +234,7 @@ async fn ten_mib_and_one_byte_is_refused_before_sending_and_by_the_server() {
     assert_eq!(server.unlinked_attachments().await, 0);
 }
 
-#[tokio::test]
+case!(a_corrupt_image_is_refused_at_finish_and_creates_nothing);
 async fn a_corrupt_image_is_refused_at_finish_and_creates_nothing() {
     let server = serve(ServerConfig::default()).await;
     let mut file = common::exact_jpeg(2_000_000);
@@ -286,7 +291,7 @@ async fn a_corrupt_image_is_refused_at_finish_and_creates_nothing() {
     assert_eq!(server.unlinked_attachments().await, 0);
 }
 
-#[tokio::test]
+case!(seed_error_texts_are_exact);
 async fn seed_error_texts_are_exact() {
     let server = serve(ServerConfig::default()).await;
     // Seed 000: 35 bytes declared as 350, through both APIs.
@@ -339,7 +344,7 @@ async fn seed_error_texts_are_exact() {
     assert!(conn_error(&resp).contains("from"), "{resp}");
 }
 
-#[tokio::test]
+case!(download_edge_cases);
 async fn download_edge_cases() {
     let server = serve(ServerConfig::default()).await;
     let file = common::exact_jpeg(300_000);
@@ -391,7 +396,7 @@ async fn download_edge_cases() {
     }
 }
 
-#[tokio::test]
+case!(access_matrix_leaks_nothing);
 async fn access_matrix_leaks_nothing() {
     let server = serve(ServerConfig::default().with_credentials("good", "aff-1")).await;
     let dir = tempfile::tempdir().unwrap();
@@ -444,7 +449,7 @@ async fn access_matrix_leaks_nothing() {
     assert_eq!(status, 404, "{v}");
 }
 
-#[tokio::test]
+case!(rate_limit_answers_429_with_retry_after_and_the_client_waits);
 async fn rate_limit_answers_429_with_retry_after_and_the_client_waits() {
     let server = serve(ServerConfig::default().with_rate(2)).await;
     let url = format!("{}/3.1/messages/latest", server.url);
@@ -474,7 +479,7 @@ async fn rate_limit_answers_429_with_retry_after_and_the_client_waits() {
     assert!(matches!(err, Error::Remote { status: 429, .. }), "{err}");
 }
 
-#[tokio::test]
+case!(malformed_requests_get_a_4xx_naming_the_problem);
 async fn malformed_requests_get_a_4xx_naming_the_problem() {
     let server = serve(ServerConfig::default()).await;
     let post = |path: String, body: Vec<u8>| {
@@ -515,7 +520,7 @@ async fn malformed_requests_get_a_4xx_naming_the_problem() {
     assert_eq!(server.unlinked_attachments().await, 0);
 }
 
-#[tokio::test]
+case!(demand_flow_runs_the_seed_004_use_cases);
 async fn demand_flow_runs_the_seed_004_use_cases() {
     let server = serve(ServerConfig::default()).await;
     let client = DemandClient::new(&server.url).unwrap();
@@ -599,7 +604,7 @@ async fn demand_flow_runs_the_seed_004_use_cases() {
     assert_eq!(v["data"]["messages"].as_array().unwrap().len(), 3);
 }
 
-#[tokio::test]
+case!(unlinked_attachments_expire_and_linked_ones_stay);
 async fn unlinked_attachments_expire_and_linked_ones_stay() {
     let server = serve(ServerConfig::default().with_unlinked_ttl(Duration::ZERO)).await;
     let client = ConnectivityClient::new(&server.url).unwrap();
@@ -639,12 +644,11 @@ async fn unlinked_attachments_expire_and_linked_ones_stay() {
 
 use proptest::prelude::*;
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// Any body to any route: a 4xx with a message, or a success; never a 5xx.
-    #[test]
-    fn arbitrary_bodies_never_get_a_5xx(
+case!(arbitrary_bodies_never_get_a_5xx, sync);
+/// Any body to any route: a 4xx with a message, or a success; never a 5xx.
+fn arbitrary_bodies_never_get_a_5xx() {
+    let config = ProptestConfig::with_cases(64);
+    proptest!(config, |(
         route in 0usize..9,
         body in prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..300),
@@ -660,7 +664,7 @@ proptest! {
                 v.to_string().into_bytes()
             }),
         ],
-    ) {
+    )| {
         let routes = [
             conn_path("/attachments"),
             conn_path("/attachment_chunks"),
@@ -693,10 +697,10 @@ proptest! {
         if status >= 400 {
             prop_assert!(!message.is_empty());
         }
-    }
+    });
 }
 
-#[tokio::test]
+case!(a_size_refusal_falls_back_once_to_the_other_endpoint);
 async fn a_size_refusal_falls_back_once_to_the_other_endpoint() {
     // A server whose single-request limit is 500,000 bytes, below the client's 1 MiB.
     let mut config = ServerConfig::default();
@@ -729,7 +733,7 @@ async fn a_size_refusal_falls_back_once_to_the_other_endpoint() {
     assert!(copy == file);
 }
 
-#[tokio::test]
+case!(an_expired_upload_makes_the_client_start_over_once);
 async fn an_expired_upload_makes_the_client_start_over_once() {
     // Sessions expire at once: `resume` finds the upload gone (404), the client starts
     // over from `start` once, and then reports the server's answer.
@@ -768,10 +772,10 @@ async fn demand_upload(server: &Server, conversation: &str, reservation: &str) -
     v["data"]["attachment"].as_str().unwrap().to_owned()
 }
 
+case!(seed_004_a_send_links_what_was_uploaded_for_the_reservation);
 /// SPEC.md, "A reservation's conversation": an upload naming conversation C and
 /// reservation R makes C the conversation of R, and a send for R links the attachment
 /// (it answered 404 when the send started a conversation of its own).
-#[tokio::test]
 async fn seed_004_a_send_links_what_was_uploaded_for_the_reservation() {
     let server = serve(ServerConfig::default()).await;
     let attachment = demand_upload(&server, CONV, "4380765874").await;
@@ -810,9 +814,9 @@ async fn seed_004_a_send_links_what_was_uploaded_for_the_reservation() {
     assert_eq!(history[0]["reservation"], "4380765874");
 }
 
+case!(confirm_takes_at_most_1000_ids_and_names_the_cap);
 /// The reported slowdown came from confirming 13,000 ids a request against every message:
 /// a request names at most 1,000 ids, each looked up, and more is a 400 naming the cap.
-#[tokio::test]
 async fn confirm_takes_at_most_1000_ids_and_names_the_cap() {
     let server = serve(ServerConfig::default()).await;
     let client = DemandClient::new(&server.url).unwrap();
@@ -855,8 +859,8 @@ async fn confirm_takes_at_most_1000_ids_and_names_the_cap() {
     assert_eq!(v["data"]["messages"], json!([]));
 }
 
+case!(message_ids_are_bounded);
 /// Ids stored with a message are bounded (a 63 KB reservation id cost 117 KB of memory).
-#[tokio::test]
 async fn message_ids_are_bounded() {
     let server = serve(ServerConfig::default()).await;
     let long = "9".repeat(256);

@@ -1,0 +1,80 @@
+//! The Connectivity API's attachments (seed 001), under
+//! `/messaging/properties/{property_id}/conversations/{conversation_id}`: `POST
+//! attachments`, `POST attachment_chunks`, `GET attachments/{attachment_id}?from=&to=`,
+//! `GET attachments/{attachment_id}/file_info`. Every answer is an envelope.
+
+use axum::extract::{Path, RawQuery, State};
+use bytes::BytesMut;
+use serde::Deserialize;
+
+use super::Sandbox;
+use super::extract::{ConnScope, UploadBody};
+use super::reply::{Connectivity, Reply, new_id, ok_bytes, ok_json};
+use crate::download::{RangeQuery, write_connectivity_download};
+use crate::wire::connectivity::{Envelope, FileInfo, UploadData};
+use crate::wire::{self, OkFlag};
+
+/// The attachment a path names, after its scope.
+#[derive(Deserialize)]
+pub(super) struct AttachmentPath {
+    attachment_id: String,
+}
+
+/// `POST .../attachments`: a whole file in one request.
+pub(super) async fn upload(
+    State(s): State<Sandbox>,
+    to: ConnScope,
+    body: UploadBody<Connectivity>,
+) -> Reply<Connectivity> {
+    let attachment_id = s.inner.connectivity.single(&body, &to.scope).await?;
+    let data = UploadData {
+        ok: OkFlag(true),
+        attachment_id,
+    };
+    Ok(ok_json(&Envelope::ok(data, new_id())))
+}
+
+/// `POST .../attachment_chunks`: one chunk of a chunked upload.
+pub(super) async fn chunk(
+    State(s): State<Sandbox>,
+    to: ConnScope,
+    body: UploadBody<Connectivity>,
+) -> Reply<Connectivity> {
+    let data = s.inner.connectivity.chunk(&body, &to.scope).await?;
+    Ok(ok_json(&Envelope::ok(data, new_id())))
+}
+
+/// `GET .../attachments/{attachment_id}?from=&to=`: bytes of the attachment, as base64 in
+/// the envelope.
+pub(super) async fn download(
+    State(s): State<Sandbox>,
+    from: ConnScope,
+    Path(AttachmentPath { attachment_id }): Path<AttachmentPath>,
+    RawQuery(query): RawQuery,
+) -> Reply<Connectivity> {
+    wire::check_ref("attachment_id", &attachment_id)?;
+    let query = RangeQuery::from_query_string(query.as_deref().unwrap_or(""))?;
+    let meta = s.scoped(&attachment_id, &from.scope).await?;
+    let range = query.resolve(meta.file_size, &s.inner.config.connectivity.limits)?;
+    let bytes = s.inner.store.read_range(&attachment_id, range).await?;
+    let mut body = BytesMut::new();
+    let conversation = &from.conversation;
+    write_connectivity_download(&mut body, &attachment_id, conversation, &new_id(), [bytes]);
+    Ok(ok_bytes(body))
+}
+
+/// `GET .../attachments/{attachment_id}/file_info`: its name, type and size.
+pub(super) async fn file_info(
+    State(s): State<Sandbox>,
+    from: ConnScope,
+    Path(AttachmentPath { attachment_id }): Path<AttachmentPath>,
+) -> Reply<Connectivity> {
+    wire::check_ref("attachment_id", &attachment_id)?;
+    let meta = s.scoped(&attachment_id, &from.scope).await?;
+    let info = FileInfo {
+        file_type: meta.file_type,
+        file_name: meta.file_name,
+        file_size: meta.file_size,
+    };
+    Ok(ok_json(&Envelope::ok(info, new_id())))
+}

@@ -1,0 +1,172 @@
+//! What the handlers answer: JSON bodies, and errors in the shape of the API they belong
+//! to. A handler of flavour `F` returns [`Reply<F>`], so `?` turns any [`Error`] into that
+//! flavour's error answer.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::ServerConfig;
+use crate::error::Error;
+use crate::policy::Policy;
+use crate::stream::ids::random_id;
+use crate::wire::connectivity::Envelope;
+use crate::wire::demand::ErrorResponse;
+
+/// Which API a request belongs to: decides the error body's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Api {
+    Connectivity,
+    Demand,
+    Chat,
+}
+
+impl Api {
+    /// The API a path belongs to (for answers given before a handler runs).
+    pub(super) fn of(path: &str) -> Api {
+        if path.starts_with("/3.1/") {
+            Api::Demand
+        } else if path == "/v1" || path.starts_with("/v1/") {
+            Api::Chat
+        } else {
+            Api::Connectivity
+        }
+    }
+}
+
+/// An API as a type, for handlers and extractors: the shape of its errors and the policy
+/// its uploads follow.
+pub(super) trait Flavour: Send + 'static {
+    /// Its error shape.
+    const API: Api;
+
+    /// What its uploads accept.
+    fn policy(config: &ServerConfig) -> &Policy;
+}
+
+/// The Connectivity API (seed 001): envelopes.
+pub(super) enum Connectivity {}
+
+/// The Demand API (seeds 000, 004): `{"request_id", "data"}` and `{"errors": [..]}`.
+pub(super) enum Demand {}
+
+/// The chat resource (seed 003): `{"error": {"status", "message"}}`.
+pub(super) enum Chat {}
+
+impl Flavour for Connectivity {
+    const API: Api = Api::Connectivity;
+
+    fn policy(config: &ServerConfig) -> &Policy {
+        &config.connectivity
+    }
+}
+
+impl Flavour for Demand {
+    const API: Api = Api::Demand;
+
+    fn policy(config: &ServerConfig) -> &Policy {
+        &config.demand
+    }
+}
+
+impl Flavour for Chat {
+    const API: Api = Api::Chat;
+
+    fn policy(config: &ServerConfig) -> &Policy {
+        &config.chat
+    }
+}
+
+/// A failed request of flavour `F`, answered in its error shape.
+pub(super) struct Failure<F>(Error, PhantomData<F>);
+
+impl<F> From<Error> for Failure<F> {
+    fn from(err: Error) -> Self {
+        Failure(err, PhantomData)
+    }
+}
+
+impl<F: Flavour> IntoResponse for Failure<F> {
+    fn into_response(self) -> Response {
+        error_response(F::API, self.0, None)
+    }
+}
+
+/// What a handler of flavour `F` answers.
+pub(super) type Reply<F> = std::result::Result<Response, Failure<F>>;
+
+/// `err` in `api`'s error shape, with `Retry-After` when `retry_after` is given.
+pub(super) fn error_response(api: Api, err: Error, retry_after: Option<Duration>) -> Response {
+    let status = match (&err, api) {
+        // HTTP's own status for a body over the limit, where no seed prescribes 400.
+        (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
+        (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %err, "request failed");
+    } else {
+        tracing::debug!(error = %err, %status, "request refused");
+    }
+    let id = new_id();
+    let body = match api {
+        Api::Connectivity => to_json(&Envelope::<()>::error(&err, id)),
+        Api::Demand => to_json(&ErrorResponse::from_error(&err, Some(id))),
+        Api::Chat => {
+            let message = match &err {
+                Error::Unauthorized => {
+                    "missing or wrong credentials: send Authorization: Bearer <token>".into()
+                }
+                e => e.wire_message(),
+            };
+            to_json(&chat_error(status.as_u16(), &message))
+        }
+    };
+    let mut response = (status, json_headers(), body).into_response();
+    if let Some(after) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// The chat flavour's error body.
+pub(super) fn chat_error(status: u16, message: &str) -> crate::wire::chat::ErrorResponse {
+    crate::wire::chat::ErrorResponse {
+        error: crate::wire::chat::ErrorBody {
+            status,
+            message: message.to_owned(),
+        },
+    }
+}
+
+pub(super) fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )]
+}
+
+pub(super) fn to_json<T: Serialize>(value: &T) -> Bytes {
+    // Our own types always serialise (no maps with non-string keys, no failing Serialize).
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// 200 with `value` as JSON.
+pub(super) fn ok_json<T: Serialize>(value: &T) -> Response {
+    (StatusCode::OK, json_headers(), to_json(value)).into_response()
+}
+
+/// 200 with a JSON body written by hand (the download writers).
+pub(super) fn ok_bytes(body: BytesMut) -> Response {
+    (StatusCode::OK, json_headers(), body.freeze()).into_response()
+}
+
+/// A fresh id for `ruid` / `request_id`.
+pub(super) fn new_id() -> String {
+    random_id().map(|id| id.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,205 @@
+//! The server side of uploads: [`UploadReceiver`], one flow per file:
+//!
+//! - `single`: a whole file in one request body (Connectivity `attachments`, Demand
+//!   `upload`);
+//! - `chunked`: one chunk of a chunked upload per request, its [`UploadSession`] kept in
+//!   the store between chunks;
+//! - `streamed`: a file that arrives as a stream of pieces (the chat resource's multipart
+//!   upload), checked and stored as it comes;
+//! - `sweep`: expiry of idle uploads and of attachments no message carries.
+//!
+//! What is accepted is decided by the IO-free [`upload`](crate::upload) module; this only
+//! loads, waits, stores and answers.
+
+mod chunked;
+mod single;
+mod streamed;
+mod sweep;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::store::{Store, UNLINKED_TTL};
+use crate::upload::{DEFAULT_SESSION_TTL, SessionRecord, UploadSession};
+
+pub use streamed::{STREAM_CHUNK, Staged};
+
+/// A source of the current time (tests move it).
+type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The server side of uploads: parses request bodies, runs the [`UploadSession`]s and
+/// stores what they accept.
+///
+/// Each chunk is stored before it is answered; the last one is committed (atomically)
+/// before the answer carries the `attachment_id`. When a session fails, or expires, its
+/// stored bytes are released. Ids are 128 random bits from the operating system.
+///
+/// It holds no upload state of its own: between two chunks each session lives in the
+/// store as a [`SessionRecord`] (see [`UploadReceiver::chunk_request`]), so receivers in
+/// several processes sharing one store (the S3 store, say) can each take any chunk.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use attachments::{Policy, store::{MemoryStore, Store}, stream::UploadReceiver};
+///
+/// let store = Arc::new(MemoryStore::new());
+/// let receiver = UploadReceiver::new(Policy::connectivity(), store.clone());
+/// let body = br#"{"attachment": {"file_name": "a.png", "file_type": "image/png",
+///     "file_size": 350, "file_content": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA"}}"#;
+/// let err = receiver.single(body, "").await.unwrap_err();
+/// assert_eq!(err.to_string(), "Content length is 35 but metadata size is 350");
+/// assert_eq!(store.attachment_count(), 0);
+/// # });
+/// ```
+pub struct UploadReceiver {
+    policy: Policy,
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    clock: Clock,
+    unlinked_ttl: Duration,
+    /// Woken after every session save and chunk write of this receiver: a chunk that
+    /// arrived ahead of its turn waits on it.
+    advanced: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for UploadReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadReceiver")
+            .field("policy", &self.policy)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadReceiver {
+    /// A receiver for `policy` over `store`, with sessions expiring after
+    /// [`DEFAULT_SESSION_TTL`] without a chunk.
+    pub fn new(policy: Policy, store: Arc<dyn Store>) -> Self {
+        UploadReceiver {
+            policy,
+            store,
+            ttl: DEFAULT_SESSION_TTL,
+            clock: Arc::new(SystemTime::now),
+            unlinked_ttl: UNLINKED_TTL,
+            advanced: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Sets how long an attachment not carried by any message is kept
+    /// (default [`UNLINKED_TTL`], 24 h as seed 002 documents).
+    pub fn with_unlinked_ttl(mut self, ttl: Duration) -> Self {
+        self.unlinked_ttl = ttl;
+        self
+    }
+
+    /// Sets the session TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock (tests move it).
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Saves `session` at version `expected`; returns the new version. (The record is
+    /// encoded before the first await: a session is `Send` but not `Sync`.)
+    fn save(
+        &self,
+        session: &UploadSession,
+        expected: Option<&str>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<String>> + Send + use<> {
+        let encoded = session
+            .save()
+            .and_then(|r| Ok(Bytes::from(serde_json::to_vec(&r)?)));
+        let id = session.id().to_string();
+        let expected = expected.map(str::to_owned);
+        let store = Arc::clone(&self.store);
+        async move {
+            store
+                .save_session(&id, encoded?, expected.as_deref(), now)
+                .await
+        }
+    }
+
+    /// Ends `session` with the store error `e`: the failure is recorded (best effort: the
+    /// record may have moved on) and the upload's bytes are released.
+    async fn fail(&self, mut session: UploadSession, e: Error, now: SystemTime) -> Error {
+        let id = session.id().to_string();
+        session.fail(e.clone());
+        if let Ok(Some(stored)) = self.store.load_session(&id).await {
+            let save = self.save(&session, Some(&stored.version), now);
+            let _ = save.await;
+        }
+        let _ = self.store.abort(&id).await;
+        e
+    }
+}
+
+/// Parses and restores a stored session record.
+fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
+    let record: SessionRecord = serde_json::from_slice(record)
+        .map_err(|e| Error::corrupt(format!("the session record of upload {id}"), e.to_string()))?;
+    let session = UploadSession::restore(policy, record)?;
+    // A record stored under another upload's key is not this upload's.
+    if session.id().to_string() != id {
+        return Err(crate::upload::bad_record(
+            id,
+            "the record is of another upload",
+        ));
+    }
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upload::{ChunkAction, ChunkHeader, RandomId};
+
+    #[test]
+    fn a_session_record_stored_under_another_id_is_refused() {
+        let start = ChunkHeader {
+            action: ChunkAction::Start,
+            upload_id: None,
+            number: 0,
+            size: 3,
+            file_name: "a.bin",
+            file_type: "application/octet-stream",
+            file_size: 4,
+            content: b"AAAA",
+        };
+        let mut policy_chunks = Policy::chat();
+        policy_chunks.limits.max_single_size = 2;
+        policy_chunks.limits.max_chunked_size = Some(10);
+        policy_chunks.limits.max_chunk_size = 10;
+        let id = RandomId::from_bytes([7; 16]);
+        let (session, _) =
+            UploadSession::start(&policy_chunks, id, start, SystemTime::UNIX_EPOCH).unwrap();
+        let record = serde_json::to_vec(&session.save().unwrap()).unwrap();
+        let own = id.to_string();
+        assert!(restore_session(&policy_chunks, &own, &record).is_ok());
+        let other = RandomId::from_bytes([8; 16]).to_string();
+        let err = restore_session(&policy_chunks, &other, &record).unwrap_err();
+        assert!(err.to_string().contains("another upload"), "{err}");
+    }
+}
