@@ -269,7 +269,7 @@ fn pipeline(c: &mut Criterion) {
 
         group.bench_with_input(BenchmarkId::new("validate_png", label), &data, |b, data| {
             b.iter(|| {
-                let mut v = PngValidator::new(&policy.limits, false);
+                let mut v = PngValidator::new(&policy.limits.image, false);
                 for slice in black_box(data).chunks(SLICE) {
                     v.update(slice).expect("valid input");
                 }
@@ -284,7 +284,7 @@ fn pipeline(c: &mut Criterion) {
             &jpeg,
             |b, data| {
                 b.iter(|| {
-                    let mut v = JpegValidator::new(&policy.limits, false);
+                    let mut v = JpegValidator::new(&policy.limits.image, false);
                     for slice in black_box(data).chunks(SLICE) {
                         v.update(slice).expect("valid input");
                     }

@@ -68,7 +68,7 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use inspect::{AcceptAll, ContentInfo, Inspection, Inspector, InspectorState, Validator};
-pub use policy::{AllowedTypes, Depth, Limits, Policy, UploadMode};
+pub use policy::{AllowedTypes, Depth, ImageLimits, Limits, Policy, UploadMode};
 pub use sniff::MediaType;
 
 /// The README's examples, compiled and run as doctests so they stay true (they use the

@@ -1,4 +1,5 @@
-//! What a deployment accepts: [`Policy`] (allowed types, checks) and [`Limits`] (sizes).
+//! What a deployment accepts: [`Policy`] (allowed types, checks), [`Limits`] (upload
+//! sizes) and, inside them, [`ImageLimits`] (what an image may declare).
 //!
 //! One preset per API flavour the crate speaks:
 //!
@@ -9,6 +10,8 @@
 //! | [`Policy::chat`] | <= [`DEFAULT_CHAT_MAX_SIZE`] (configurable) | none | n/a | any |
 //!
 //! All sizes count decoded bytes, never base64 text.
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, FileNameProblem, Result, SizeLimit};
 use crate::sniff::MediaType;
@@ -50,7 +53,82 @@ pub const DEFAULT_MAX_METADATA_BYTES: u64 = 4 * MIB;
 /// Default most memory a full decode (feature `decode`) may allocate: 512 MiB.
 pub const DEFAULT_MAX_DECODE_ALLOC: u64 = 512 * MIB;
 
-/// Size limits, all in decoded bytes.
+/// What an image may declare: the limits the structural validators and the full decode
+/// enforce, apart from the sizes of uploads ([`Limits`]).
+///
+/// Every preset uses [`ImageLimits::DEFAULT`]. A validator's saved state carries the
+/// image limits it started under; a restore applies the smaller of those and the
+/// current policy's, field by field ([`ImageLimits::tighter`]).
+///
+/// # Examples
+///
+/// ```
+/// use attachments::{ImageLimits, Limits};
+///
+/// let mut limits = Limits::demand();
+/// assert_eq!(limits.image, ImageLimits::DEFAULT);
+/// limits.image.max_width = 4_000;
+/// let now = ImageLimits::DEFAULT.tighter(&limits.image);
+/// assert_eq!((now.max_width, now.max_height), (4_000, 65_535));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ImageLimits {
+    /// The widest image, in pixels.
+    pub max_width: u32,
+    /// The tallest image, in pixels.
+    pub max_height: u32,
+    /// The largest image area (width x height).
+    pub max_pixels: u64,
+    /// The most PNG chunks or JPEG marker segments in one file.
+    pub max_segments: u32,
+    /// The most metadata bytes in one image.
+    pub max_metadata_bytes: u64,
+    /// The most memory a full decode may allocate (feature `decode`). States saved before
+    /// this field existed carry none: they read as no limit, so the current policy's
+    /// applies.
+    #[serde(default = "no_limit")]
+    pub max_decode_alloc: u64,
+}
+
+fn no_limit() -> u64 {
+    u64::MAX
+}
+
+impl ImageLimits {
+    /// The limits of every preset: width and height [`DEFAULT_MAX_DIMENSION`], area
+    /// [`DEFAULT_MAX_PIXELS`], [`DEFAULT_MAX_SEGMENTS`] chunks or segments,
+    /// [`DEFAULT_MAX_METADATA_BYTES`] of metadata, [`DEFAULT_MAX_DECODE_ALLOC`] to decode.
+    pub const DEFAULT: ImageLimits = ImageLimits {
+        max_width: DEFAULT_MAX_DIMENSION,
+        max_height: DEFAULT_MAX_DIMENSION,
+        max_pixels: DEFAULT_MAX_PIXELS,
+        max_segments: DEFAULT_MAX_SEGMENTS,
+        max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+        max_decode_alloc: DEFAULT_MAX_DECODE_ALLOC,
+    };
+
+    /// The smaller of `self` and `other`, field by field: what a restore applies to the
+    /// rest of a file (the limits it started under, and the current policy's).
+    pub fn tighter(&self, other: &ImageLimits) -> ImageLimits {
+        ImageLimits {
+            max_width: self.max_width.min(other.max_width),
+            max_height: self.max_height.min(other.max_height),
+            max_pixels: self.max_pixels.min(other.max_pixels),
+            max_segments: self.max_segments.min(other.max_segments),
+            max_metadata_bytes: self.max_metadata_bytes.min(other.max_metadata_bytes),
+            max_decode_alloc: self.max_decode_alloc.min(other.max_decode_alloc),
+        }
+    }
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits::DEFAULT
+    }
+}
+
+/// Upload sizes, all in decoded bytes, and the [`ImageLimits`] images are checked under.
 ///
 /// # Examples
 ///
@@ -61,6 +139,7 @@ pub const DEFAULT_MAX_DECODE_ALLOC: u64 = 512 * MIB;
 /// assert_eq!(limits.max_single_size, 1_048_576);
 /// assert_eq!(limits.max_chunked_size, Some(10_485_760));
 /// assert_eq!(limits.min_chunked_size(), Some(1_048_577));
+/// assert_eq!(limits.image.max_width, 65_535);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,36 +153,22 @@ pub struct Limits {
     pub max_chunk_size: u64,
     /// The longest file name, in bytes of UTF-8.
     pub max_file_name_len: usize,
-    /// The widest image, in pixels.
-    pub max_width: u32,
-    /// The tallest image, in pixels.
-    pub max_height: u32,
-    /// The largest image area (width x height).
-    pub max_pixels: u64,
-    /// The most PNG chunks or JPEG marker segments in one file.
-    pub max_segments: u32,
-    /// The most metadata bytes in one image.
-    pub max_metadata_bytes: u64,
-    /// The most memory a full decode may allocate (feature `decode`).
-    pub max_decode_alloc: u64,
     /// The largest attachment a download without `from` returns whole (seed 001: over
     /// 1 MB, pass `from`).
     pub max_unranged_download: u64,
+    /// What an image may declare (dimensions, chunks or segments, metadata, decode
+    /// memory): the same in every preset.
+    pub image: ImageLimits,
 }
 
-/// Image limits shared by every preset.
-const IMAGE_DEFAULTS: Limits = Limits {
+/// What every preset shares.
+const SHARED: Limits = Limits {
     max_single_size: 0,
     max_chunked_size: None,
     max_chunk_size: 0,
     max_file_name_len: DEFAULT_MAX_FILE_NAME_LEN,
-    max_width: DEFAULT_MAX_DIMENSION,
-    max_height: DEFAULT_MAX_DIMENSION,
-    max_pixels: DEFAULT_MAX_PIXELS,
-    max_segments: DEFAULT_MAX_SEGMENTS,
-    max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
-    max_decode_alloc: DEFAULT_MAX_DECODE_ALLOC,
     max_unranged_download: BOOKING_SINGLE_MAX,
+    image: ImageLimits::DEFAULT,
 };
 
 impl Limits {
@@ -113,7 +178,7 @@ impl Limits {
             max_single_size: BOOKING_SINGLE_MAX,
             max_chunked_size: Some(CONNECTIVITY_CHUNKED_MAX),
             max_chunk_size: CONNECTIVITY_CHUNK_MAX,
-            ..IMAGE_DEFAULTS
+            ..SHARED
         }
     }
 
@@ -123,7 +188,7 @@ impl Limits {
             max_single_size: BOOKING_SINGLE_MAX,
             max_chunked_size: None,
             max_chunk_size: BOOKING_SINGLE_MAX,
-            ..IMAGE_DEFAULTS
+            ..SHARED
         }
     }
 
@@ -134,7 +199,7 @@ impl Limits {
             max_chunked_size: None,
             max_chunk_size: max_size,
             max_unranged_download: max_size,
-            ..IMAGE_DEFAULTS
+            ..SHARED
         }
     }
 
@@ -221,7 +286,7 @@ pub enum Depth {
     /// The structure, then a full decode with the `image` crate under `image::Limits`
     /// (feature `decode`), which catches corrupt compressed data. Holds the whole file in
     /// memory (at most the policy's largest file) until the end, and refuses an image whose
-    /// pixel buffer would exceed [`Limits::max_decode_alloc`] before allocating it.
+    /// pixel buffer would exceed [`ImageLimits::max_decode_alloc`] before allocating it.
     #[cfg(feature = "decode")]
     Decode,
 }

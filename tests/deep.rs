@@ -80,7 +80,7 @@ fn a_decompression_bomb_is_refused_before_its_pixels_are_allocated() {
     png_chunk(&mut file, b"IDAT", &zlib_stored(&[0; 16]));
     png_chunk(&mut file, b"IEND", &[]);
     let mut policy = deep();
-    policy.limits.max_pixels = u64::MAX; // let it past the structural limit
+    policy.limits.image.max_pixels = u64::MAX; // let it past the structural limit
     let started = Instant::now();
     let err = inspect(&policy, "image/png", &file).unwrap_err();
     assert_eq!(

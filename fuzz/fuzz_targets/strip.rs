@@ -23,9 +23,9 @@ fn strip<'a>(ty: &MediaType, pieces: impl Iterator<Item = &'a [u8]>) -> Result<V
 fn valid(ty: &MediaType, file: &[u8]) -> bool {
     let limits = Limits::connectivity();
     let mut v: Box<dyn Validator> = if *ty == MediaType::JPEG {
-        Box::new(JpegValidator::new(&limits, false))
+        Box::new(JpegValidator::new(&limits.image, false))
     } else {
-        Box::new(PngValidator::new(&limits, false))
+        Box::new(PngValidator::new(&limits.image, false))
     };
     v.update(file).and_then(|()| v.finish()).is_ok()
 }

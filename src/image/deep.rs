@@ -5,7 +5,7 @@
 //! Decoding needs the whole file, so [`DecodeValidator`] holds it (at most the policy's
 //! largest file, checked before each append). Before any pixel is decoded it reads the
 //! header, computes the size of the pixel buffer and refuses an image over
-//! [`Limits::max_decode_alloc`]: a decompression bomb is refused without allocating its
+//! [`ImageLimits::max_decode_alloc`]: a decompression bomb is refused without allocating its
 //! buffer. The decode itself runs under `image::Limits` with the same numbers.
 
 use std::io::Cursor;
@@ -14,7 +14,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 
 use crate::error::{Error, ImageLimit, Result, SizeLimit};
 use crate::inspect::{ContentInfo, Validator};
-use crate::policy::Limits;
+use crate::policy::{ImageLimits, Limits};
 use crate::sniff::MediaType;
 
 /// Structural validation followed by a full decode; see the [module docs](self).
@@ -24,9 +24,7 @@ pub struct DecodeValidator {
     media_type: String,
     file: Vec<u8>,
     max_file: u64,
-    max_width: u32,
-    max_height: u32,
-    max_alloc: u64,
+    limits: ImageLimits,
 }
 
 impl std::fmt::Debug for DecodeValidator {
@@ -40,8 +38,14 @@ impl std::fmt::Debug for DecodeValidator {
 
 impl DecodeValidator {
     /// Wraps a structural validator for `media_type` (PNG or JPEG; others decode as PNG
-    /// and fail).
-    pub fn new(structural: Box<dyn Validator>, media_type: &MediaType, limits: &Limits) -> Self {
+    /// and fail), decoding under `limits` (width, height, decode memory) and holding at
+    /// most `max_file` bytes (the policy's largest file, [`Limits::max_file_size`]).
+    pub fn new(
+        structural: Box<dyn Validator>,
+        media_type: &MediaType,
+        limits: &ImageLimits,
+        max_file: u64,
+    ) -> Self {
         let format = if *media_type == MediaType::JPEG {
             ImageFormat::Jpeg
         } else {
@@ -52,10 +56,8 @@ impl DecodeValidator {
             format,
             media_type: media_type.to_string(),
             file: Vec::new(),
-            max_file: limits.max_file_size(),
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-            max_alloc: limits.max_decode_alloc,
+            max_file,
+            limits: *limits,
         }
     }
 
@@ -67,20 +69,20 @@ impl DecodeValidator {
         };
         let mut reader = ImageReader::with_format(Cursor::new(&self.file[..]), self.format);
         let mut limits = ::image::Limits::default();
-        limits.max_image_width = Some(self.max_width);
-        limits.max_image_height = Some(self.max_height);
-        limits.max_alloc = Some(self.max_alloc);
+        limits.max_image_width = Some(self.limits.max_width);
+        limits.max_image_height = Some(self.limits.max_height);
+        limits.max_alloc = Some(self.limits.max_decode_alloc);
         reader.limits(limits);
         let decoder = reader
             .into_decoder()
             .map_err(|e| self.map_error(e, undecodable))?;
         let (width, height) = decoder.dimensions();
         let needed = decoder.total_bytes();
-        if needed > self.max_alloc {
+        if needed > self.limits.max_decode_alloc {
             return Err(Error::ImageLimit {
                 what: ImageLimit::DecodeMemory,
                 value: needed,
-                limit: self.max_alloc,
+                limit: self.limits.max_decode_alloc,
             });
         }
         DynamicImage::from_decoder(decoder).map_err(|e| self.map_error(e, undecodable))?;
@@ -93,8 +95,8 @@ impl DecodeValidator {
         match e {
             ImageError::Limits(_) => Error::ImageLimit {
                 what: ImageLimit::DecodeMemory,
-                value: self.max_alloc.saturating_add(1),
-                limit: self.max_alloc,
+                value: self.limits.max_decode_alloc.saturating_add(1),
+                limit: self.limits.max_decode_alloc,
             },
             other => otherwise(other),
         }
@@ -102,7 +104,8 @@ impl DecodeValidator {
 }
 
 /// A [`DecodeValidator`] saved: the structural validator's state and the bytes held so
-/// far (the full decode needs them all; hex in JSON).
+/// far (the full decode needs them all; hex in JSON), with the limits the decode runs
+/// under (the three image limits it uses, named as they always were).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SavedDecode {
     structural: Box<crate::image::ValidatorState>,
@@ -169,9 +172,13 @@ impl SavedDecode {
             media_type: self.media_type,
             file,
             max_file,
-            max_width: self.max_width.min(limits.max_width),
-            max_height: self.max_height.min(limits.max_height),
-            max_alloc: self.max_alloc.min(limits.max_decode_alloc),
+            limits: ImageLimits {
+                max_width: self.max_width,
+                max_height: self.max_height,
+                max_decode_alloc: self.max_alloc,
+                ..limits.image
+            }
+            .tighter(&limits.image),
         }))
     }
 
@@ -198,9 +205,9 @@ impl Validator for DecodeValidator {
             media_type: self.media_type.clone(),
             file: hex::encode(&self.file),
             max_file: self.max_file,
-            max_width: self.max_width,
-            max_height: self.max_height,
-            max_alloc: self.max_alloc,
+            max_width: self.limits.max_width,
+            max_height: self.limits.max_height,
+            max_alloc: self.limits.max_decode_alloc,
         }))
     }
 

@@ -1,28 +1,84 @@
-//! Image validation: incremental structural checkers for PNG and JPEG, fed any slices.
+//! Images: one incremental tokenizer per format, and the consumers of its events.
+//!
+//! # Layers
+//!
+//! Each format is walked by exactly one tokenizer, [`png::Tokenizer`] and
+//! [`jpeg::Tokenizer`]. A tokenizer does no IO, takes slices split anywhere (one byte at a
+//! time included) and turns them into events: PNG's signature, chunk headers, chunk data,
+//! CRCs and end; JPEG's SOI, markers, segment bodies, entropy-coded data, restart markers
+//! and EOI; then any bytes after the image. Data comes as slices of the caller's input,
+//! never copied; a consumer that needs a small body whole (a header, a table, the first
+//! bytes of an APPn segment) asks the tokenizer to gather it, into a buffer bounded before
+//! anything is reserved. A tokenizer checks only what it must to walk on; its state is
+//! plain data that saves with serde and is checked again when restored.
+//!
+//! The consumers decide what the events mean:
+//!
+//! | consumer | what it does with the events |
+//! | --- | --- |
+//! | [`png::PngValidator`], [`jpeg::JpegValidator`] | the format's rules, under [`ImageLimits`] ([`validator_for`] picks one) |
+//! | [`strip::MetadataStripper`] | copies what decides how the image looks, drops metadata |
+//! | [`DimensionReader`] | the width and height from IHDR or the frame header, and nothing more |
+//! | [`deep::DecodeValidator`] (feature `decode`) | the structural validator, then a full decode |
+//!
+//! No code outside the tokenizers reads a PNG chunk header or a JPEG marker or segment
+//! length; header fields are read in one place each ([`png::Ihdr::parse`],
+//! [`jpeg::FrameHeader::parse`]).
 //!
 //! [`validator_for`] picks the checker for a declared type under a [`Policy`]; the
 //! [`Inspector`](crate::Inspector) calls it, so every file that passes the Inspector as
 //! `image/png` or `image/jpeg` is a complete, well-formed image within the policy's limits,
 //! with nothing before or after it.
+//!
+//! # Examples
+//!
+//! The same JPEG through three consumers: the dimensions alone, the validator, the
+//! stripper.
+//!
+//! ```
+//! use attachments::image::{jpeg::JpegValidator, strip::MetadataStripper, DimensionReader};
+//! use attachments::{ImageLimits, MediaType, Validator};
+//!
+//! // SOI, a comment, a frame header (3 x 2, one component), a scan header, data, EOI.
+//! let file = b"\xff\xd8\xff\xfe\x00\x04hi\xff\xc0\x00\x0b\x08\x00\x02\x00\x03\x01\x01\x11\x00\
+//!              \xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00\x12\x34\xff\xd9";
+//!
+//! let mut dims = DimensionReader::new(&MediaType::JPEG)?;
+//! assert_eq!(dims.push(&file[..20])?, Some((3, 2)));
+//!
+//! let mut v = JpegValidator::new(&ImageLimits::DEFAULT, false);
+//! v.update(file)?;
+//! assert_eq!(v.finish()?.dimensions, Some((3, 2)));
+//!
+//! let mut s = MetadataStripper::new(&MediaType::JPEG)?;
+//! let mut out = Vec::new();
+//! s.push(file, &mut out)?;
+//! assert_eq!(s.finish()?.removed, ["COM"]);
+//! assert_eq!(out.len(), file.len() - 6);
+//! # Ok::<(), attachments::Error>(())
+//! ```
 
 #[cfg(feature = "decode")]
 pub mod deep;
+mod dimensions;
 pub mod jpeg;
 pub mod png;
 pub mod strip;
+
+pub use dimensions::DimensionReader;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ImageLimit, Result};
 use crate::inspect::{AcceptAll, Validator};
-use crate::policy::{Limits, Policy};
+use crate::policy::{ImageLimits, Limits, Policy};
 use crate::sniff::MediaType;
 
 /// The validator the policy applies to content of type `media_type`: structural PNG or JPEG
 /// checks for images (followed by a full decode at [`Depth::Decode`](crate::Depth)),
 /// nothing for other types.
 pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validator> {
-    let limits = &policy.limits;
+    let limits = &policy.limits.image;
     let structural: Box<dyn Validator> = if *media_type == MediaType::PNG {
         Box::new(png::PngValidator::new(limits, policy.allow_trailing))
     } else if *media_type == MediaType::JPEG {
@@ -32,7 +88,12 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
     };
     #[cfg(feature = "decode")]
     if policy.depth == crate::policy::Depth::Decode {
-        return Box::new(deep::DecodeValidator::new(structural, media_type, limits));
+        return Box::new(deep::DecodeValidator::new(
+            structural,
+            media_type,
+            limits,
+            policy.limits.max_file_size(),
+        ));
     }
     structural
 }
@@ -52,7 +113,7 @@ pub fn validator_for(policy: &Policy, media_type: &MediaType) -> Box<dyn Validat
 /// use attachments::image::{jpeg::JpegValidator, ValidatorState};
 /// use attachments::{Limits, Validator};
 ///
-/// let mut v = JpegValidator::new(&Limits::demand(), false);
+/// let mut v = JpegValidator::new(&Limits::demand().image, false);
 /// v.update(b"\xff\xd8\xff")?;
 /// let json = serde_json::to_string(&v.save().expect("the JPEG validator saves"))?;
 /// let mut again = serde_json::from_str::<ValidatorState>(&json)?.restore(&Limits::demand())?;
@@ -92,8 +153,10 @@ impl ValidatorState {
     }
 
     /// The validator again, where it was saved, under the smaller (field by field) of the
-    /// image limits saved with it and `limits` (the current policy's): a policy tightened
-    /// between two chunks applies to the rest of the file.
+    /// image limits saved with it and `limits.image` (the current policy's): a policy
+    /// tightened between two chunks applies to the rest of the file. (The upload sizes of
+    /// `limits` matter only to the full-decode level, which holds the file's bytes: at
+    /// most the smaller of the saved and the current largest file.)
     ///
     /// # Errors
     ///
@@ -106,12 +169,12 @@ impl ValidatorState {
             Saved::Any => Ok(Box::new(AcceptAll)),
             Saved::Png(mut v) => {
                 v.check_saved().map_err(bad_state)?;
-                v.tighten(limits)?;
+                v.tighten(&limits.image)?;
                 Ok(v)
             }
             Saved::Jpeg(mut v) => {
                 v.check_saved().map_err(bad_state)?;
-                v.tighten(limits)?;
+                v.tighten(&limits.image)?;
                 Ok(v)
             }
             #[cfg(feature = "decode")]
@@ -172,94 +235,19 @@ pub(crate) mod crc_state {
     }
 }
 
-/// A byte-level state machine fed slices: the validators' shared driver.
-///
-/// `step` consumes a prefix of the slice it is given (at least one byte) and says how
-/// much; [`Walk::feed`] calls it until the slice is used up. The first error is kept, and
-/// every later call answers [`Error::AlreadyFailed`] with it.
-pub(crate) trait Walk {
-    /// Consumes a prefix of `data` (which is never empty); returns its length.
-    fn step(&mut self, data: &[u8]) -> Result<usize>;
-    /// The walk's position and first error.
-    fn progress(&mut self) -> &mut Progress;
-    /// Why the input cannot end here, or `None` when it can.
-    fn incomplete(&self) -> Option<Error>;
-
-    /// Feeds a slice through [`Walk::step`].
-    fn feed(&mut self, mut data: &[u8]) -> Result<()> {
-        self.progress().alive()?;
-        // No walk goes past the farthest position a saved state may hold, so whatever it
-        // saves restores (only a restored state can be this far: no policy takes such a
-        // file).
-        let end = self.progress().offset.saturating_add(data.len() as u64);
-        if end > MAX_SAVED_OFFSET {
-            let e = Error::TooLarge {
-                size: end,
-                limit: MAX_SAVED_OFFSET,
-                kind: crate::error::SizeLimit::Single,
-            };
-            return Err(self.progress().fail(e));
-        }
-        while !data.is_empty() {
-            match self.step(data) {
-                Ok(n) => {
-                    // `step` consumes at most the slice; `get` keeps a wrong count from
-                    // panicking here all the same.
-                    let progress = self.progress();
-                    progress.offset = progress.offset.saturating_add(n as u64);
-                    data = data.get(n..).unwrap_or_default();
-                }
-                Err(e) => return Err(self.progress().fail(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the input: an error when the walk is not at an end.
-    fn end(&mut self) -> Result<()> {
-        self.progress().alive()?;
-        match self.incomplete() {
-            Some(e) => Err(self.progress().fail(e)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Position and first error of a [`Walk`].
+/// A tokenizer's position: the bytes it has consumed (saved as `{"offset": n}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Progress {
     /// Bytes consumed so far.
     pub(crate) offset: u64,
-    /// Not saved: only a validator that has not failed is saved.
-    #[serde(skip)]
-    failed: Option<Box<Error>>,
-}
-
-impl Progress {
-    fn alive(&self) -> Result<()> {
-        match &self.failed {
-            Some(first) => Err(Error::AlreadyFailed {
-                first: first.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> Error {
-        self.failed = Some(Box::new(e.clone()));
-        e
-    }
 }
 
 /// The image limits a validator enforces as it walks a file, with its running counts:
 /// shared by the PNG and JPEG validators.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Budget {
-    max_width: u32,
-    max_height: u32,
-    max_pixels: u64,
-    max_segments: u32,
-    max_metadata_bytes: u64,
+    #[serde(flatten)]
+    limits: ImageLimits,
     segments: u32,
     metadata: u64,
 }
@@ -276,7 +264,9 @@ impl Budget {
     /// Checks a restored budget: its counts within its own limits (a walk fails as soon as
     /// one passes), as a validator saves it.
     pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
-        if self.segments > self.max_segments || self.metadata > self.max_metadata_bytes {
+        if self.segments > self.limits.max_segments
+            || self.metadata > self.limits.max_metadata_bytes
+        {
             return Err("image budget: counts over the limits saved with them");
         }
         Ok(())
@@ -288,21 +278,17 @@ impl Budget {
     /// # Errors
     ///
     /// [`Error::ImageLimit`] for a count already over a tightened limit.
-    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
-        self.max_width = self.max_width.min(limits.max_width);
-        self.max_height = self.max_height.min(limits.max_height);
-        self.max_pixels = self.max_pixels.min(limits.max_pixels);
-        self.max_segments = self.max_segments.min(limits.max_segments);
-        self.max_metadata_bytes = self.max_metadata_bytes.min(limits.max_metadata_bytes);
+    pub(crate) fn tighten(&mut self, limits: &ImageLimits) -> Result<()> {
+        self.limits = self.limits.tighter(limits);
         within(
             ImageLimit::Segments,
             u64::from(self.segments),
-            u64::from(self.max_segments),
+            u64::from(self.limits.max_segments),
         )?;
         within(
             ImageLimit::MetadataBytes,
             self.metadata,
-            self.max_metadata_bytes,
+            self.limits.max_metadata_bytes,
         )
     }
 
@@ -311,13 +297,9 @@ impl Budget {
         self.segments
     }
 
-    pub(crate) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &ImageLimits) -> Self {
         Budget {
-            max_width: limits.max_width,
-            max_height: limits.max_height,
-            max_pixels: limits.max_pixels,
-            max_segments: limits.max_segments,
-            max_metadata_bytes: limits.max_metadata_bytes,
+            limits: *limits,
             segments: 0,
             metadata: 0,
         }
@@ -328,17 +310,17 @@ impl Budget {
         within(
             ImageLimit::Width,
             u64::from(width),
-            u64::from(self.max_width),
+            u64::from(self.limits.max_width),
         )?;
         within(
             ImageLimit::Height,
             u64::from(height),
-            u64::from(self.max_height),
+            u64::from(self.limits.max_height),
         )?;
         within(
             ImageLimit::Pixels,
             u64::from(width) * u64::from(height),
-            self.max_pixels,
+            self.limits.max_pixels,
         )
     }
 
@@ -347,7 +329,11 @@ impl Budget {
         // In u64, where one more than any u32 count fits; within the u32 limit it fits
         // back.
         let count = u64::from(self.segments) + 1;
-        within(ImageLimit::Segments, count, u64::from(self.max_segments))?;
+        within(
+            ImageLimit::Segments,
+            count,
+            u64::from(self.limits.max_segments),
+        )?;
         self.segments = u32::try_from(count).unwrap_or(u32::MAX);
         Ok(())
     }
@@ -355,7 +341,11 @@ impl Budget {
     /// Counts `bytes` more of metadata.
     pub(crate) fn metadata(&mut self, bytes: u64) -> Result<()> {
         let total = self.metadata.saturating_add(bytes);
-        within(ImageLimit::MetadataBytes, total, self.max_metadata_bytes)?;
+        within(
+            ImageLimit::MetadataBytes,
+            total,
+            self.limits.max_metadata_bytes,
+        )?;
         self.metadata = total;
         Ok(())
     }

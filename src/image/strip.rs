@@ -14,13 +14,16 @@
 //!   ones). An eXIf chunk with an Orientation tag is replaced by a minimal one.
 //! - Bytes after the end of the image (after EOI / IEND) are dropped too.
 //!
-//! The stripper walks the structure but does not validate it; run the
-//! [`Inspector`](crate::Inspector) on the input (or the output) for that. Segments are
-//! passed through unchanged, so the pixels decode exactly as before.
+//! The stripper is a consumer of the format's tokenizer ([`png::Tokenizer`],
+//! [`jpeg::Tokenizer`]): it decides, chunk by chunk and segment by segment, what to copy,
+//! and writes what it keeps from the tokenizer's slices. It walks the structure but does
+//! not validate it (the tokenizers check only what they need to walk, and the stripper
+//! does not check CRCs); run the [`Inspector`](crate::Inspector) on the input (or the
+//! output) for that. Segments are passed through unchanged, so the pixels decode exactly
+//! as before.
 
 use crate::error::{Error, Result};
-use crate::image::jpeg::find_ff;
-use crate::image::png::SIGNATURE;
+use crate::image::{jpeg, png};
 use crate::sniff::MediaType;
 
 /// The most EXIF bytes kept to find the Orientation tag (a JPEG APP1 segment's maximum).
@@ -58,7 +61,6 @@ pub struct StripReport {
 pub struct MetadataStripper {
     format: Format,
     report: StripReport,
-    offset: u64,
     failed: Option<Box<Error>>,
 }
 
@@ -76,9 +78,9 @@ impl MetadataStripper {
     /// [`Error::UnsupportedType`] for any other type.
     pub fn new(media_type: &MediaType) -> Result<Self> {
         let format = if *media_type == MediaType::PNG {
-            Format::Png(Png::default())
+            Format::Png(Png::new())
         } else if *media_type == MediaType::JPEG {
-            Format::Jpeg(Jpeg::default())
+            Format::Jpeg(Jpeg::new())
         } else {
             return Err(Error::UnsupportedType {
                 declared: media_type.to_string(),
@@ -88,7 +90,6 @@ impl MetadataStripper {
         Ok(MetadataStripper {
             format,
             report: StripReport::default(),
-            offset: 0,
             failed: None,
         })
     }
@@ -99,29 +100,21 @@ impl MetadataStripper {
     ///
     /// [`Error::InvalidContent`] when the input's structure cannot be followed (it is not
     /// a PNG / JPEG); [`Error::AlreadyFailed`] after an error.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if let Some(first) = &self.failed {
             return Err(Error::AlreadyFailed {
                 first: first.clone(),
             });
         }
-        while !input.is_empty() {
-            let step = match &mut self.format {
-                Format::Jpeg(j) => j.step(input, out, &mut self.report, self.offset),
-                Format::Png(p) => p.step(input, out, &mut self.report, self.offset),
-            };
-            match step {
-                Ok(n) => {
-                    self.offset += n as u64;
-                    input = &input[n..];
-                }
-                Err(e) => {
-                    self.failed = Some(Box::new(e.clone()));
-                    return Err(e);
-                }
-            }
+        let report = &mut self.report;
+        let result = match &mut self.format {
+            Format::Jpeg(j) => j.push(input, out, report),
+            Format::Png(p) => p.push(input, out, report),
+        };
+        if let Err(e) = &result {
+            self.failed = Some(Box::new(e.clone()));
         }
-        Ok(())
+        result
     }
 
     /// What has been removed so far.
@@ -138,16 +131,16 @@ impl MetadataStripper {
         if let Some(first) = self.failed {
             return Err(Error::AlreadyFailed { first });
         }
-        let (complete, media_type) = match &self.format {
-            Format::Jpeg(j) => (j.state == JState::End, "image/jpeg"),
-            Format::Png(p) => (p.state == PState::End, "image/png"),
+        let (complete, offset, media_type) = match &self.format {
+            Format::Jpeg(j) => (j.tokens.is_done(), j.tokens.offset(), "image/jpeg"),
+            Format::Png(p) => (p.tokens.is_done(), p.tokens.offset(), "image/png"),
         };
         if !complete {
-            return Err(Error::InvalidContent {
-                media_type: media_type.into(),
-                offset: self.offset,
-                reason: "the file ends before the end of the image; it is truncated".into(),
-            });
+            return Err(invalid(
+                media_type,
+                offset,
+                "the file ends before the end of the image; it is truncated",
+            ));
         }
         Ok(self.report)
     }
@@ -222,268 +215,205 @@ pub fn minimal_exif(orientation: u16) -> Vec<u8> {
 const EXIF_HEADER: &[u8] = b"Exif\0\0";
 const ICC_HEADER: &[u8] = b"ICC_PROFILE\0";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum JState {
-    #[default]
-    Soi,
-    Marker,
-    MarkerCode,
-    Length,
-    /// Copying a kept segment's data.
-    Copy,
-    /// Skipping a dropped segment's data.
-    Skip,
-    /// Collecting a segment's data (or its first bytes) to decide.
-    Collect,
-    Entropy {
-        ff: bool,
-    },
-    End,
+/// The JPEG side: what to do with the segment being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    /// Copied through.
+    Keep,
+    /// Dropped.
+    Drop,
+    /// Its first bytes are gathered to decide (APP1: all of it; APP2: the 12 that say
+    /// whether it is an ICC profile).
+    Decide,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Jpeg {
-    state: JState,
-    have: usize,
-    len_bytes: [u8; 2],
-    marker: u8,
-    remaining: usize,
-    /// Bytes collected to decide (APP1: the whole segment; APP2: its first 12 bytes).
-    collected: Vec<u8>,
-    want: usize,
+    tokens: jpeg::Tokenizer,
+    /// The segment being read: its marker, body length, and what happens to it.
+    segment: (u8, u16, Segment),
 }
+
+const JPEG: &str = "image/jpeg";
 
 impl Jpeg {
-    fn step(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<u8>,
-        report: &mut StripReport,
-        offset: u64,
-    ) -> Result<usize> {
-        const JPEG: &str = "image/jpeg";
-        match self.state {
-            JState::Soi => {
-                if data[0] != [0xFF, 0xD8][self.have] {
-                    return Err(invalid(
-                        JPEG,
-                        offset,
-                        "not a JPEG: it does not start with SOI",
-                    ));
+    fn new() -> Self {
+        Jpeg {
+            tokens: jpeg::Tokenizer::new(),
+            segment: (0, 0, Segment::Keep),
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>, report: &mut StripReport) -> Result<()> {
+        let Jpeg { tokens, segment } = self;
+        tokens
+            .feed(input, |tokens, event| {
+                on_jpeg_event(tokens, event, segment, out, report)
+            })
+            .map_err(jpeg_error)
+    }
+}
+
+/// What goes wrong: the tokenizer's problem, or a marker the stripper refuses.
+enum JpegProblem {
+    Token(jpeg::TokenError),
+    /// A marker that cannot come here (a second SOI), with the offset of its code.
+    Marker {
+        code: u8,
+        code_at: u64,
+    },
+}
+
+impl From<jpeg::TokenError> for JpegProblem {
+    fn from(e: jpeg::TokenError) -> Self {
+        JpegProblem::Token(e)
+    }
+}
+
+/// The stripper's own words (and offsets: the byte that showed the problem).
+fn jpeg_error(problem: JpegProblem) -> Error {
+    use jpeg::TokenError as T;
+    match problem {
+        JpegProblem::Token(T::NotSoi { at }) => {
+            invalid(JPEG, at, "not a JPEG: it does not start with SOI")
+        }
+        JpegProblem::Token(T::ExpectedMarker { at, found }) => {
+            invalid(JPEG, at, format!("expected a marker, found 0x{found:02x}"))
+        }
+        JpegProblem::Token(T::UndefinedMarker { code, code_at, .. })
+        | JpegProblem::Marker { code, code_at } => invalid(
+            JPEG,
+            code_at,
+            format!("0xFF 0x{code:02x} is not a marker expected here"),
+        ),
+        JpegProblem::Token(T::ShortSegment { length, at, .. }) => {
+            invalid(JPEG, at, format!("segment length {length} is under 2"))
+        }
+        JpegProblem::Token(other) => other.into(),
+    }
+}
+
+fn on_jpeg_event(
+    tokens: &mut jpeg::Tokenizer,
+    event: jpeg::Event<'_>,
+    (marker_now, length, segment): &mut (u8, u16, Segment),
+    out: &mut Vec<u8>,
+    report: &mut StripReport,
+) -> std::result::Result<(), JpegProblem> {
+    use jpeg::Event as E;
+    match event {
+        E::Soi => out.extend_from_slice(&[0xFF, 0xD8]),
+        E::Eoi { .. } => out.extend_from_slice(&[0xFF, 0xD9]),
+        E::Entropy(data) => out.extend_from_slice(data),
+        E::Restart { n, .. } => out.extend_from_slice(&[0xFF, 0xD0 + n]),
+        E::Marker { code: 0xD8, .. } => {
+            return Err(JpegProblem::Marker {
+                code: 0xD8,
+                code_at: tokens.offset().saturating_sub(1),
+            });
+        }
+        // Standalone markers (TEM, RSTn outside scan data) go through; a segment's
+        // marker is written with its length.
+        E::Marker { code, .. } if !jpeg::has_segment(code) => {
+            out.extend_from_slice(&[0xFF, code]);
+        }
+        E::Marker { .. } => {}
+        E::SegmentBegin {
+            marker,
+            length: len,
+            ..
+        } => {
+            *marker_now = marker;
+            *length = len;
+            *segment = match marker {
+                // APP1 (EXIF, XMP): gathered whole to find the orientation, then dropped.
+                0xE1 => {
+                    tokens.gather(usize::from(len));
+                    Segment::Decide
                 }
-                self.have += 1;
-                if self.have == 2 {
-                    out.extend_from_slice(&[0xFF, 0xD8]);
-                    self.have = 0;
-                    self.state = JState::Marker;
+                // APP2: ICC profiles only; the first 12 bytes tell.
+                0xE2 => {
+                    tokens.gather(ICC_HEADER.len());
+                    Segment::Decide
                 }
-                Ok(1)
-            }
-            JState::Marker => {
-                if data[0] != 0xFF {
-                    return Err(invalid(
-                        JPEG,
-                        offset,
-                        format!("expected a marker, found 0x{:02x}", data[0]),
-                    ));
-                }
-                self.state = JState::MarkerCode;
-                Ok(1)
-            }
-            JState::MarkerCode => {
-                if data[0] != 0xFF {
-                    self.marker(data[0], out, offset)?;
-                }
-                Ok(1)
-            }
-            JState::Length => {
-                self.len_bytes[self.have] = data[0];
-                self.have += 1;
-                if self.have == 2 {
-                    self.have = 0;
-                    self.begin_segment(out, report, offset)?;
-                }
-                Ok(1)
-            }
-            JState::Copy | JState::Skip => {
-                let take = self.remaining.min(data.len());
-                if self.state == JState::Copy {
-                    out.extend_from_slice(&data[..take]);
-                }
-                self.remaining -= take;
-                if self.remaining == 0 {
-                    self.state = if self.marker == 0xDA {
-                        JState::Entropy { ff: false }
+                0xE0 | 0xEE => Segment::Keep,
+                0xE3..=0xEF | 0xFE => {
+                    let name = if marker == 0xFE {
+                        "COM".to_owned()
                     } else {
-                        JState::Marker
+                        format!("APP{}", marker - 0xE0)
                     };
+                    note_removed(report, name, 4 + u64::from(len));
+                    Segment::Drop
                 }
-                Ok(take)
+                _ => Segment::Keep,
+            };
+            match *segment {
+                Segment::Keep => write_jpeg_header(out, marker, len),
+                // Nothing to gather: the empty body decides.
+                Segment::Decide if len == 0 => {
+                    *segment = decide(marker, len, &[], out, report);
+                }
+                _ => {}
             }
-            JState::Collect => {
-                let take = (self.want - self.collected.len()).min(data.len());
-                self.collected.extend_from_slice(&data[..take]);
-                self.remaining -= take;
-                if self.collected.len() == self.want {
-                    self.decide(out, report);
-                }
-                Ok(take)
-            }
-            JState::Entropy { ff: false } => match find_ff(data) {
-                Some(i) => {
-                    out.extend_from_slice(&data[..=i]);
-                    self.state = JState::Entropy { ff: true };
-                    Ok(i + 1)
-                }
-                None => {
-                    out.extend_from_slice(data);
-                    Ok(data.len())
-                }
+        }
+        E::Gathered => {
+            *segment = decide(*marker_now, *length, tokens.gathered(), out, report);
+        }
+        E::Data(data) if *segment == Segment::Keep => out.extend_from_slice(data),
+        E::Data(_) | E::SegmentEnd { .. } => {}
+        E::Trailing { data, .. } => {
+            note_removed(report, "trailing data".into(), data.len() as u64);
+        }
+    }
+    Ok(())
+}
+
+/// A marker and its length field.
+fn write_jpeg_header(out: &mut Vec<u8>, marker: u8, length: u16) {
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&(length + 2).to_be_bytes());
+}
+
+/// The gathered bytes decide an APP1 or APP2 segment of `length` bytes of body: an ICC
+/// profile's APP2 is kept (its header and the gathered bytes written here, the rest
+/// copied); anything else is dropped, an EXIF block's orientation carried over.
+fn decide(
+    marker: u8,
+    length: u16,
+    collected: &[u8],
+    out: &mut Vec<u8>,
+    report: &mut StripReport,
+) -> Segment {
+    let total = 4 + u64::from(length);
+    if marker == 0xE2 {
+        if collected == ICC_HEADER {
+            write_jpeg_header(out, marker, length);
+            out.extend_from_slice(collected);
+            return Segment::Keep;
+        }
+        note_removed(report, "APP2".into(), total);
+    } else {
+        let exif = collected.strip_prefix(EXIF_HEADER);
+        note_removed(
+            report,
+            if exif.is_some() {
+                "APP1 Exif".into()
+            } else {
+                "APP1".into()
             },
-            JState::Entropy { ff: true } => {
-                let code = data[0];
-                if code == 0x00 || (0xD0..=0xD7).contains(&code) {
-                    out.push(code);
-                    self.state = JState::Entropy { ff: false };
-                } else if code != 0xFF {
-                    // A marker ends the scan: take back its 0xFF, the marker writes its own.
-                    out.pop();
-                    self.marker(code, out, offset)?;
-                }
-                // Further 0xFF are fill bytes before a marker: dropped.
-                Ok(1)
-            }
-            JState::End => {
-                note_removed(report, "trailing data".into(), data.len() as u64);
-                Ok(data.len())
-            }
+            total,
+        );
+        if let Some(orientation) = exif.and_then(exif_orientation) {
+            report.orientation = Some(orientation);
+            let tiff = minimal_exif(orientation);
+            let len = (EXIF_HEADER.len() + tiff.len()) as u16;
+            write_jpeg_header(out, 0xE1, len);
+            out.extend_from_slice(EXIF_HEADER);
+            out.extend_from_slice(&tiff);
         }
     }
-
-    fn marker(&mut self, code: u8, out: &mut Vec<u8>, offset: u64) -> Result<()> {
-        self.marker = code;
-        match code {
-            0xD9 => {
-                out.extend_from_slice(&[0xFF, 0xD9]);
-                self.state = JState::End;
-            }
-            0x01 | 0xD0..=0xD7 => {
-                out.extend_from_slice(&[0xFF, code]);
-                self.state = JState::Marker;
-            }
-            0x00 | 0x02..=0xBF | 0xD8 => {
-                return Err(invalid(
-                    "image/jpeg",
-                    offset,
-                    format!("0xFF 0x{code:02x} is not a marker expected here"),
-                ));
-            }
-            _ => self.state = JState::Length,
-        }
-        Ok(())
-    }
-
-    fn begin_segment(
-        &mut self,
-        out: &mut Vec<u8>,
-        report: &mut StripReport,
-        offset: u64,
-    ) -> Result<()> {
-        let len = usize::from(u16::from_be_bytes(self.len_bytes));
-        if len < 2 {
-            return Err(invalid(
-                "image/jpeg",
-                offset,
-                format!("segment length {len} is under 2"),
-            ));
-        }
-        self.remaining = len - 2;
-        let code = self.marker;
-        self.collected.clear();
-        match code {
-            // APP1 (EXIF, XMP): collect it all to find the orientation, then drop it.
-            0xE1 => self.want = self.remaining,
-            // APP2: keep ICC profiles only; the first 12 bytes tell.
-            0xE2 => self.want = self.remaining.min(ICC_HEADER.len()),
-            0xE0 | 0xEE => {
-                self.keep(out);
-                return Ok(());
-            }
-            0xE3..=0xEF | 0xFE => {
-                let name = if code == 0xFE {
-                    "COM".to_owned()
-                } else {
-                    format!("APP{}", code - 0xE0)
-                };
-                note_removed(report, name, 4 + self.remaining as u64);
-                self.state = if self.remaining == 0 {
-                    JState::Marker
-                } else {
-                    JState::Skip
-                };
-                return Ok(());
-            }
-            _ => {
-                self.keep(out);
-                return Ok(());
-            }
-        }
-        if self.want == 0 {
-            self.decide(out, report);
-        } else {
-            self.state = JState::Collect;
-        }
-        Ok(())
-    }
-
-    /// Writes the marker and length and copies the segment's data through.
-    fn keep(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&[0xFF, self.marker]);
-        out.extend_from_slice(&self.len_bytes);
-        self.state = match (self.remaining, self.marker) {
-            (0, 0xDA) => JState::Entropy { ff: false },
-            (0, _) => JState::Marker,
-            _ => JState::Copy,
-        };
-    }
-
-    /// The collected bytes decide an APP1 or APP2 segment.
-    fn decide(&mut self, out: &mut Vec<u8>, report: &mut StripReport) {
-        let total = 4 + (self.collected.len() + self.remaining) as u64;
-        if self.marker == 0xE2 {
-            if self.collected == ICC_HEADER {
-                self.keep(out);
-                out.extend_from_slice(&self.collected);
-                return;
-            }
-            note_removed(report, "APP2".into(), total);
-        } else {
-            let exif = self.collected.strip_prefix(EXIF_HEADER);
-            note_removed(
-                report,
-                if exif.is_some() {
-                    "APP1 Exif".into()
-                } else {
-                    "APP1".into()
-                },
-                total,
-            );
-            if let Some(orientation) = exif.and_then(exif_orientation) {
-                report.orientation = Some(orientation);
-                let tiff = minimal_exif(orientation);
-                let len = (2 + EXIF_HEADER.len() + tiff.len()) as u16;
-                out.extend_from_slice(&[0xFF, 0xE1]);
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(EXIF_HEADER);
-                out.extend_from_slice(&tiff);
-            }
-        }
-        self.state = if self.remaining == 0 {
-            JState::Marker
-        } else {
-            JState::Skip
-        };
-    }
+    Segment::Drop
 }
 
 // ---- PNG --------------------------------------------------------------------------------
@@ -494,137 +424,80 @@ const PNG_KEEP: [&[u8; 4]; 19] = [
     b"mDCv", b"cLLi", b"sBIT", b"bKGD", b"hIST", b"pHYs", b"acTL", b"fcTL", b"fdAT",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum PState {
-    #[default]
-    Signature,
-    Header,
-    /// Copying (or skipping) a chunk's data and CRC.
-    Body {
-        keep: bool,
-    },
-    /// Collecting an eXIf chunk's data.
-    Exif,
-    End,
+#[derive(Debug, Clone)]
+struct Png {
+    tokens: png::Tokenizer,
+    /// Whether the chunk being read is copied.
+    keep: bool,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Png {
-    state: PState,
-    header: [u8; 8],
-    have: usize,
-    /// Data and CRC bytes left in the current chunk.
-    remaining: u64,
-    exif: Vec<u8>,
-}
+const PNG: &str = "image/png";
 
 impl Png {
-    fn step(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<u8>,
-        report: &mut StripReport,
-        offset: u64,
-    ) -> Result<usize> {
-        const PNG: &str = "image/png";
-        match self.state {
-            PState::Signature => {
-                if data[0] != SIGNATURE[self.have] {
-                    return Err(invalid(
-                        PNG,
-                        offset,
-                        "not a PNG: it does not start with the signature",
-                    ));
-                }
-                self.have += 1;
-                if self.have == 8 {
-                    out.extend_from_slice(&SIGNATURE);
-                    self.have = 0;
-                    self.state = PState::Header;
-                }
-                Ok(1)
-            }
-            PState::Header => {
-                let take = (8 - self.have).min(data.len());
-                self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
-                self.have += take;
-                if self.have == 8 {
-                    self.have = 0;
-                    self.begin_chunk(out, report);
-                }
-                Ok(take)
-            }
-            PState::Body { keep } => {
-                let take =
-                    usize::try_from(self.remaining).map_or(data.len(), |r| r.min(data.len()));
-                if keep {
-                    out.extend_from_slice(&data[..take]);
-                }
-                self.remaining -= take as u64;
-                if self.remaining == 0 {
-                    self.state = if &self.header[4..] == b"IEND" {
-                        PState::End
-                    } else {
-                        PState::Header
-                    };
-                }
-                Ok(take)
-            }
-            PState::Exif => {
-                // Keep up to MAX_EXIF bytes of data (not the CRC) to read the orientation.
-                let data_left = self.remaining.saturating_sub(4);
-                let take =
-                    usize::try_from(self.remaining).map_or(data.len(), |r| r.min(data.len()));
-                let useful = usize::try_from(data_left).map_or(take, |d| d.min(take));
-                let room = MAX_EXIF.saturating_sub(self.exif.len()).min(useful);
-                self.exif.extend_from_slice(&data[..room]);
-                self.remaining -= take as u64;
-                if self.remaining == 0 {
-                    if let Some(orientation) = exif_orientation(&self.exif) {
-                        report.orientation = Some(orientation);
-                        write_png_chunk(out, b"eXIf", &minimal_exif(orientation));
-                    }
-                    self.exif = Vec::new();
-                    self.state = PState::Header;
-                }
-                Ok(take)
-            }
-            PState::End => {
-                note_removed(report, "trailing data".into(), data.len() as u64);
-                Ok(data.len())
-            }
+    fn new() -> Self {
+        Png {
+            // The stripper checks nothing: CRCs are copied, not computed.
+            tokens: png::Tokenizer::without_crc_check(),
+            keep: false,
         }
     }
 
-    fn begin_chunk(&mut self, out: &mut Vec<u8>, report: &mut StripReport) {
-        let len = u32::from_be_bytes([
-            self.header[0],
-            self.header[1],
-            self.header[2],
-            self.header[3],
-        ]);
-        let ty: [u8; 4] = [
-            self.header[4],
-            self.header[5],
-            self.header[6],
-            self.header[7],
-        ];
-        self.remaining = u64::from(len) + 4;
-        let keep = PNG_KEEP.contains(&&ty);
-        if keep {
-            out.extend_from_slice(&self.header);
-        } else {
-            note_removed(
-                report,
-                String::from_utf8_lossy(&ty).into_owned(),
-                12 + u64::from(len),
-            );
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>, report: &mut StripReport) -> Result<()> {
+        let Png { tokens, keep } = self;
+        tokens
+            .feed(input, |tokens, event| {
+                on_png_event(tokens, event, keep, out, report);
+                Ok(())
+            })
+            .map_err(|e: png::TokenError| match e {
+                png::TokenError::Signature { at } => {
+                    invalid(PNG, at, "not a PNG: it does not start with the signature")
+                }
+                other => other.into(),
+            })
+    }
+}
+
+fn on_png_event(
+    tokens: &mut png::Tokenizer,
+    event: png::Event<'_>,
+    keep: &mut bool,
+    out: &mut Vec<u8>,
+    report: &mut StripReport,
+) {
+    use png::Event as E;
+    match event {
+        E::Signature => out.extend_from_slice(&png::SIGNATURE),
+        E::ChunkBegin(h) => {
+            *keep = PNG_KEEP.contains(&&h.chunk_type);
+            if *keep {
+                out.extend_from_slice(&h.length.to_be_bytes());
+                out.extend_from_slice(&h.chunk_type);
+            } else {
+                note_removed(report, h.name(), 12 + u64::from(h.length));
+            }
+            if &h.chunk_type == b"eXIf" {
+                // Up to MAX_EXIF bytes of data, to read the orientation.
+                tokens.gather(MAX_EXIF);
+            }
         }
-        self.state = if &ty == b"eXIf" {
-            PState::Exif
-        } else {
-            PState::Body { keep }
-        };
+        E::Data(data) if *keep => out.extend_from_slice(data),
+        E::ChunkEnd { header, crc } => {
+            if *keep {
+                out.extend_from_slice(&crc.stored().to_be_bytes());
+            }
+            if &header.chunk_type == b"eXIf" {
+                if let Some(orientation) = exif_orientation(tokens.gathered()) {
+                    report.orientation = Some(orientation);
+                    write_png_chunk(out, b"eXIf", &minimal_exif(orientation));
+                }
+                tokens.release_gathered();
+            }
+        }
+        E::Trailing { data, .. } => {
+            note_removed(report, "trailing data".into(), data.len() as u64);
+        }
+        _ => {}
     }
 }
 

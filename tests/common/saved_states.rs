@@ -77,11 +77,11 @@ pub fn policy_start() -> Policy {
 /// The same, tightened: smaller images, fewer chunks or segments, less metadata.
 pub fn policy_tight() -> Policy {
     let mut policy = policy_start();
-    policy.limits.max_width = 40;
-    policy.limits.max_height = 40;
-    policy.limits.max_pixels = 1_000;
-    policy.limits.max_segments = 9;
-    policy.limits.max_metadata_bytes = 20;
+    policy.limits.image.max_width = 40;
+    policy.limits.image.max_height = 40;
+    policy.limits.image.max_pixels = 1_000;
+    policy.limits.image.max_segments = 9;
+    policy.limits.image.max_metadata_bytes = 20;
     policy
 }
 

@@ -1,31 +1,79 @@
-//! Incremental structural PNG validator.
+//! PNG: one [`Tokenizer`] that walks the chunks, and the consumers built on its events.
 //!
-//! Walks the file chunk by chunk as slices arrive, holding at most one small chunk body
-//! (IHDR, PLTE, acTL: under 1 KiB) and a CRC state. Checks, in order of appearance:
+//! # Layers
+//!
+//! - [`Tokenizer`] (IO-free, fed any slice) reads the signature, each chunk's length,
+//!   type, data and CRC, the end after IEND and the bytes after it, and emits them as
+//!   [`Event`]s: data as slices of the input, never copied, except the first bytes of a
+//!   chunk a consumer asks to [`gather`](Tokenizer::gather) (at most [`MAX_GATHER`]).
+//!   It reads every length field of the format, and checks only what it needs to walk.
+//! - [`PngValidator`] applies the format's rules to those events (below).
+//! - [`MetadataStripper`](crate::image::strip::MetadataStripper) copies the chunks that
+//!   decide how the image looks and drops the others.
+//! - [`DimensionReader`](crate::image::DimensionReader) reads the width and height from
+//!   IHDR and stops.
+//!
+//! No other code reads a PNG chunk header: the tokenizer's `State::Header` is the one
+//! place that reads a length field (and `State::Crc` the one that reads a CRC), and
+//! [`Ihdr::parse`] the one that reads IHDR's fields. To check: under `src/image`,
+//! `from_be_bytes` appears in `png/tokenizer.rs`, `jpeg/tokenizer.rs`, these two header
+//! parsers, and the stripper's EXIF reader (which reads TIFF, not PNG or JPEG).
+//!
+//! # The validator's rules
+//!
+//! Holding at most one small chunk body (IHDR, PLTE: under 1 KiB) and a CRC state, it
+//! checks, in order of appearance:
 //!
 //! - the 8-byte signature, with nothing before it;
 //! - every chunk: length <= 2^31 - 1, type of four ASCII letters, CRC-32 over type and data;
 //!   unknown *critical* chunks are rejected, unknown ancillary ones allowed;
-//! - IHDR first, 13 bytes: width and height within [`Limits`] (checked before anything is
-//!   decoded), a valid bit depth / colour type pair, compression, filter and interlace
-//!   methods;
+//! - IHDR first, 13 bytes: width and height within [`ImageLimits`] (checked before
+//!   anything is decoded), a valid bit depth / colour type pair, compression, filter and
+//!   interlace methods;
 //! - PLTE: at most once, before IDAT, 1-256 entries (at most 2^depth for palette images),
 //!   forbidden for greyscale, required for palette images;
 //! - IDAT: at least one, all consecutive;
 //! - IEND: empty, last; anything after it is rejected unless trailing bytes are allowed.
 //!
 //! APNG (acTL, fcTL, fdAT) is accepted as PNG. Ancillary chunks other than APNG's count as
-//! metadata against [`Limits::max_metadata_bytes`]; the chunk count is capped by
-//! [`Limits::max_segments`].
+//! metadata against [`ImageLimits::max_metadata_bytes`]; the chunk count is capped by
+//! [`ImageLimits::max_segments`].
+//!
+//! # Examples
+//!
+//! Listing a file's chunks with the tokenizer alone, fed one byte at a time:
+//!
+//! ```
+//! use attachments::image::png::{Event, TokenError, Tokenizer};
+//!
+//! let file: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\0\0\0\0\x3a\x7e\x9b\x55\0\0\0\nIDAT\x78\xda\x63\x68\0\0\0\x82\0\x81\xda\x45\x08\x3b\0\0\0\0IEND\xaeB`\x82";
+//! let mut tokens = Tokenizer::new();
+//! let mut names = Vec::new();
+//! for byte in file.chunks(1) {
+//!     tokens.feed(byte, |_, event| {
+//!         if let Event::ChunkBegin(header) = event {
+//!             names.push(header.name());
+//!         }
+//!         Ok::<_, TokenError>(())
+//!     })?;
+//! }
+//! tokens.finish()?;
+//! assert_eq!(names, ["IHDR", "IDAT", "IEND"]);
+//! # Ok::<(), TokenError>(())
+//! ```
+
+mod tokenizer;
+
+pub use tokenizer::{
+    ChunkHeader, Crc, Event, Inside, MAX_GATHER, SIGNATURE, TokenError, Tokenizer,
+};
 
 use crate::error::{Error, Result};
-use crate::image::{Budget, Progress, Walk};
+use crate::image::Budget;
 use crate::inspect::{ContentInfo, Validator};
-use crate::policy::Limits;
+use crate::policy::ImageLimits;
 use serde::{Deserialize, Serialize};
-
-/// The PNG signature.
-pub const SIGNATURE: [u8; 8] = *b"\x89PNG\r\n\x1a\n";
+use tokenizer::State;
 
 /// Largest chunk length the PNG specification allows.
 const MAX_CHUNK_LEN: u32 = 0x7fff_ffff;
@@ -35,27 +83,48 @@ const MAX_KEPT_BODY: usize = 768;
 
 const MEDIA_TYPE: &str = "image/png";
 
-/// Where the walk is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum State {
-    /// Reading the 8-byte signature.
-    Signature,
-    /// Reading a chunk's length and type (8 bytes).
-    Header,
-    /// Reading a chunk's data.
-    Data,
-    /// Reading a chunk's CRC (4 bytes).
-    Crc,
-    /// After IEND.
-    End,
-}
-
 /// IDAT progress, for the "consecutive IDAT" rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Idat {
     NotYet,
     Inside,
     Done,
+}
+
+/// IHDR's fields, as read (the validator checks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Ihdr {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bits per sample (or per palette index).
+    pub bit_depth: u8,
+    /// 0 greyscale, 2 RGB, 3 palette, 4 greyscale and alpha, 6 RGBA.
+    pub colour_type: u8,
+    /// Compression method (0 is the only one).
+    pub compression: u8,
+    /// Filter method (0 is the only one).
+    pub filter: u8,
+    /// Interlace method: 0 none, 1 Adam7.
+    pub interlace: u8,
+}
+
+impl Ihdr {
+    /// IHDR's 13 bytes of data, read; `None` for another length.
+    pub fn parse(data: &[u8]) -> Option<Ihdr> {
+        let b: &[u8; 13] = data.try_into().ok()?;
+        Some(Ihdr {
+            width: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            height: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            bit_depth: b[8],
+            colour_type: b[9],
+            compression: b[10],
+            filter: b[11],
+            interlace: b[12],
+        })
+    }
 }
 
 /// The fields of IHDR the other rules need.
@@ -67,7 +136,8 @@ struct Header {
     colour_type: u8,
 }
 
-/// Incremental PNG structure checker; see the [module docs](self).
+/// Incremental PNG structure checker, on the [`Tokenizer`]'s events; see the
+/// [module docs](self).
 ///
 /// # Examples
 ///
@@ -75,56 +145,61 @@ struct Header {
 /// use attachments::image::png::PngValidator;
 /// use attachments::{Limits, Validator};
 ///
-/// let mut v = PngValidator::new(&Limits::demand(), false);
+/// let mut v = PngValidator::new(&Limits::demand().image, false);
 /// // A signature, then a chunk that is not IHDR.
 /// let err = v.update(b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\xaeB`\x82").unwrap_err();
 /// assert!(err.to_string().contains("IHDR"), "{err}");
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PngValidator {
+    /// The walk; saved flat, beside the rules' state, as before the tokenizer was its own
+    /// type (states saved then restore).
+    #[serde(flatten)]
+    tokens: Tokenizer,
     budget: Budget,
     allow_trailing: bool,
-
-    state: State,
-    progress: Progress,
-    /// Partial signature / chunk header / CRC.
-    buf: [u8; 8],
-    have: usize,
-
-    chunk_type: [u8; 4],
-    chunk_len: u32,
-    chunk_start: u64,
-    remaining: u32,
-    #[serde(with = "crate::image::crc_state")]
-    crc: crc32fast::Hasher,
-    body: Vec<u8>,
-    keep_body: bool,
-
     header: Option<Header>,
     palette_entries: Option<u32>,
     idat: Idat,
+    /// Not saved: only a validator that has not failed is saved.
+    #[serde(skip)]
+    failed: Option<Box<Error>>,
 }
 
 impl PngValidator {
+    /// A validator for a file starting now, with the image limits `limits`.
+    /// `allow_trailing` accepts bytes after IEND.
+    pub fn new(limits: &ImageLimits, allow_trailing: bool) -> Self {
+        PngValidator {
+            tokens: Tokenizer::new(),
+            budget: Budget::new(limits),
+            allow_trailing,
+            header: None,
+            palette_entries: None,
+            idat: Idat::NotYet,
+            failed: None,
+        }
+    }
+
+    /// Bytes walked so far.
+    pub(crate) fn offset(&self) -> u64 {
+        self.tokens.offset()
+    }
+
     /// Checks a restored state against every invariant the walk relies on
-    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)): the partial
-    /// bytes held for the state, the position against the chunk being read, a chunk that
+    /// ([`ValidatorState::restore`](crate::image::ValidatorState::restore)): the
+    /// tokenizer's own ([`Tokenizer::check_restored`]), then a chunk that
     /// [`PngValidator::begin_chunk`] would have let in (type, length, order against IHDR,
-    /// PLTE and IDAT), the header fields, and the counts within their limits.
+    /// PLTE and IDAT, the body gathered for IHDR and PLTE), the position of the first
+    /// chunk, the header fields, and the counts within their limits.
     pub(crate) fn check_saved(&self) -> std::result::Result<(), &'static str> {
-        let have_ok = match self.state {
-            State::Signature | State::Header => self.have < 8,
-            State::Crc => self.have < 4,
-            State::Data | State::End => self.have == 0,
-        };
-        if !have_ok {
-            return Err("PNG state: partial header bytes out of range");
+        let t = &self.tokens;
+        t.check_saved()?;
+        if !t.check_crc || t.state == State::Iend {
+            return Err("PNG state: a walk the validator does not save");
         }
         self.budget.check_saved()?;
-        let offset = self.progress.offset;
-        if offset > crate::image::MAX_SAVED_OFFSET {
-            return Err("PNG state: position past any file");
-        }
+        let offset = t.progress.offset;
         if let Some(h) = self.header {
             let fields_ok = (1..=MAX_CHUNK_LEN).contains(&h.width)
                 && (1..=MAX_CHUNK_LEN).contains(&h.height)
@@ -155,79 +230,52 @@ impl PngValidator {
             && (self.palette_entries.is_some()
                 || self.idat != Idat::NotYet
                 || !matches!(
-                    self.state,
+                    t.state,
                     State::Signature | State::Header | State::Data | State::Crc
                 ))
         {
             return Err("PNG state: past the first chunk without a header");
         }
-        let in_chunk = matches!(self.state, State::Data | State::Crc);
-        match self.state {
-            State::Signature => {
-                let seen = self.buf.get(..self.have).unwrap_or_default();
-                if offset != self.have as u64
-                    || seen != &SIGNATURE[..seen.len()]
-                    || self.budget.segments() != 0
-                {
-                    return Err("PNG state: inside the signature at another position");
-                }
+        match t.state {
+            State::Signature if self.budget.segments() != 0 => {
+                return Err("PNG state: inside the signature at another position");
             }
-            State::Header if first_chunk => {
-                if offset != 8 + self.have as u64
-                    || self.budget.segments() != 0
-                    || (self.have > 0 && self.chunk_start != 8)
-                {
-                    return Err("PNG state: before IHDR at another position");
-                }
+            State::Header
+                if first_chunk
+                    && (offset != 8 + t.have as u64
+                        || self.budget.segments() != 0
+                        || (t.have > 0 && t.chunk_start != 8)) =>
+            {
+                return Err("PNG state: before IHDR at another position");
             }
-            State::Header if self.have > 0 => {
-                if Some(self.chunk_start) != offset.checked_sub(self.have as u64) {
-                    return Err("PNG state: a chunk header that starts elsewhere");
-                }
-            }
-            State::Header | State::End => {}
             State::Data | State::Crc => {
-                // Where the walk stands: 8 bytes of length and type, the data read, the
-                // CRC bytes held.
-                let read = self.chunk_len.checked_sub(self.remaining);
-                let at = read.and_then(|read| {
-                    self.chunk_start
-                        .checked_add(8 + u64::from(read))?
-                        .checked_add(self.have as u64)
-                });
-                if self.chunk_len > MAX_CHUNK_LEN
-                    || at != Some(offset)
-                    || (self.state == State::Data && self.remaining == 0)
-                    || (self.state == State::Crc && self.remaining != 0)
-                {
-                    return Err("PNG state: chunk length and bytes left disagree");
-                }
-                let ty = &self.chunk_type;
+                let ty = &t.chunk_type;
                 let kept = matches!(ty, b"IHDR" | b"PLTE");
                 let order_ok = match ty {
-                    b"IHDR" => first_chunk && self.chunk_start == 8,
+                    b"IHDR" => first_chunk && t.chunk_start == 8,
                     _ if first_chunk => false,
                     b"IDAT" => self.idat == Idat::Inside,
                     b"PLTE" => self.palette_entries.is_none() && self.idat == Idat::NotYet,
                     b"IEND" => self.idat == Idat::Done,
                     _ => self.idat != Idat::Inside,
                 };
-                if !ty.iter().all(u8::is_ascii_alphabetic)
-                    || chunk_problem(ty, self.chunk_len).is_some()
+                if t.chunk_len > MAX_CHUNK_LEN
+                    || !ty.iter().all(u8::is_ascii_alphabetic)
+                    || chunk_problem(ty, t.chunk_len).is_some()
                     || !order_ok
                     || self.budget.segments() == 0
-                    || self.keep_body != kept
-                    || (kept && Some(self.body.len() as u32) != read)
-                    || (!kept && !self.body.is_empty())
+                    || t.keep_body != kept
+                    || (kept && (t.keep_max as usize) < t.chunk_len as usize)
                 {
                     return Err("PNG state: the chunk being read does not fit the header seen");
                 }
             }
+            _ => {}
         }
-        if !in_chunk && (self.body.len() > MAX_KEPT_BODY || self.chunk_start > offset) {
+        if !matches!(t.state, State::Data | State::Crc) && t.body.len() > MAX_KEPT_BODY {
             return Err("PNG state: a chunk body or start out of range");
         }
-        if self.state == State::End && (first_chunk || self.idat != Idat::Done) {
+        if t.state == State::End && (first_chunk || self.idat != Idat::Done) {
             return Err("PNG state: at the end without image data");
         }
         Ok(())
@@ -236,43 +284,14 @@ impl PngValidator {
     /// Applies `limits` where they are tighter than the saved ones (after
     /// [`PngValidator::check_saved`]); what the file already showed must fit them. Outside
     /// a chunk, drops the body a finished IHDR or PLTE left (older saves kept it).
-    pub(crate) fn tighten(&mut self, limits: &Limits) -> Result<()> {
-        if !matches!(self.state, State::Data | State::Crc) {
-            self.body = Vec::new();
-            self.keep_body = false;
+    pub(crate) fn tighten(&mut self, limits: &ImageLimits) -> Result<()> {
+        if !matches!(self.tokens.state, State::Data | State::Crc) {
+            self.tokens.release_gathered();
         }
         self.budget.tighten(limits)?;
         match self.header {
             Some(h) => self.budget.dimensions(h.width, h.height),
             None => Ok(()),
-        }
-    }
-
-    /// Bytes walked so far.
-    pub(crate) fn offset(&self) -> u64 {
-        self.progress.offset
-    }
-
-    /// A validator for a file starting now, with the image limits of `limits`.
-    /// `allow_trailing` accepts bytes after IEND.
-    pub fn new(limits: &Limits, allow_trailing: bool) -> Self {
-        PngValidator {
-            budget: Budget::new(limits),
-            allow_trailing,
-            state: State::Signature,
-            progress: Progress::default(),
-            buf: [0; 8],
-            have: 0,
-            chunk_type: [0; 4],
-            chunk_len: 0,
-            chunk_start: 0,
-            remaining: 0,
-            crc: crc32fast::Hasher::new(),
-            body: Vec::new(),
-            keep_body: false,
-            header: None,
-            palette_entries: None,
-            idat: Idat::NotYet,
         }
     }
 
@@ -284,89 +303,27 @@ impl PngValidator {
         }
     }
 
-    fn type_name(&self) -> String {
-        String::from_utf8_lossy(&self.chunk_type).into_owned()
+    fn fail(&mut self, e: Error) -> Error {
+        self.failed = Some(Box::new(e.clone()));
+        e
     }
 
-    /// Copies bytes into `buf` until it holds `want`; returns how many were taken.
-    fn fill(&mut self, data: &[u8], want: usize) -> usize {
-        let take = (want - self.have).min(data.len());
-        self.buf[self.have..self.have + take].copy_from_slice(&data[..take]);
-        self.have += take;
-        take
-    }
-
-    fn consume(&mut self, data: &[u8]) -> Result<usize> {
-        match self.state {
-            State::Signature => {
-                let start = self.have;
-                let n = self.fill(data, 8);
-                if let Some(i) = (start..self.have).find(|&i| self.buf[i] != SIGNATURE[i]) {
-                    return Err(self.invalid(
-                        i as u64,
-                        "the file does not start with the PNG signature; it is not a PNG, or \
-                         something precedes the image",
-                    ));
-                }
-                if self.have == 8 {
-                    self.have = 0;
-                    self.state = State::Header;
-                }
-                Ok(n)
-            }
-            State::Header => {
-                if self.have == 0 {
-                    self.chunk_start = self.progress.offset;
-                }
-                let n = self.fill(data, 8);
-                if self.have == 8 {
-                    self.have = 0;
-                    self.begin_chunk()?;
-                }
-                Ok(n)
-            }
-            State::Data => {
-                let take = (self.remaining as usize).min(data.len());
-                let part = &data[..take];
-                self.crc.update(part);
-                if self.keep_body {
-                    self.body.extend_from_slice(part);
-                }
-                self.remaining -= take as u32;
-                if self.remaining == 0 {
-                    self.state = State::Crc;
-                }
-                Ok(take)
-            }
-            State::Crc => {
-                let n = self.fill(data, 4);
-                if self.have == 4 {
-                    self.have = 0;
-                    self.end_chunk()?;
-                }
-                Ok(n)
-            }
-            State::End => {
-                if self.allow_trailing {
-                    Ok(data.len())
-                } else {
-                    Err(Error::TrailingData {
-                        media_type: MEDIA_TYPE.into(),
-                        offset: self.progress.offset,
-                    })
-                }
-            }
+    fn on_event(&mut self, event: Event<'_>) -> Result<()> {
+        match event {
+            Event::ChunkBegin(h) => self.begin_chunk(h),
+            Event::ChunkEnd { header, crc } => self.end_chunk(header, crc),
+            Event::Trailing { at, .. } if !self.allow_trailing => Err(Error::TrailingData {
+                media_type: MEDIA_TYPE.into(),
+                offset: at,
+            }),
+            _ => Ok(()),
         }
     }
 
-    /// A chunk's length and type are in `buf`: check them before reading its data.
-    fn begin_chunk(&mut self) -> Result<()> {
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        self.chunk_type = [self.buf[4], self.buf[5], self.buf[6], self.buf[7]];
-        let at = self.chunk_start;
-        let ty = self.chunk_type;
-        let name = self.type_name();
-
+    /// A chunk's length and type are read: check them before reading its data.
+    fn begin_chunk(&mut self, h: ChunkHeader) -> Result<()> {
+        let (at, ty, len) = (h.at, h.chunk_type, h.length);
+        let name = h.name();
         if !ty.iter().all(u8::is_ascii_alphabetic) {
             return Err(self.invalid(
                 at.saturating_add(4),
@@ -439,35 +396,28 @@ impl PngValidator {
                 ));
             }
         }
-
-        self.keep_body = matches!(&ty, b"IHDR" | b"PLTE");
-        self.body.clear();
-        self.crc = crc32fast::Hasher::new();
-        self.crc.update(&ty);
-        self.chunk_len = len;
-        self.remaining = len;
-        self.state = if len == 0 { State::Crc } else { State::Data };
+        if matches!(&ty, b"IHDR" | b"PLTE") {
+            self.tokens.gather(MAX_KEPT_BODY);
+        }
         Ok(())
     }
 
-    /// A chunk's CRC is in `buf`: verify it, then apply the chunk's own rules.
-    fn end_chunk(&mut self) -> Result<()> {
-        let stored = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let computed = std::mem::take(&mut self.crc).finalize();
-        let at = self.chunk_start;
-        if stored != computed {
+    /// A chunk's CRC is read: it must match, then the chunk's own rules apply.
+    fn end_chunk(&mut self, h: ChunkHeader, crc: Crc) -> Result<()> {
+        let at = h.at;
+        if let Crc::Mismatch { stored, computed } = crc {
             return Err(self.invalid(
-                at.saturating_add(8 + u64::from(self.chunk_len)),
+                at.saturating_add(8 + u64::from(h.length)),
                 format!(
                     "chunk {} has CRC {stored:08x} but its bytes give {computed:08x}; the file is corrupt",
-                    self.type_name()
+                    h.name()
                 ),
             ));
         }
-        match &self.chunk_type {
-            b"IHDR" => self.parse_header()?,
+        match &h.chunk_type {
+            b"IHDR" => self.parse_header(at)?,
             b"PLTE" => {
-                let entries = self.chunk_len / 3;
+                let entries = h.length / 3;
                 let Some(header) = self.header else {
                     // IHDR precedes every other chunk: begin_chunk and check_saved see to it.
                     return Err(self.invalid(at, "PLTE before IHDR"));
@@ -489,29 +439,28 @@ impl PngValidator {
                 }
                 self.palette_entries = Some(entries);
             }
-            b"IEND" => {
-                self.state = State::End;
-                return Ok(());
-            }
-            _ => {}
+            _ => return Ok(()),
         }
         // The body was kept to parse above: nothing needs it any more.
-        self.body = Vec::new();
-        self.keep_body = false;
-        self.state = State::Header;
+        self.tokens.release_gathered();
         Ok(())
     }
 
-    fn parse_header(&mut self) -> Result<()> {
-        let at = self.chunk_start.saturating_add(8);
+    fn parse_header(&mut self, chunk_at: u64) -> Result<()> {
+        let at = chunk_at.saturating_add(8);
         // 13 bytes: begin_chunk checked IHDR's length, and check_saved a restored one.
-        let Ok(b) = <[u8; 13]>::try_from(self.body.as_slice()) else {
+        let Some(ihdr) = Ihdr::parse(self.tokens.gathered()) else {
             return Err(self.invalid(at, "IHDR is not 13 bytes long"));
         };
-        let width = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let height = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        let (bit_depth, colour_type, compression, filter, interlace) =
-            (b[8], b[9], b[10], b[11], b[12]);
+        let Ihdr {
+            width,
+            height,
+            bit_depth,
+            colour_type,
+            compression,
+            filter,
+            interlace,
+        } = ihdr;
         if width == 0 || height == 0 || width > MAX_CHUNK_LEN || height > MAX_CHUNK_LEN {
             return Err(self.invalid(
                 at,
@@ -552,22 +501,6 @@ impl PngValidator {
             colour_type,
         });
         Ok(())
-    }
-
-    fn describe_end(&self) -> String {
-        match self.state {
-            State::Signature => "the file ends inside the PNG signature".to_owned(),
-            State::Header if self.have == 0 => {
-                "the file ends without an IEND chunk; it is truncated".to_owned()
-            }
-            State::Header => "the file ends inside a chunk header; it is truncated".to_owned(),
-            State::Data | State::Crc => format!(
-                "the file ends inside chunk {} (declared {} bytes); it is truncated",
-                self.type_name(),
-                self.chunk_len
-            ),
-            State::End => String::new(),
-        }
     }
 }
 
@@ -617,27 +550,33 @@ fn chunk_problem(ty: &[u8; 4], len: u32) -> Option<String> {
     }
 }
 
-impl Walk for PngValidator {
-    fn step(&mut self, data: &[u8]) -> Result<usize> {
-        self.consume(data)
-    }
-
-    fn progress(&mut self) -> &mut Progress {
-        &mut self.progress
-    }
-
-    fn incomplete(&self) -> Option<Error> {
-        (self.state != State::End).then(|| self.invalid(self.progress.offset, self.describe_end()))
-    }
-}
-
 impl Validator for PngValidator {
     fn save(&self) -> Option<crate::image::ValidatorState> {
         Some(crate::image::ValidatorState::png(self))
     }
 
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.feed(data)
+    fn update(&mut self, mut data: &[u8]) -> Result<()> {
+        if let Some(first) = &self.failed {
+            return Err(Error::AlreadyFailed {
+                first: first.clone(),
+            });
+        }
+        loop {
+            let (n, event) = match self.tokens.next(data) {
+                Ok(step) => step,
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            data = data.get(n..).unwrap_or_default();
+            match event {
+                Some(event) => {
+                    if let Err(e) = self.on_event(event) {
+                        return Err(self.fail(e));
+                    }
+                }
+                None if data.is_empty() => return Ok(()),
+                None => {}
+            }
+        }
     }
 
     fn dimensions(&self) -> Option<(u32, u32)> {
@@ -645,7 +584,14 @@ impl Validator for PngValidator {
     }
 
     fn finish(&mut self) -> Result<ContentInfo> {
-        self.end()?;
+        if let Some(first) = &self.failed {
+            return Err(Error::AlreadyFailed {
+                first: first.clone(),
+            });
+        }
+        if let Err(e) = self.tokens.finish() {
+            return Err(self.fail(e.into()));
+        }
         Ok(ContentInfo {
             dimensions: self.dimensions(),
         })
