@@ -4,7 +4,8 @@
 //! - `upload`: `ConnectivityClient::upload` (chunked, 10 requests) against the sandbox
 //!   server (axum, memory store) on 127.0.0.1: the client checks, hashes and encodes every
 //!   byte, the server parses, decodes, checks, hashes and stores it. Each chunk waits for
-//!   the answer to the one before (seed 001's flow).
+//!   the answer to the one before (the flow the Connectivity API's documentation
+//!   describes; `docs/protocol.md`, *Pipelined chunks*).
 //! - `upload_pipelined`: the same with `with_pipeline(2)`: the next chunk is sent while the
 //!   one before is being checked, and waits on the server for its turn.
 //! - `sha256_only`: SHA-256 over the same bytes on one core: the ceiling of either side.
@@ -13,7 +14,8 @@
 //!
 //! The runtime has two worker threads, so client and server can overlap their work.
 //!
-//! Group `chat_upload`, the chat-platform resource (seed 003), on the same JPEG:
+//! Group `chat_upload`, the chat-platform resource (`docs/protocol.md`, *Chat attachments
+//! resource*), on the same JPEG:
 //!
 //! - `multipart`: `ChatClient::upload` streams the file as `multipart/form-data` to
 //!   `POST /v1/attachments`; the server parses the form, checks the type and the JPEG's

@@ -154,7 +154,8 @@ pub struct Inspection {
 /// assert_eq!(seen.size, 67);
 /// assert_eq!(seen.info.dimensions, Some((1, 1)));
 ///
-/// // The seed's size-mismatch example: 35 bytes declared as 350.
+/// // The documented size-mismatch example, 35 bytes declared as 350 (`docs/protocol.md`,
+/// // *Error texts and statuses*).
 /// let mut insp = Inspector::new(&Policy::demand(), "image/png", Some(350))?;
 /// insp.update(&[0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'])?;
 /// insp.update(&[0; 27])?;

@@ -153,8 +153,8 @@ pub struct Limits {
     pub max_chunk_size: u64,
     /// The longest file name, in bytes of UTF-8.
     pub max_file_name_len: usize,
-    /// The largest attachment a download without `from` returns whole (seed 001: over
-    /// 1 MB, pass `from`).
+    /// The largest attachment a download without `from` returns whole (over 1 MB, pass
+    /// `from`: `docs/protocol.md`, *Download by range*).
     pub max_unranged_download: u64,
     /// What an image may declare (dimensions, chunks or segments, metadata, decode
     /// memory): the same in every preset.

@@ -1,4 +1,5 @@
-//! The client of the chat-platform attachments resource (seed 003): [`ChatClient`].
+//! The client of the chat-platform attachments resource (`docs/protocol.md`, *Chat
+//! attachments resource*): [`ChatClient`].
 
 use std::ops::Range;
 use std::path::Path;
@@ -92,8 +93,9 @@ impl std::fmt::Debug for Content {
     }
 }
 
-/// A client of a chat platform's attachments resource (seed 003): list, upload (streamed
-/// from any `AsyncRead`), retrieve, rename, delete, and the bytes with HTTP ranges.
+/// A client of a chat platform's attachments resource (`docs/protocol.md`, *Chat attachments
+/// resource*): list, upload (streamed from any `AsyncRead`), retrieve, rename, delete, and
+/// the bytes with HTTP ranges.
 ///
 /// Requests are retried with backoff on 429 and 5xx, except an upload from a reader,
 /// which cannot be read twice ([`ChatClient::upload_file`] reopens the file and is

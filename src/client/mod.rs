@@ -4,11 +4,11 @@
 //! The protocol work is the core's: [`UploadPlan`] / [`BodyStream`] build the request
 //! bodies (checked, hashed and base64-encoded in one pass), the [`Downloader`] runs the
 //! ranged download. This module sends requests, maps answers to [`Error`]s and applies
-//! the rules of SPEC.md:
+//! the rules of `docs/protocol.md`, *The client's side*:
 //!
 //! - single or chunked upload by size, falling back once to the other endpoint when the
 //!   server answers a size error for the one picked;
-//! - on a chunk error, start over from `start` (seed 001), once;
+//! - on a chunk error, start over from `start` (the Connectivity API's rule), once;
 //! - retries with backoff on IO errors, 408, 429 (honouring `Retry-After`) and 5xx;
 //! - ranged download with N ranges in flight, verified against size and SHA-256.
 //!
@@ -272,7 +272,7 @@ fn error_message(body: &[u8]) -> String {
 }
 
 /// Whether an answer refuses the file's size for the endpoint it was sent to: the cue to
-/// try the other endpoint (SPEC.md).
+/// try the other endpoint (`docs/protocol.md`, *The client's side*).
 fn is_size_refusal(err: &Error) -> bool {
     match err {
         Error::Remote {
@@ -333,7 +333,8 @@ async fn open(path: &Path) -> Result<(tokio::fs::File, u64)> {
     Ok((file, size))
 }
 
-/// A client of the Connectivity (supply-xml) messaging API (seed 001).
+/// A client of the Connectivity (supply-xml) messaging API (`docs/protocol.md`,
+/// *Connectivity*).
 #[derive(Debug, Clone)]
 pub struct ConnectivityClient {
     http: Http,
@@ -373,12 +374,13 @@ impl ConnectivityClient {
     }
 
     /// Sends up to `depth` chunks of an upload before the first of them is answered
-    /// (default 1: each chunk waits for the answer to the one before, the flow seed 001
-    /// documents). The sandbox server (and any server on this crate's `UploadReceiver`)
-    /// lets a chunk that arrives early wait for its turn, so over a link with latency a
-    /// depth of 2 to 4 keeps the link busy. Use more than 1 only with such a server: one
-    /// that refuses an early chunk fails the upload (the client then starts over once,
-    /// which fails the same way).
+    /// (default 1: each chunk waits for the answer to the one before, the flow the
+    /// Connectivity API's documentation describes; `docs/protocol.md`, *Pipelined chunks*).
+    /// The sandbox server (and any server on this crate's `UploadReceiver`) lets a chunk
+    /// that arrives early wait for its turn, so over a link with latency a depth of 2 to 4
+    /// keeps the link busy. Use more than 1 only with such a server: one that refuses an
+    /// early chunk fails the upload (the client then starts over once, which fails the same
+    /// way).
     ///
     /// # Examples
     ///
@@ -527,7 +529,8 @@ impl ConnectivityClient {
     /// Sends every body of `bodies`; returns the attachment id. The next body is built
     /// while earlier ones travel and are checked; from the second chunk on, up to
     /// `self.pipeline` chunks are in flight at once (1: each waits for the answer to the
-    /// one before, as seed 001 describes).
+    /// one before, as the Connectivity API's documentation describes; `docs/protocol.md`,
+    /// *Pipelined chunks*).
     async fn send_bodies<R>(
         &self,
         base: &str,
@@ -774,7 +777,7 @@ impl RangeSource for ConnRanges {
     }
 }
 
-/// A client of the Demand API v3 messaging endpoints (seeds 000, 002, 004).
+/// A client of the Demand API v3 messaging endpoints (`docs/protocol.md`, *Demand*).
 #[derive(Debug, Clone)]
 pub struct DemandClient {
     http: Http,
@@ -842,7 +845,8 @@ impl DemandClient {
             .await
     }
 
-    /// Sends a message (seed 004); starts the reservation's conversation if needed.
+    /// Sends a message (`docs/protocol.md`, *Demand messages*); starts the reservation's
+    /// conversation if needed.
     ///
     /// # Errors
     ///

@@ -3,11 +3,11 @@
 //! ([`reassemble`]); with feature `async`, the [`Downloader`] that drives them over a
 //! [`RangeSource`] with N requests in flight, retries and resume ([`fetch`]).
 //!
-//! `to` is inclusive on the server (as in HTTP's `Range: bytes=from-to`; SPEC.md). The
-//! client does not depend on either reading: it asks `to` = the exclusive end of each range,
-//! which an inclusive server answers with one byte more (checked against the next range)
-//! and an exclusive one with exactly the range, places every piece at its `from`, and
-//! trusts the number of bytes that came back.
+//! `to` is inclusive on the server (as in HTTP's `Range: bytes=from-to`;
+//! `docs/protocol.md`, *Download by range*). The client does not depend on either reading:
+//! it asks `to` = the exclusive end of each range, which an inclusive server answers with
+//! one byte more (checked against the next range) and an exclusive one with exactly the
+//! range, places every piece at its `from`, and trusts the number of bytes that came back.
 //!
 //! The chat flavour serves raw bytes with HTTP `Range` requests instead ([`http_range`]).
 

@@ -129,10 +129,10 @@ fn number(param: &'static str, value: &str) -> Result<u64> {
     value.parse().map_err(|_| bad())
 }
 
-/// Writes a Connectivity download response (seed 001) into `out`: the envelope with
-/// `data.ok`, `data.file_content` (the base64 of `pieces`, in order), `data.attachment_id`,
-/// `data.conversation_id`, and `meta.ruid`. The base64 is encoded from the pieces (the
-/// store's `Bytes`) straight into `out`, reserved once.
+/// Writes a Connectivity download response (`docs/protocol.md`, *Download by range*) into
+/// `out`: the envelope with `data.ok`, `data.file_content` (the base64 of `pieces`, in
+/// order), `data.attachment_id`, `data.conversation_id`, and `meta.ruid`. The base64 is
+/// encoded from the pieces (the store's `Bytes`) straight into `out`, reserved once.
 ///
 /// # Examples
 ///
@@ -180,9 +180,9 @@ pub fn write_connectivity_download<I, P>(
 }
 
 /// Writes a Demand download response into `out`: `{"request_id": .., "data":
-/// {"attachment": .., "file_content": ..}}`. Seed 000 only says the file comes back "as a
-/// base64-encoded string in the response body"; this shape follows the Demand API's other
-/// responses (README, decisions).
+/// {"attachment": .., "file_content": ..}}`. The Demand API's documentation only says the
+/// file comes back "as a base64-encoded string in the response body"; this shape follows
+/// the Demand API's other responses (`docs/protocol.md`, *Demand metadata and download*).
 ///
 /// # Examples
 ///

@@ -88,7 +88,8 @@ pub enum Error {
 
     /// The decoded content length differs from the declared `file_size` / `chunk_size`.
     ///
-    /// The text is the one seed 000 documents, decoded length first, declared size second.
+    /// The text is the one the Demand API documents, decoded length first, declared size
+    /// second (`docs/protocol.md`, *Error texts and statuses*).
     #[error("Content length is {actual} but metadata size is {declared}")]
     SizeMismatch {
         /// Bytes actually received (decoded).
@@ -495,7 +496,8 @@ pub enum Error {
 impl Error {
     /// The HTTP status an API server answers this error with.
     ///
-    /// 400 for malformed or oversized requests (as seed 000 documents for the size errors),
+    /// 400 for malformed or oversized requests (as the Demand API documents for the size
+    /// errors; `docs/protocol.md`, *Error texts and statuses*),
     /// 415 for a type the policy does not accept or content of no recognisable type.
     pub fn status(&self) -> u16 {
         match self {
@@ -531,7 +533,8 @@ impl Error {
 
     /// The message an API server puts on the wire for this error.
     ///
-    /// For the two errors seed 000 documents, this is their exact text:
+    /// For the two errors the Demand API's documentation spells out, this is their exact text
+    /// (`docs/protocol.md`, *Error texts and statuses*):
     /// `File size exceeds the 1MB limit` and
     /// `Request failed with code: 400, message: Content length is 35 but metadata size is 350`.
     /// Every other kind uses its `Display` text, which holds only facts the client sent.

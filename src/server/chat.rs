@@ -1,6 +1,6 @@
-//! The chat-platform attachments resource (seed 003) under `/v1/attachments`: streaming
-//! multipart upload, paginated list, retrieve, rename, delete, and the file's bytes with
-//! HTTP ranges.
+//! The chat-platform attachments resource (`docs/protocol.md`, *Chat attachments resource*)
+//! under `/v1/attachments`: streaming multipart upload, paginated list, retrieve, rename,
+//! delete, and the file's bytes with HTTP ranges.
 //!
 //! Owners: with credentials configured, the one valid bearer token is the one owner.
 //! Without, every bearer token is an owner of its own (a sandbox user; requests without
@@ -259,7 +259,8 @@ pub(super) async fn upload(
                         message = Some(value);
                     }
                 }
-                // Unknown fields are ignored (SPEC.md); multer skips what is not read.
+                // Unknown fields are ignored (`docs/protocol.md`, *Conventions*, *Chat
+                // upload*); multer skips what is not read.
                 _ => {}
             }
         }
@@ -280,7 +281,8 @@ pub(super) async fn upload(
                 .commit_staged(staged, &owner_scope(&headers), |m| {
                     m.conversation_id = conversation;
                     m.message_id = message;
-                    // A resource kept until deleted (seed 003), never swept as unlinked.
+                    // A resource kept until deleted, never swept as unlinked
+                    // (`docs/protocol.md`, *Lifetimes and the sweep*).
                     m.linked = true;
                 })
                 .await
@@ -350,7 +352,8 @@ pub(super) async fn retrieve(Owned { meta, base }: Owned) -> Reply<Chat> {
     Ok(ok_json(&to_wire(&meta, &base)))
 }
 
-/// `PUT /v1/attachments/{id}`: a form (`filename=...`, as the seed's curl sends it) or JSON.
+/// `PUT /v1/attachments/{id}`: a form (`filename=...`, as the documented curl example sends
+/// it) or JSON (`docs/protocol.md`, *Retrieve rename and delete*).
 pub(super) async fn rename(
     State(s): State<Sandbox>,
     Owned { meta, base }: Owned,

@@ -1,4 +1,4 @@
-//! The Connectivity API's attachments (seed 001), under
+//! The Connectivity API's attachments (`docs/protocol.md`, *Connectivity*), under
 //! `/messaging/properties/{property_id}/conversations/{conversation_id}`: `POST
 //! attachments`, `POST attachment_chunks`, `GET attachments/{attachment_id}?from=&to=`,
 //! `GET attachments/{attachment_id}/file_info`. Every answer is an envelope.

@@ -1,6 +1,6 @@
-//! The Demand API's attachments (seed 000), under `/3.1/messages/attachments/`: `upload`,
-//! `metadata`, `download`. The scope comes in the body: the accommodation and the
-//! conversation.
+//! The Demand API's attachments (`docs/protocol.md`, *Demand*), under
+//! `/3.1/messages/attachments/`: `upload`, `metadata`, `download`. The scope comes in the
+//! body: the accommodation and the conversation.
 
 use axum::extract::{FromRequest, Request, State};
 use bytes::BytesMut;
@@ -36,8 +36,8 @@ pub(super) async fn upload(State(s): State<Sandbox>, body: UploadBody<Demand>) -
             &scope,
         )
         .await?;
-    // The upload names the reservation's conversation, if it has none yet (SPEC.md, "A
-    // reservation's conversation"): a send for the reservation then links it.
+    // The upload names the reservation's conversation, if it has none yet
+    // (`docs/protocol.md`, *Demand upload*): a send for the reservation then links it.
     let reservation = req.reservation.as_str();
     s.inner
         .store

@@ -25,7 +25,8 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         .get("x-affiliate-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    // The chat flavour authenticates by the bearer token alone (seed 003).
+    // The chat flavour authenticates by the bearer token alone (`docs/protocol.md`, *Access
+    // and scope*).
     let response = if let Some(expected) = &sandbox.inner.config.credentials
         && (token.as_deref() != Some(expected.token.as_str())
             || (api != Api::Chat && affiliate.as_deref() != Some(expected.affiliate_id.as_str())))

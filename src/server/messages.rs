@@ -1,10 +1,11 @@
 //! The sandbox's messages: enough of the messaging APIs to link attachments to messages and
-//! to run seed 004's use cases locally (send, poll `latest`, confirm, read a conversation).
+//! to run the Demand API's documented use cases locally (send, poll `latest`, confirm, read
+//! a conversation).
 //!
-//! The seeds give the request bodies; the response shapes are the project's decisions
-//! (README, "Decisions"): Demand responses are `{"request_id", "data": {..}}` like the
-//! other Demand responses, Connectivity ones an envelope whose `data` has `ok` and
-//! `message_id`.
+//! The APIs document the requests; the response shapes are the project's decisions
+//! (`docs/protocol.md`, *Demand messages* and *Posting a message*): Demand responses are
+//! `{"request_id", "data": {..}}` like the other Demand responses, Connectivity ones an
+//! envelope whose `data` has `ok` and `message_id`.
 //!
 //! The messages live in the store ([`MessageStore`](crate::store::MessageStore)), beside
 //! the attachments they carry: a restart keeps them and servers sharing a store share
@@ -88,8 +89,8 @@ pub(crate) struct ConnPosted {
     pub message_id: String,
 }
 
-/// Demand `POST /messages/send` (seeds 002 and 004). `reply_to` is accepted and, like
-/// every unknown field, ignored: the sandbox does not thread messages.
+/// Demand `POST /messages/send` (`docs/protocol.md`, *Demand messages*). `reply_to` is
+/// accepted and, like every unknown field, ignored: the sandbox does not thread messages.
 #[derive(Debug, Deserialize)]
 pub(crate) struct DemandSend {
     pub reservation: Id,
@@ -111,7 +112,7 @@ pub(crate) struct Messages {
     pub messages: Vec<Message>,
 }
 
-/// `POST /messages/latest/confirm` (seed 004).
+/// `POST /messages/latest/confirm` (`docs/protocol.md`, *Demand messages*).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Confirm {
     pub messages: ConfirmIds,
@@ -164,7 +165,7 @@ pub(crate) struct Confirmed {
     pub confirmed: usize,
 }
 
-/// `POST /messages/conversations` (seed 004).
+/// `POST /messages/conversations` (`docs/protocol.md`, *Demand messages*).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ConversationQuery {
     pub conversation: String,
@@ -222,7 +223,7 @@ pub(super) async fn conn_post(
     Ok(ok_json(&Envelope::ok(data, new_id())))
 }
 
-/// Demand `POST /3.1/messages/send` (seeds 002 and 004).
+/// Demand `POST /3.1/messages/send` (`docs/protocol.md`, *Demand messages*).
 pub(super) async fn demand_send(
     State(s): State<Sandbox>,
     WireJson(req): WireJson<DemandSend>,
@@ -232,8 +233,8 @@ pub(super) async fn demand_send(
     let reservation = req.reservation.as_str().to_owned();
     check_attachment_count(req.attachments.len())?;
     let store = &s.inner.store;
-    // Started by this message (seed 004) unless an upload or an earlier message gave the
-    // reservation one.
+    // Started by this message unless an upload or an earlier message gave the reservation
+    // one (`docs/protocol.md`, *Demand messages*).
     let conversation = store
         .reservation_conversation(req.accommodation, &reservation, &new_id())
         .await?;

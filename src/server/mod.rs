@@ -2,18 +2,18 @@
 //! chat platform's attachments resource over a [`Store`], as an `axum::Router` to mount in
 //! a service or run with `attachments serve`.
 //!
-//! Paths (SPEC.md, seeds 000-002 and 004):
+//! Paths (`docs/protocol.md`, *Routes*):
 //!
 //! - Connectivity, under `/messaging/properties/{property_id}/conversations/{conversation_id}`:
 //!   `POST` (post a message), `POST /attachments`, `POST /attachment_chunks`,
 //!   `GET /attachments/{attachment_id}?from=&to=`, `GET /attachments/{attachment_id}/file_info`.
 //! - Demand, under `/3.1/messages/`: `attachments/upload`, `attachments/metadata`,
 //!   `attachments/download`, `send`, `latest`, `latest/confirm`, `conversations`.
-//! - The chat-platform resource (seed 003), under `/v1/attachments`: `GET` (list, newest
-//!   first, `conversation_id` / `limit` / `starting_after`), `POST` (multipart upload,
-//!   streamed into the store), `GET` / `PUT` (rename) / `DELETE /{id}`, and
-//!   `GET /{id}/content` (the bytes, with HTTP `Range`). It needs only the bearer token;
-//!   see [`ServerConfig::chat`] for its limits.
+//! - The chat-platform resource (`docs/protocol.md`, *Chat attachments resource*), under
+//!   `/v1/attachments`: `GET` (list, newest first, `conversation_id` / `limit` /
+//!   `starting_after`), `POST` (multipart upload, streamed into the store), `GET` / `PUT`
+//!   (rename) / `DELETE /{id}`, and `GET /{id}/content` (the bytes, with HTTP `Range`). It
+//!   needs only the bearer token; see [`ServerConfig::chat`] for its limits.
 //!
 //! Every lookup is scoped by property and conversation: an attachment or upload of another
 //! conversation answers exactly like a missing one (404). With [`ServerConfig::credentials`]
@@ -76,7 +76,7 @@ use crate::wire;
 /// requests).
 pub const MAX_SMALL_BODY: usize = 64 * 1024;
 
-/// Credentials the server requires when configured (seed 002).
+/// Credentials the server requires when configured (`docs/protocol.md`, *Access and scope*).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The bearer token.

@@ -47,13 +47,15 @@ pub(super) trait Flavour: Send + 'static {
     fn policy(config: &ServerConfig) -> &Policy;
 }
 
-/// The Connectivity API (seed 001): envelopes.
+/// The Connectivity API: envelopes (`docs/protocol.md`, *Connectivity envelope*).
 pub(super) enum Connectivity {}
 
-/// The Demand API (seeds 000, 004): `{"request_id", "data"}` and `{"errors": [..]}`.
+/// The Demand API: `{"request_id", "data"}` and `{"errors": [..]}` (`docs/protocol.md`,
+/// *Demand responses*).
 pub(super) enum Demand {}
 
-/// The chat resource (seed 003): `{"error": {"status", "message"}}`.
+/// The chat resource: `{"error": {"status", "message"}}` (`docs/protocol.md`, *Chat
+/// responses*).
 pub(super) enum Chat {}
 
 impl Flavour for Connectivity {
@@ -103,7 +105,8 @@ pub(super) type Reply<F> = std::result::Result<Response, Failure<F>>;
 pub(super) fn error_response(api: Api, err: Error) -> Response {
     let retry_after = err.retry_after();
     let status = match (&err, api) {
-        // HTTP's own status for a body over the limit, where no seed prescribes 400.
+        // HTTP's own status for a body over the limit, where no API document prescribes 400
+        // (`docs/protocol.md`, *Error texts and statuses*).
         (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
         (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };

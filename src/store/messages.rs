@@ -2,9 +2,9 @@
 //! every backend keeps.
 //!
 //! The sandbox's messages (Connectivity posts, Demand `send` / `latest` / `confirm` /
-//! `conversations`, seeds 002 and 004) live where its attachments live, so a restart
-//! loses none of them and several server processes on one bucket or directory see the
-//! same ones.
+//! `conversations`; `docs/protocol.md`, *Demand messages*) live where its attachments live,
+//! so a restart loses none of them and several server processes on one bucket or directory
+//! see the same ones.
 //!
 //! # The contract
 //!

@@ -25,8 +25,8 @@
 //!   judges one consistent set of them. [`Store::abort`] releases an upload's bytes
 //!   (idempotent).
 //! - [`Store::read_range`] and [`Store::metadata`] read an attachment;
-//!   [`Store::set_linked`] marks it as sent in a message (seed 002: unlinked attachments
-//!   expire after 24 hours, linked ones are kept).
+//!   [`Store::set_linked`] marks it as sent in a message (unlinked attachments expire after
+//!   24 hours, linked ones are kept: `docs/protocol.md`, *Lifetimes and the sweep*).
 //! - [`Store::load_session`] / [`Store::save_session`] keep each upload's session record
 //!   (an [`UploadSession`](crate::upload::UploadSession) saved as bytes) with a version:
 //!   a save names the version it read and fails with [`Error::Contended`] when another
@@ -91,7 +91,8 @@ pub use messages::{Message, MessageStore};
 #[cfg(feature = "object-store")]
 pub use object::{MAX_RECORD_OBJECT, ObjectStoreBackend};
 
-/// How long an attachment not sent in any message is kept: 24 hours (seed 002).
+/// How long an attachment not sent in any message is kept: 24 hours, as the Demand API
+/// documents (`docs/protocol.md`, *Lifetimes and the sweep*).
 pub const UNLINKED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a store keeps about an attachment, beside its bytes.

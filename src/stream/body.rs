@@ -130,8 +130,9 @@ where
 }
 
 impl<R: AsyncRead + AsyncSeek + Unpin> BodyStream<R> {
-    /// Starts over from chunk 0 (seed 001's rule after any error): seeks the source back
-    /// to its start and restarts the plan.
+    /// Starts over from chunk 0 (the Connectivity API's rule after any error;
+    /// `docs/protocol.md`, *A failed or expired upload*): seeks the source back to its start
+    /// and restarts the plan.
     ///
     /// # Errors
     ///

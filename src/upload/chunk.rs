@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The phase of a chunked upload (seed 001's `action`).
+/// The phase of a chunked upload: the Connectivity API's `action` (`docs/protocol.md`,
+/// *Start resume and finish*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkAction {

@@ -2,9 +2,9 @@
 //!
 //! - [`UploadPlan`] (client): fed a file's bytes as slices, gives ready-to-send request
 //!   bodies as [`Bytes`](bytes::Bytes): one single-request body, or `start` / `resume` /
-//!   `finish` chunk bodies (seed 001). Base64 is written straight into the body as the
-//!   bytes arrive; the `finish` body is released only once the [`Inspector`](crate::Inspector)
-//!   has accepted the whole file.
+//!   `finish` chunk bodies (`docs/protocol.md`, *Chunked upload*). Base64 is written
+//!   straight into the body as the bytes arrive; the `finish` body is released only once
+//!   the [`Inspector`](crate::Inspector) has accepted the whole file.
 //! - [`UploadSession`] (server): one per `upload_id`; takes each chunk back as a
 //!   [`ChunkHeader`] (the wire's chunk request converts into one), decodes it straight into
 //!   its buffer, checks order and sizes, feeds its own Inspector, and says what to store
@@ -22,8 +22,8 @@
 //!
 //! # Examples
 //!
-//! A file of 2,602,519 bytes (seed 001's example size) in three chunks, from client bodies to a
-//! committed server session:
+//! A file of 2,602,519 bytes (the size of the documented example, `docs/protocol.md`,
+//! *Chunked upload*) in three chunks, from client bodies to a committed server session:
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};

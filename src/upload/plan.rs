@@ -20,11 +20,11 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 1_048_575;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Target {
-    /// Connectivity (seed 001): `{"attachment": {..}}` for one request, or
-    /// `attachment_chunks` bodies for `start` / `resume` / `finish`.
+    /// Connectivity (`docs/protocol.md`, *Connectivity*): `{"attachment": {..}}` for one
+    /// request, or `attachment_chunks` bodies for `start` / `resume` / `finish`.
     Connectivity,
-    /// Demand API (seed 000): one flat body naming the accommodation, conversation and
-    /// reservation. The Demand API has no chunked upload.
+    /// Demand API (`docs/protocol.md`, *Demand upload*): one flat body naming the
+    /// accommodation, conversation and reservation. The Demand API has no chunked upload.
     Demand {
         /// The accommodation (property) id.
         accommodation: u64,
@@ -97,8 +97,8 @@ struct Building {
 /// chunk's base64 and a few hundred bytes of JSON), whatever the file size.
 ///
 /// After an error, the plan answers every call with [`Error::AlreadyFailed`] until
-/// [`UploadPlan::restart`] starts it over from chunk 0 (seed 001's rule), for a source
-/// that can be read again.
+/// [`UploadPlan::restart`] starts it over from chunk 0 (the Connectivity API's rule;
+/// `docs/protocol.md`, *A failed or expired upload*), for a source that can be read again.
 ///
 /// # Examples
 ///
@@ -210,9 +210,10 @@ impl UploadPlan {
         Ok(self)
     }
 
-    /// Forces single request or chunks, whatever the policy's size rule picks: for a
-    /// client whose server answered a size error for the route it picked (SPEC.md: fall
-    /// back once to the other endpoint). Call it before the first [`UploadPlan::write`].
+    /// Forces single request or chunks, whatever the policy's size rule picks: for a client
+    /// whose server answered a size error for the route it picked (fall back once to the
+    /// other endpoint: `docs/protocol.md`, *The client's side*). Call it before the first
+    /// [`UploadPlan::write`].
     ///
     /// # Errors
     ///

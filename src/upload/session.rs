@@ -17,10 +17,11 @@ use crate::sniff::MediaType;
 
 /// Default idle time after which an upload expires and its bytes are released: 30 minutes.
 ///
-/// A chunk of 1 MB takes seconds even on a slow link, and seed 001's client restarts from
-/// chunk 0 on any error; 30 minutes leaves room for pauses and retries while keeping
-/// abandoned uploads from holding storage for long. Change it with [`Sessions::new`] (or
-/// the receiver's `with_ttl`).
+/// A chunk of 1 MB takes seconds even on a slow link, and a Connectivity client restarts
+/// from chunk 0 on any error, as the API's documentation tells it to (`docs/protocol.md`,
+/// *A failed or expired upload*); 30 minutes leaves room for pauses and retries while
+/// keeping abandoned uploads from holding storage for long. Change it with
+/// [`Sessions::new`] (or the receiver's `with_ttl`).
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// What an accepted upload becomes: the facts a store keeps beside the bytes.
@@ -176,7 +177,8 @@ struct LastChunk {
 ///
 /// An identical retry of the last accepted chunk is answered as before
 /// ([`Received::Repeat`]). Any other error is fatal: the session answers every later chunk
-/// with [`Error::UploadFailed`], and the client starts over (seed 001).
+/// with [`Error::UploadFailed`], and the client starts over (`docs/protocol.md`, *A failed
+/// or expired upload*).
 ///
 /// It does no IO: the caller stores what [`Received`] says and reports the outcome with
 /// [`UploadSession::committed`] or [`UploadSession::fail`].
@@ -1126,7 +1128,8 @@ fn decode_inspect(
 /// use std::time::SystemTime;
 /// use attachments::{upload::receive_single, Policy};
 ///
-/// // Seed 000's example: 47 characters of unpadded base64 (35 bytes) declared as 350.
+/// // The Demand API's documented example (`docs/protocol.md`, *Demand upload*): 47
+/// // characters of unpadded base64 (35 bytes) declared as 350.
 /// let err = receive_single(&Policy::demand(), "x.png", "image/png", 350,
 ///     b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAA", SystemTime::UNIX_EPOCH).unwrap_err();
 /// assert_eq!(err.wire_message(),

@@ -1,7 +1,8 @@
-//! The chat-platform attachments resource (seed 003, "CityPay"): attachment objects, the
-//! paginated list, the rename body, and the error shape.
+//! The chat-platform attachments resource (`docs/protocol.md`, *Chat attachments resource*):
+//! attachment objects, the paginated list, the rename body, and the error shape.
 //!
-//! The seed shows no error body; this crate's server answers
+//! The platform's documentation shows no error body (`docs/protocol.md`, *Chat responses*);
+//! this crate's server answers
 //! `{"error": {"status": 404, "message": "..."}}` and its client reads that shape (or
 //! falls back to the start of the body).
 //!
@@ -10,7 +11,8 @@
 //! ```
 //! use attachments::wire::chat::AttachmentList;
 //!
-//! // The seed's list response (its second attachment cut short, as in the seed).
+//! // The documented list response (`docs/protocol.md`, *The attachment object*), its
+//! // second attachment cut short as in the documentation.
 //! let page: AttachmentList = serde_json::from_str(r#"{"has_more": false, "data": [{
 //!     "id": "Nc6yKKMpcxiiFxp6", "message_id": "LoPsJaMcPBuFNjg1",
 //!     "filename": "Invoice_room_service__Plaza_Hotel.pdf",
@@ -37,8 +39,9 @@ pub struct Attachment {
     /// The message it belongs to (`null` when the upload named none).
     #[serde(default)]
     pub message_id: Option<String>,
-    /// The conversation it was uploaded to (`null` when the upload named none). The seed
-    /// lists it as a filter, not a property; it is returned so a client can check it.
+    /// The conversation it was uploaded to (`null` when the upload named none). The
+    /// platform's documentation lists it as a filter, not a property; it is returned so a
+    /// client can check it (`docs/protocol.md`, *The attachment object*).
     #[serde(default)]
     pub conversation_id: Option<String>,
     /// The file name.

@@ -1,4 +1,5 @@
-//! Booking.com Connectivity (supply-xml) messaging attachments (seed 001).
+//! Booking.com Connectivity (supply-xml) messaging attachments (`docs/protocol.md`,
+//! *Connectivity*).
 //!
 //! Paths, under `/messaging/properties/{property_id}/conversations/{conversation_id}`:
 //! `POST attachments` ([`UploadRequest`] -> [`UploadResponse`]), `POST attachment_chunks`
@@ -17,8 +18,9 @@ pub use crate::upload::ChunkAction;
 
 /// The response envelope: `errors`, `warnings`, `data`, `meta.ruid`.
 ///
-/// `data` is absent from some error responses, so it is optional on input; the seeds'
-/// success examples always carry it.
+/// `data` is absent from some error responses, so it is optional on input; the success
+/// examples of the API's documentation always carry it (`docs/protocol.md`, *Connectivity
+/// envelope*).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
     /// Errors; empty on success.
@@ -70,8 +72,9 @@ pub struct Meta {
 
 /// One entry of `errors` or `warnings`.
 ///
-/// The seeds only show empty arrays; the project writes `{"code": <status>, "message": ..}`
-/// and reads any object, keeping fields it does not know in `details`.
+/// The API's documentation only shows empty arrays; the project writes `{"code": <status>,
+/// "message": ..}` and reads any object, keeping fields it does not know in `details`
+/// (`docs/protocol.md`, *Connectivity envelope*).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Problem {
     /// A numeric code (the HTTP status, on the project's server).
@@ -190,7 +193,8 @@ pub struct Chunk<'a> {
 }
 
 /// Response `data` of a chunk: `upload_id` after `start`, `attachment_id` after `finish`,
-/// both written as `null` otherwise (as the seed shows).
+/// both written as `null` otherwise (as the API's documentation shows; `docs/protocol.md`,
+/// *Start resume and finish*).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkData {
     /// The new attachment's id, after `finish`.

@@ -1,4 +1,4 @@
-//! Booking.com Demand API v3 messaging attachments (seeds 000, 002, 004).
+//! Booking.com Demand API v3 messaging attachments (`docs/protocol.md`, *Demand*).
 //!
 //! `POST /messages/attachments/upload` ([`UploadRequest`] -> [`Response`]`<`[`UploadData`]`>`),
 //! `POST /messages/attachments/metadata` ([`AttachmentRef`] ->
@@ -18,7 +18,8 @@ pub struct UploadRequest<'a> {
     pub accommodation: u64,
     /// The conversation id.
     pub conversation: String,
-    /// The reservation id (a string in seed 000, an integer in seed 004).
+    /// The reservation id (a string in the documented upload, an integer in the documented
+    /// messages; read as either: `docs/protocol.md`, *Conventions*).
     pub reservation: Id,
     /// The file, base64 (padded or not).
     #[serde(borrow)]
@@ -67,7 +68,8 @@ pub struct MetadataData {
     pub metadata: Metadata,
 }
 
-/// Name, type and size of an attachment; no timestamps or status flags (seed 000).
+/// Name, type and size of an attachment; no timestamps or status flags (`docs/protocol.md`,
+/// *Demand metadata and download*).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// Size in bytes.

@@ -1,20 +1,23 @@
-//! Wire types (serde) for the attachment APIs, exactly as the seed documents show them.
+//! Wire types (serde) for the attachment APIs, as `docs/protocol.md` describes them
+//! (*Envelopes* and the sections of each API).
 //!
 //! - [`connectivity`]: Booking.com Connectivity (supply-xml) messaging: `{"attachment": ..}`
 //!   requests, `attachment_chunks` start/resume/finish, and the `errors` / `warnings` /
 //!   `data` / `meta.ruid` envelope.
 //! - [`demand`]: Booking.com Demand API v3 messaging: flat upload requests, `request_id` +
 //!   `data` responses and the `errors[].message.{error,message}` error shape.
-//! - [`chat`]: a chat platform's attachments resource (seed 003): attachment objects, the
-//!   `{has_more, data}` page, the rename body and the `{"error": {..}}` shape.
+//! - [`chat`]: a chat platform's attachments resource (`docs/protocol.md`, *Chat
+//!   attachments resource*): attachment objects, the `{has_more, data}` page, the rename
+//!   body and the `{"error": {..}}` shape.
 //!
-//! Reading is lenient where the documents disagree with their own examples: numbers that
-//! seed 001 documents as strings (`chunk_number`, `chunk_size`, ...) are accepted as JSON
-//! strings or integers, and `"ok"` as a string or a boolean. Writing follows the examples:
-//! integers, and `"ok": "true"`. Unknown fields are ignored. Base64 payloads
-//! (`file_content`, `chunk_content`) are [`Base64Text`]: they borrow from the request body
-//! when they hold no JSON escape, so a server parses a chunk without copying it, and they are
-//! left for the base64 decoder to check rather than scanned twice.
+//! Reading is lenient where the APIs' documents disagree with their own examples
+//! (`docs/protocol.md`, *Conventions*): numbers that the Connectivity API documents as
+//! strings (`chunk_number`, `chunk_size`, ...) are accepted as JSON strings or integers,
+//! and `"ok"` as a string or a boolean. Writing follows the examples: integers, and
+//! `"ok": "true"`. Unknown fields are ignored. Base64 payloads (`file_content`,
+//! `chunk_content`) are [`Base64Text`]: they borrow from the request body when they hold
+//! no JSON escape, so a server parses a chunk without copying it, and they are left for
+//! the base64 decoder to check rather than scanned twice.
 //!
 //! # Examples
 //!

@@ -96,7 +96,8 @@ impl UploadReceiver {
     }
 
     /// Sets how long an attachment not carried by any message is kept
-    /// (default [`UNLINKED_TTL`], 24 h as seed 002 documents).
+    /// (default [`UNLINKED_TTL`], 24 h as the Demand API documents; `docs/protocol.md`,
+    /// *Lifetimes and the sweep*).
     pub fn with_unlinked_ttl(mut self, ttl: Duration) -> Self {
         self.unlinked_ttl = ttl;
         self
