@@ -12,7 +12,8 @@ use crate::error::Error;
 ///
 /// Attempt `n` (1 for the first retry) waits a random time in `[d / 2, d]` where
 /// `d = min(max_delay, initial_delay * 2^(n - 1))`, or the server's `Retry-After` when that
-/// is longer (capped at `max_delay` as well).
+/// is longer (capped at `max_retry_after`: a `finish` that an earlier request is still
+/// committing is answered with the rest of a 30 s lease, which a retry must outwait).
 ///
 /// # Examples
 ///
@@ -36,17 +37,21 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// The longest wait before the first retry.
     pub initial_delay: Duration,
-    /// The longest wait before any retry.
+    /// The longest wait before any retry the client times itself.
     pub max_delay: Duration,
+    /// The longest wait the server may ask for (`Retry-After`) that is honoured.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 5 attempts, waits of up to 200 ms, 400 ms, 800 ms, 1.6 s.
+    /// 5 attempts, waits of up to 200 ms, 400 ms, 800 ms, 1.6 s, or what the server asks
+    /// for, up to 60 s.
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 5,
             initial_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -91,7 +96,7 @@ impl RetryPolicy {
             Error::Remote {
                 retry_after: Some(after),
                 ..
-            } => (*after).min(self.max_delay),
+            } => (*after).min(self.max_retry_after),
             _ => Duration::ZERO,
         };
         Some(jittered.max(asked))
@@ -136,7 +141,9 @@ mod tests {
             retry_after: Some(Duration::from_secs(s)),
         };
         assert_eq!(p.delay(1, &asked(3), 0), Some(Duration::from_secs(3)));
-        assert_eq!(p.delay(1, &asked(3600), 0), Some(p.max_delay));
+        assert_eq!(p.delay(1, &asked(3600), 0), Some(p.max_retry_after));
+        // Longer than the client's own longest wait, as a commit lease's rest may be.
+        assert_eq!(p.delay(1, &asked(29), 0), Some(Duration::from_secs(29)));
     }
 
     /// A `finish` an earlier request is still committing (409 with `Retry-After`) is sent

@@ -342,3 +342,80 @@ async fn s3_a_damaged_message_record_is_skipped_and_moved_aside() {
             .is_ok()
     );
 }
+
+/// A FIFO (or anything but a regular file) where a record should be is damaged state, not
+/// a read that blocks a thread for good (it hung every request naming the attachment, and
+/// the sweep with them).
+#[cfg(unix)]
+#[tokio::test]
+async fn fs_a_record_that_is_not_a_regular_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path()).unwrap();
+    commit(&store, &id(1), &id(2), &data(1500, 3)).await;
+    let meta_path = dir.path().join("attachments").join(id(2)).join("meta.json");
+    std::fs::remove_file(&meta_path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&meta_path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), store.metadata(&id(2)))
+        .await
+        .expect("the read of a FIFO must not block");
+    assert_corrupt(got, "a FIFO as metadata");
+    // A symbolic link is not followed either.
+    std::fs::remove_file(&meta_path).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &meta_path).unwrap();
+    assert_corrupt(store.metadata(&id(2)).await, "a symbolic link as metadata");
+}
+
+/// The chat resource's `/content` of an attachment whose chunk file was cut short is a
+/// 500 in the chat shape before any byte is sent; before, it answered 200 with the full
+/// `Content-Length` and then broke the connection off, which clients retry for ever.
+#[cfg(all(feature = "server", feature = "client"))]
+#[tokio::test]
+async fn chat_content_of_a_damaged_attachment_is_a_500_not_a_broken_200() {
+    use attachments::client::{ChatClient, ChatUpload};
+    use attachments::server::{Sandbox, ServerConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::open(dir.path()).unwrap());
+    let sandbox = Sandbox::new(store.clone(), ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sandbox.router()).await });
+    let client = ChatClient::new(&url).unwrap().with_token("t").unwrap();
+    let file = data(300_000, 5);
+    let sent = client
+        .upload(std::io::Cursor::new(file.clone()), ChatUpload::new("a.bin"))
+        .await
+        .unwrap();
+    let content = format!("{url}/v1/attachments/{}/content", sent.id);
+    let get = || {
+        reqwest::Client::new()
+            .get(&content)
+            .header("authorization", "Bearer t")
+            .send()
+    };
+    assert_eq!(get().await.unwrap().bytes().await.unwrap(), file);
+
+    let attachment = dir.path().join("attachments").join(&sent.id);
+    let mut chunks: Vec<_> = std::fs::read_dir(&attachment)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "meta.json")
+        .collect();
+    chunks.sort();
+    let last = chunks.last().unwrap();
+    let bytes = std::fs::read(last).unwrap();
+    std::fs::write(last, &bytes[..bytes.len() - 10]).unwrap();
+
+    let response = get().await.unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["status"], 500, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "internal error: stored state is damaged; start the upload or request again"
+    );
+}

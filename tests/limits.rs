@@ -296,3 +296,27 @@ async fn confirm_ids_are_capped_like_every_other_id() {
     let (status, answer) = post(&url, &json!({"messages": ["m-1"]})).await;
     assert_eq!((status, &answer["data"]["confirmed"]), (200, &json!(0)));
 }
+
+/// A Connectivity path that is not UTF-8 once percent-decoded is a 400 in the Connectivity
+/// envelope, as every other client mistake (it was axum's plain-text answer).
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_400_in_the_envelope() {
+    let Server {
+        name, url, _dir, ..
+    } = server(Backend::Memory).await;
+    let base = format!("{url}/messaging/properties/{PROPERTY}/conversations");
+    for path in [
+        format!("{base}/{CONV}/attachments/%FF"),
+        format!("{base}/{CONV}/attachments/%FF/file_info"),
+        format!("{base}/c%FF/attachments/x/file_info"),
+    ] {
+        let response = reqwest::get(&path).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{name}: {path}");
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(
+            conn_message(&body).starts_with("path cannot be read: "),
+            "{path}: {body}"
+        );
+        assert_eq!(body["errors"][0]["code"], 400, "{body}");
+    }
+}

@@ -162,15 +162,20 @@ async fn a_finish_that_died_before_its_commit_is_committed_by_its_retry_after_th
     disarm(&server.store);
 
     // Within the lease the claim stands: the retry hears that a commit is under way.
-    server.advance(COMMIT_LEASE - Duration::from_secs(1));
+    server.advance(COMMIT_LEASE - Duration::from_millis(1500));
     let err = server.send(&finish).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "upload {id} is being committed by an earlier finish; if that request got no answer, send the same finish again in 1 s"
+            "upload {id} is being committed by an earlier finish; if that request got no answer, send the same finish again in 2 s"
         )
     );
     assert_eq!(err.status(), 409);
+    // What is left of the lease is rounded up: a client waiting as told finds it over.
+    server.advance(Duration::from_millis(500));
+    let err = server.send(&finish).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    server.advance(Duration::from_millis(500));
     // A chunk that is not the same `finish` never takes the claim over.
     server.advance(Duration::from_secs(2));
     let mut other = finish.clone();

@@ -474,7 +474,24 @@ pub(super) async fn content(
         }
     };
     let len = range.end - range.start;
-    let body = Body::from_stream(read_stream(Arc::clone(&s.inner.store), meta.id, range));
+    // The first piece is read before the status is sent: a damaged attachment (the store
+    // checks the whole file's layout on a read) is then a 500 in the chat shape, not a
+    // 200 whose body breaks off, which a client would take for the network's fault and retry.
+    let first_end = range
+        .start
+        .saturating_add(STREAM_CHUNK as u64)
+        .min(range.end);
+    let first = if range.is_empty() {
+        Bytes::new()
+    } else {
+        s.inner
+            .store
+            .read_range(&meta.id, range.start..first_end)
+            .await?
+    };
+    let rest = read_stream(Arc::clone(&s.inner.store), meta.id, first_end..range.end);
+    let first = futures::stream::iter([Ok::<_, Error>(first)]);
+    let body = Body::from_stream(futures::StreamExt::chain(first, rest));
     Ok(response
         .header(header::CONTENT_TYPE, meta.file_type)
         .header(header::CONTENT_LENGTH, len)

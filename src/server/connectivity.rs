@@ -3,12 +3,12 @@
 //! attachments`, `POST attachment_chunks`, `GET attachments/{attachment_id}?from=&to=`,
 //! `GET attachments/{attachment_id}/file_info`. Every answer is an envelope.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use bytes::BytesMut;
 use serde::Deserialize;
 
 use super::Sandbox;
-use super::extract::{ConnScope, UploadBody};
+use super::extract::{ConnScope, FlavourPath, UploadBody};
 use super::reply::{Connectivity, Reply, new_id, ok_bytes, ok_json};
 use crate::download::{RangeQuery, write_connectivity_download};
 use crate::wire::connectivity::{Envelope, FileInfo, UploadData};
@@ -49,7 +49,7 @@ pub(super) async fn chunk(
 pub(super) async fn download(
     State(s): State<Sandbox>,
     from: ConnScope,
-    Path(AttachmentPath { attachment_id }): Path<AttachmentPath>,
+    FlavourPath(AttachmentPath { attachment_id }, _): FlavourPath<AttachmentPath, Connectivity>,
     RawQuery(query): RawQuery,
 ) -> Reply<Connectivity> {
     wire::check_ref("attachment_id", &attachment_id)?;
@@ -67,7 +67,7 @@ pub(super) async fn download(
 pub(super) async fn file_info(
     State(s): State<Sandbox>,
     from: ConnScope,
-    Path(AttachmentPath { attachment_id }): Path<AttachmentPath>,
+    FlavourPath(AttachmentPath { attachment_id }, _): FlavourPath<AttachmentPath, Connectivity>,
 ) -> Reply<Connectivity> {
     wire::check_ref("attachment_id", &attachment_id)?;
     let meta = s.scoped(&attachment_id, &from.scope).await?;

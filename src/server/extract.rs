@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -112,6 +111,34 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
     }
 }
 
+/// Path parameters of type `T`. A path axum cannot decode into them (one not UTF-8 once
+/// percent-decoded, say) is a 400 in flavour `F`'s error shape, like every other client
+/// mistake, rather than axum's plain-text answer.
+pub(super) struct FlavourPath<T, F>(pub T, pub PhantomData<F>);
+
+impl<T, F, S> FromRequestParts<S> for FlavourPath<T, F>
+where
+    T: DeserializeOwned + Send,
+    F: Flavour,
+    S: Send + Sync,
+{
+    type Rejection = Failure<F>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Failure<F>> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(FlavourPath(value, PhantomData)),
+            Err(rejection) => Err(Error::InvalidField {
+                field: "path".into(),
+                problem: format!("cannot be read: {}", rejection.body_text()),
+            }
+            .into()),
+        }
+    }
+}
+
 /// The scope of a Connectivity path (`.../properties/{property_id}/conversations/
 /// {conversation_id}/...`): the property an integer, the conversation a valid reference
 /// ([`wire::check_ref`]); else a 400 in the Connectivity shape.
@@ -129,21 +156,16 @@ struct ConversationPath {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ConnScope {
-    /// axum's own answer for a path it cannot decode, as every handler gave before.
-    type Rejection = Response;
+    type Rejection = Failure<Connectivity>;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &S,
-    ) -> std::result::Result<Self, Response> {
-        let Path(path) = Path::<ConversationPath>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let checked = parse_property(&path.property_id).and_then(|property| {
-            wire::check_ref("conversation_id", &path.conversation_id)?;
-            Ok(property)
-        });
-        let property = checked.map_err(|e| Failure::<Connectivity>::from(e).into_response())?;
+    ) -> std::result::Result<Self, Failure<Connectivity>> {
+        let FlavourPath(path, _) =
+            FlavourPath::<ConversationPath, Connectivity>::from_request_parts(parts, state).await?;
+        let property = parse_property(&path.property_id)?;
+        wire::check_ref("conversation_id", &path.conversation_id)?;
         Ok(ConnScope {
             scope: scope(property, &path.conversation_id),
             property,

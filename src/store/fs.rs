@@ -535,6 +535,15 @@ fn map_missing(e: io::Error, what: &'static str, id: &str, op: &str) -> Error {
 
 /// Reads a file of at most [`MAX_META_FILE`] bytes.
 fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    // Only a regular file is ours: a FIFO put in its place would block the open (and a
+    // blocking thread) for good, and a symbolic link could point anywhere. (Checked before
+    // the open; replacing the file between the two takes write access to the store.)
+    if !std::fs::symlink_metadata(path)?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     if len > MAX_META_FILE {

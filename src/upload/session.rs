@@ -286,7 +286,8 @@ impl UploadSession {
             State::Committing { claim } => {
                 let busy = |wait: Duration| Error::UploadCommitting {
                     upload_id: self.id.to_string(),
-                    retry_after_secs: wait.as_secs().max(1),
+                    // Rounded up: a client that waits as told finds the lease over.
+                    retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
                 };
                 // Only an identical retry of `finish` may take over a claim past its lease.
                 let Some(claim) = claim else {
