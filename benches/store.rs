@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use attachments::Policy;
-use attachments::store::{AttachmentMeta, Expired, FsStore, ListQuery, MemoryStore, Store};
+use attachments::store::{AttachmentMeta, FsStore, ListQuery, MemoryStore, Store};
 use attachments::stream::UploadReceiver;
 use attachments::upload::{RandomId, Step, Target, UploadPlan};
 use bytes::Bytes;
@@ -123,8 +123,7 @@ fn server_receive(c: &mut Criterion) {
                     let started = Instant::now();
                     let att = rt.block_on(receive(&receiver, black_box(&bodies), depth));
                     spent += started.elapsed();
-                    rt.block_on(store.remove(&Expired::Attachment(att)))
-                        .expect("remove");
+                    rt.block_on(store.delete_attachment(&att)).expect("delete");
                 }
                 spent
             })
