@@ -13,8 +13,19 @@
 //! - [`codec::base64`]: strict streaming base64 that writes straight into the caller's
 //!   `Vec<u8>` / `BytesMut` (the request body being built), on `base64-simd`.
 //! - [`digest`]: SHA-256 (`sha2`, SHA-NI where present).
+//! - [`image`]: one incremental tokenizer per format (`image::png::Tokenizer`,
+//!   `image::jpeg::Tokenizer`) whose events the validators, the metadata stripper and the
+//!   dimension reader consume, so each format is walked in one place.
 //! - [`Inspector`]: sniffing, size accounting, hashing and a [`Validator`] in one pass.
-//! - [`Policy`] / [`Limits`]: what a deployment accepts, with one preset per API flavour.
+//! - [`Policy`] / [`Limits`]: what a deployment accepts, with one preset per API flavour;
+//!   [`ImageLimits`] inside them, what an image may declare.
+//! - [`upload`]: the chunked-upload state machine ([`upload::UploadSession`]), fed a
+//!   neutral [`upload::ChunkHeader`] and the time, with a next-deadline query.
+//!
+//! The shells around it: `stream` (client body streams, the server's receiver, by role),
+//! `server` (one file per API flavour), `client`, and `store` (memory, directory, S3; a
+//! conformance suite behind the `conformance` feature). The protocol they implement is
+//! described in the repository's `docs/protocol.md`.
 //! - [`wire`]: serde types for each flavour's requests and responses.
 //!
 //! Memory is bounded by what the caller feeds: nothing holds a whole file.

@@ -84,6 +84,19 @@ fn server_ranges_follow_every_documented_bound() {
     );
 }
 
+/// The query is a form: names are percent-decoded like values (`%66rom` is `from`), so a
+/// parameter spelled both ways is given twice; a value that is not a number once decoded
+/// (not UTF-8 included) is refused.
+#[test]
+fn range_query_names_and_values_are_form_decoded() {
+    assert_eq!(resolve("%66rom=5&t%6F=9", 100), Ok(5..10));
+    assert_eq!(resolve("from=%35&to=9", 100), Ok(5..10));
+    let twice = resolve("from=1&%66rom=2", 100).unwrap_err();
+    assert!(twice.contains("from"), "{twice}");
+    assert!(resolve("from=%FF", 100).is_err());
+    assert!(resolve("from=+5", 100).is_err(), "a space is not a digit");
+}
+
 #[test]
 fn response_bodies_parse_as_the_seed_shapes() {
     let file: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -378,9 +378,10 @@ impl ConnectivityClient {
     /// Connectivity API's documentation describes; `docs/protocol.md`, *Pipelined chunks*).
     /// The sandbox server (and any server on this crate's `UploadReceiver`) lets a chunk
     /// that arrives early wait for its turn, so over a link with latency a depth of 2 to 4
-    /// keeps the link busy. Use more than 1 only with such a server: one that refuses an
-    /// early chunk fails the upload (the client then starts over once, which fails the same
-    /// way).
+    /// keeps the link busy. The depth is clamped to 1 ..= [`MAX_AHEAD`](crate::upload::MAX_AHEAD)
+    /// (4), how far ahead such a server lets a chunk wait. Use more than 1 only with such a
+    /// server: one that refuses an early chunk fails the upload (the client then starts
+    /// over once, which fails the same way).
     ///
     /// # Examples
     ///
@@ -391,7 +392,7 @@ impl ConnectivityClient {
     /// # Ok::<(), attachments::Error>(())
     /// ```
     pub fn with_pipeline(mut self, depth: usize) -> Self {
-        self.pipeline = depth.clamp(1, 4);
+        self.pipeline = depth.clamp(1, crate::upload::MAX_AHEAD as usize);
         self
     }
 
@@ -887,6 +888,7 @@ impl DemandClient {
         };
         let plan = UploadPlan::new(&self.policy, target, &file_name(path)?, &file_type, size)?;
         let mut bodies = BodyStream::new(plan, file);
+        // Invariants of `UploadPlan` (no input reaches these): a panic is a bug here.
         let Some(request) = bodies.next().await else {
             unreachable!("a single-request plan gives its body or an error before it ends");
         };

@@ -33,7 +33,7 @@ use crate::wire::MAX_REF_LEN;
 
 /// Room for the multipart framing around the file: boundaries, part headers and the small
 /// text fields. A body longer than the policy's largest file plus this is refused (413).
-pub const MULTIPART_OVERHEAD: usize = 64 * 1024;
+pub(super) const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
 /// The scope of the request's owner: `chat/` and the first 128 bits of the token's
 /// SHA-256 (the token itself is never stored).
@@ -537,7 +537,7 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
 
 /// `attachment; filename="..."; filename*=UTF-8''...` (RFC 6266): an ASCII fallback with
 /// anything unsafe replaced by `_`, and the exact name percent-encoded.
-pub fn content_disposition(name: &str) -> String {
+pub(super) fn content_disposition(name: &str) -> String {
     let fallback: String = name
         .chars()
         .map(|c| {

@@ -85,8 +85,8 @@ mod session;
 pub use chunk::{ChunkAction, ChunkHeader};
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
 pub use session::{
-    AttachmentInfo, COMMIT_LEASE, DEFAULT_SESSION_TTL, RECENT_CHUNKS, Received, SessionRecord,
-    Sessions, UploadSession, receive_single,
+    AttachmentInfo, COMMIT_LEASE, DEFAULT_SESSION_TTL, MAX_AHEAD, RECENT_CHUNKS, Received,
+    SessionRecord, Sessions, UploadSession, receive_single,
 };
 #[cfg(feature = "async")]
 pub(crate) use session::{bad_record, unix_millis};

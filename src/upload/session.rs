@@ -127,12 +127,17 @@ enum State {
     Failed(Box<Error>),
 }
 
+/// How far ahead of the chunk a session expects a chunk may arrive and wait for its turn
+/// in the receiver: 4. A pipelining client keeps at most this many chunks in flight (the
+/// crate's client clamps its depth to it).
+pub const MAX_AHEAD: u64 = 4;
+
 /// How many of the latest accepted chunks a session remembers, to recognise an identical
 /// retry of any of them: 5, one more than the chunks a pipelining client may have in
-/// flight past the one it waits for (`stream`'s `MAX_AHEAD`, 4). After a crash such a
-/// client sends its unanswered chunks again, oldest first; each is then recognised and
-/// its bytes stored again, which repairs a write the crash cut short.
-pub const RECENT_CHUNKS: usize = 5;
+/// flight past the one it waits for ([`MAX_AHEAD`]). After a crash such a client sends
+/// its unanswered chunks again, oldest first; each is then recognised and its bytes
+/// stored again, which repairs a write the crash cut short.
+pub const RECENT_CHUNKS: usize = MAX_AHEAD as usize + 1;
 
 /// How long a `finish` that claimed the commit may take before an identical retry takes
 /// the claim over and commits in its place: 30 s. A commit waits at most 10 s for

@@ -20,16 +20,12 @@ use super::{UploadReceiver, restore_session};
 use crate::error::{Error, Result};
 use crate::store::AttachmentMeta;
 use crate::stream::ids::random_id;
-use crate::upload::{AttachmentInfo, ChunkHeader, RandomId, Received, UploadSession};
+use crate::upload::{AttachmentInfo, ChunkHeader, MAX_AHEAD, RandomId, Received, UploadSession};
 use crate::wire::OkFlag;
 use crate::wire::connectivity::{ChunkData, ChunkRequest};
 
 /// How many times a chunk is judged again after losing a race for its session record.
 const MAX_CONTENDED: usize = 8;
-
-/// How far ahead of the expected chunk a chunk may arrive and wait for its turn (a
-/// pipelining client sends a few chunks before the first is answered).
-const MAX_AHEAD: u64 = 4;
 
 /// How long such a chunk (or a `finish` whose earlier chunks are still being written)
 /// waits before it is judged as it stands (out of order: the upload fails).
@@ -129,9 +125,10 @@ struct Turn<'a> {
 impl Turn<'_> {
     /// Step 2: whether chunk `number` waits for its turn. One up to [`MAX_AHEAD`] ahead of
     /// the chunk `session` expects (a pipelining client sent it before the earlier ones
-    /// were answered) waits until this process saves a record again, or [`AHEAD_POLL`]
-    /// passes (another process's saves are seen by loading again), and is then loaded
-    /// again; past the request's `wait_until` it is judged as it stands.
+    /// were answered) waits until this process saves a record again, or a poll interval
+    /// passes ([`AHEAD_POLL`], doubling up to [`AHEAD_POLL_MAX`]: another process's saves
+    /// are seen by loading again), and is then loaded again; past the request's
+    /// `wait_until` it is judged as it stands.
     fn waits(&self, session: &UploadSession, number: u64) -> bool {
         let next = session.next_number();
         session.is_receiving()
