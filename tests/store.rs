@@ -614,11 +614,12 @@ async fn fs_a_page_reads_only_its_own_scope() {
         }
     }
     // Every other scope's metadata made unreadable in a way that fails a read outright
-    // (a directory where the file was: an IO error, which listing does not skip).
+    // (a file where the attachment's directory was: an IO error, which listing does not
+    // skip, where a damaged record would be skipped).
     for m in &others {
-        let path = dir.path().join("attachments").join(&m.id).join("meta.json");
-        std::fs::remove_file(&path).unwrap();
-        std::fs::create_dir(&path).unwrap();
+        let path = dir.path().join("attachments").join(&m.id);
+        std::fs::remove_dir_all(&path).unwrap();
+        std::fs::write(&path, b"not a directory").unwrap();
     }
     assert!(matches!(
         store.metadata(&others[0].id).await,
