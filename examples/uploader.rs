@@ -86,7 +86,10 @@ async fn run(args: Args) -> Result<()> {
                 "http://{}",
                 listener.local_addr().map_err(|e| Error::io("addr", e))?
             );
-            tokio::spawn(async move { axum::serve(listener, sandbox.router()).await });
+            let app = sandbox
+                .router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move { axum::serve(listener, app).await });
             println!("sandbox server at {url}");
             url
         }

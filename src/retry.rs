@@ -70,10 +70,18 @@ impl RetryPolicy {
         RetryPolicy::new(1)
     }
 
-    /// Sets the delays.
+    /// Sets the delays: `max` caps the waits the client times itself and the waits a
+    /// server asks for alike (a client that may not wait long gives up instead).
     pub fn with_delays(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_delay = initial;
         self.max_delay = max.max(initial);
+        self.max_retry_after = self.max_delay;
+        self
+    }
+
+    /// Sets the longest wait a server may ask for (`Retry-After`) that is honoured.
+    pub fn with_max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
         self
     }
 

@@ -221,6 +221,35 @@ fn serve_prints_its_url_first_and_answers() {
     assert_eq!(status, 401);
 }
 
+/// `serve --rate` counts requests per client address before checking credentials: a
+/// stream of wrong tokens meets 429s (it met 401s for ever before).
+#[test]
+fn serve_limits_wrong_tokens_by_address() {
+    let server = common::spawn_serve(&["--token", "t", "--affiliate-id", "a", "--rate", "4"], &[]);
+    let url = format!("{}/3.1/messages/latest", server.url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses: Vec<u16> = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for n in 0..8 {
+            let response = client
+                .get(&url)
+                .header("authorization", format!("Bearer wrong-{n}"))
+                .header("x-affiliate-id", "a")
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status().as_u16());
+        }
+        statuses
+    });
+    drop(server);
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429, 429]);
+}
+
 #[test]
 fn upload_then_download_through_the_commands() {
     let dir = Dir::new("updown");

@@ -320,3 +320,34 @@ async fn a_path_that_is_not_utf8_is_a_400_in_the_envelope() {
         assert_eq!(body["errors"][0]["code"], 400, "{body}");
     }
 }
+
+/// A request body in a malformed chunked transfer coding (a size that is not hex, one that
+/// overflows) is a 400 in the flavour's envelope naming the problem; it was a 500
+/// "internal storage error; try again later", which clients retry.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_400_not_a_storage_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Server { url, _dir, .. } = server(Backend::Memory).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let path = format!("/messaging/properties/{PROPERTY}/conversations/{CONV}/attachments");
+    for bad_size in ["ZZ", "FFFFFFFFFFFFFFFFFFFF"] {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{{\"a\":\r\n{bad_size}\r\nxx\r\n0\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad_size}: {answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{answer}"));
+        let message = conn_message(&body);
+        assert!(
+            message.starts_with("request body could not be read ("),
+            "{bad_size}: {message}"
+        );
+    }
+}

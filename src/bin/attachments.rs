@@ -7,7 +7,7 @@
 //! error.
 //!
 //! `attachments serve --addr 127.0.0.1:PORT --store memory|fs:DIR|s3://BUCKET[/PREFIX]?endpoint=URL&region=R
-//! [--token T --affiliate-id A] [--rate PER_MINUTE] [--unlinked-ttl SECONDS]` runs the sandbox
+//! [--token T --affiliate-id A] [--rate PER_MINUTE [--client-ip-header H]] [--unlinked-ttl SECONDS]` runs the sandbox
 //! server; its first line on stdout is the base URL. With an `s3://` store (credentials from
 //! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), several servers may share one bucket and
 //! any of them may take any request of an upload.
@@ -66,9 +66,15 @@ struct ServeArgs {
     /// Require this X-Affiliate-Id (with --token).
     #[arg(long, requires = "token")]
     affiliate_id: Option<String>,
-    /// Requests a minute per client, answered 429 beyond.
+    /// Requests a minute per client (its IP address), answered 429 beyond; counted
+    /// before credentials are checked.
     #[arg(long, value_name = "PER_MINUTE")]
     rate: Option<u32>,
+    /// Behind a trusted proxy: the header it sets to the client's address (for example
+    /// X-Forwarded-For; its last entry keys the rate limit). Any client can send it, so
+    /// set it only behind such a proxy.
+    #[arg(long, value_name = "HEADER", requires = "rate")]
+    client_ip_header: Option<axum::http::HeaderName>,
     /// Seconds an attachment no message carries is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 24 * 60 * 60)]
     unlinked_ttl: u64,
@@ -251,6 +257,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if let (Some(t), Some(a)) = (&args.token, &args.affiliate_id) {
         config = config.with_credentials(t, a);
     }
+    if let Some(header) = args.client_ip_header.clone() {
+        config = config.with_client_ip_header(header);
+    }
     if let Some(rate) = args.rate {
         config = config.with_rate(rate);
     }
@@ -267,7 +276,17 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             .clone()
             .sweep_every(std::time::Duration::from_secs(60)),
     );
-    axum::serve(listener, sandbox.router())
+    // Each accepted socket without Nagle's delay (small answers go out at once), and the
+    // peer's address with every request (the rate limit is keyed on it).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
+    let app = sandbox
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -19,9 +19,29 @@ use crate::wire;
 
 /// Reads `body` whole under `limit`: refused (400) as soon as it passes it, before more
 /// is buffered; gathered into one allocation of its announced length.
+///
+/// A body that cannot be read (a malformed chunked transfer coding, a connection the
+/// client closed halfway) is the client's doing: a 400 naming what HTTP found, never
+/// the 500 of a storage error.
 pub(super) async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
     let announced = axum::body::HttpBody::size_hint(&body).lower();
-    read_body_sized(body.into_data_stream(), limit, announced).await
+    read_body_sized(body.into_data_stream(), limit, announced)
+        .await
+        .map_err(unreadable_body)
+}
+
+/// [`read_limited`]'s error for a body the connection could not deliver.
+pub(super) fn unreadable_body(e: Error) -> Error {
+    match e {
+        Error::Io(io) => Error::InvalidField {
+            field: "request body".into(),
+            problem: format!(
+                "could not be read ({}): send the body whole, in a well-formed transfer coding",
+                io.io_error()
+            ),
+        },
+        other => other,
+    }
 }
 
 /// The name/value pairs of an `application/x-www-form-urlencoded` text (a query string,

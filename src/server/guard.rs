@@ -1,9 +1,10 @@
 //! What every request goes through before its handler: credentials, the rate limit and a
 //! log line; and the answers for paths and methods no handler serves.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -12,41 +13,46 @@ use super::Sandbox;
 use super::reply::{Api, error_response};
 use crate::error::Error;
 
-/// Auth, rate limit and a log line per request.
+/// Longest client key taken from a proxy's header (an IPv6 address with a zone fits).
+const MAX_CLIENT_KEY: usize = 64;
+
+/// Rate limit, then credentials, and a log line per request. The limit comes first and is
+/// keyed on the client's address, so wrong or fresh tokens neither escape it nor get
+/// more tries.
 pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let api = Api::of(req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let fail = |err: Error| error_response(api, err);
+    let config = &sandbox.inner.config;
+    let limited = sandbox
+        .inner
+        .limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|l| {
+            let key = client_key(&req, config.client_ip_header.as_ref());
+            l.check(&key, sandbox.inner.started.elapsed()).err()
+        });
     let headers = req.headers();
     let token = bearer(headers);
-    let affiliate = headers
-        .get("x-affiliate-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let affiliate = headers.get("x-affiliate-id").and_then(|v| v.to_str().ok());
     // The chat flavour authenticates by the bearer token alone (`docs/protocol.md`, *Access
     // and scope*).
-    let response = if let Some(expected) = &sandbox.inner.config.credentials
-        && (token.as_deref() != Some(expected.token.as_str())
-            || (api != Api::Chat && affiliate.as_deref() != Some(expected.affiliate_id.as_str())))
-    {
+    let refused = config.credentials.as_ref().is_some_and(|expected| {
+        !same(token.as_deref(), &expected.token)
+            || (api != Api::Chat && !same(affiliate, &expected.affiliate_id))
+    });
+    let response = if let Some(wait) = limited {
+        fail(Error::RateLimited {
+            retry_after_secs: wait.as_secs().max(1),
+        })
+    } else if refused {
         fail(Error::Unauthorized)
     } else {
-        let key = token.or(affiliate).unwrap_or_default();
-        let limited = sandbox
-            .inner
-            .limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-            .and_then(|l| l.check(&key, sandbox.inner.started.elapsed()).err());
-        match limited {
-            Some(wait) => fail(Error::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            }),
-            None => next.run(req).await,
-        }
+        next.run(req).await
     };
     tracing::info!(
         %method,
@@ -56,6 +62,30 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         "request"
     );
     response
+}
+
+/// Whether `given` is `expected`, compared in constant time (a timing difference must not
+/// tell a client how much of a guess was right).
+fn same(given: Option<&str>, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// Who a request's client is, for the rate limit: the last entry of `proxy_header` when
+/// one is configured and present (capped at [`MAX_CLIENT_KEY`] bytes), else the peer's IP
+/// address, else one key for every request (a server started without connection info).
+fn client_key(req: &Request, proxy_header: Option<&axum::http::HeaderName>) -> String {
+    if let Some(name) = proxy_header
+        && let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok())
+        && let Some(last) = value.rsplit(',').next().map(str::trim)
+        && !last.is_empty()
+    {
+        // `to_str` took only visible ASCII: any byte index is a character boundary.
+        return format!("via proxy {}", &last[..last.len().min(MAX_CLIENT_KEY)]);
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown peer".to_owned(), |c| c.0.ip().to_string())
 }
 
 /// The bearer token of `Authorization`, if any.

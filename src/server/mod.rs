@@ -40,6 +40,8 @@
 //! let app = axum::Router::new().merge(sandbox.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! tokio::spawn(sandbox.clone().sweep_every(std::time::Duration::from_secs(60)));
+//! // With the peer's address, which the rate limit is keyed on.
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await
 //! # }
 //! ```
@@ -95,8 +97,17 @@ pub struct ServerConfig {
     pub demand: Policy,
     /// Required credentials; `None` lets every request in.
     pub credentials: Option<Credentials>,
-    /// Requests a minute per client (by token, else by affiliate id); `None`: no limit.
+    /// Requests a minute per client, counted before credentials are checked (refused
+    /// ones count too); `None`: no limit. A client is its peer IP address (the server
+    /// must be served with `into_make_service_with_connect_info::<SocketAddr>()`, as
+    /// `attachments serve` is; without it every request shares one limit), or, behind a
+    /// proxy, what [`ServerConfig::client_ip_header`] says.
     pub rate_per_minute: Option<u32>,
+    /// A request header a trusted proxy in front of the server sets to the client's
+    /// address (`X-Forwarded-For`, say): its last entry, the one the proxy added, keys
+    /// the rate limit instead of the peer address. Set it only behind such a proxy: any
+    /// client can send the header.
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// How long an attachment no message carries is kept (default 24 h).
     pub unlinked_ttl: Duration,
     /// How long an idle chunked upload is kept (default [`DEFAULT_SESSION_TTL`]).
@@ -118,6 +129,7 @@ impl Default for ServerConfig {
             demand: Policy::demand(),
             credentials: None,
             rate_per_minute: None,
+            client_ip_header: None,
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             chat: Policy::chat(),
@@ -140,9 +152,16 @@ impl ServerConfig {
         self
     }
 
-    /// Limits each client to `per_minute` requests a minute.
+    /// Limits each client (each peer address) to `per_minute` requests a minute.
     pub fn with_rate(mut self, per_minute: u32) -> Self {
         self.rate_per_minute = Some(per_minute);
+        self
+    }
+
+    /// Keys the rate limit on the last entry of `header`, which a trusted proxy in front
+    /// sets to the client's address ([`ServerConfig::client_ip_header`]).
+    pub fn with_client_ip_header(mut self, header: axum::http::HeaderName) -> Self {
+        self.client_ip_header = Some(header);
         self
     }
 

@@ -494,6 +494,7 @@ pub async fn serve_local(router: axum::Router) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }

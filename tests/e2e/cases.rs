@@ -479,6 +479,56 @@ async fn rate_limit_answers_429_with_retry_after_and_the_client_waits() {
     assert!(matches!(err, Error::Remote { status: 429, .. }), "{err}");
 }
 
+case!(the_rate_limit_comes_before_credentials_and_is_keyed_on_the_client);
+/// The limit is taken before credentials are checked, so refused requests count (6,000
+/// wrong tokens at a rate of 60 never met a 429 before), and it is keyed on the client's
+/// address, so a fresh token per request does not escape it; behind a trusted proxy its
+/// header names the client.
+async fn the_rate_limit_comes_before_credentials_and_is_keyed_on_the_client() {
+    let server = serve(
+        ServerConfig::default()
+            .with_rate(3)
+            .with_credentials("t", "a"),
+    )
+    .await;
+    let url = format!("{}/3.1/messages/latest", server.url);
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let token = format!("guess-{n}");
+        let auth = Some((token.as_str(), "a"));
+        statuses.push(raw(reqwest::Method::GET, url.clone(), None, auth).await.0);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+    // The right credentials from the same address wait like everyone there.
+    let (status, retry, _) = raw(reqwest::Method::GET, url, None, Some(("t", "a"))).await;
+    assert_eq!((status, retry.is_some()), (429, true));
+
+    // Behind a proxy: the last entry of its header is the client.
+    let header = axum::http::HeaderName::from_static("x-forwarded-for");
+    let config = ServerConfig::default()
+        .with_rate(2)
+        .with_client_ip_header(header);
+    let server = serve(config).await;
+    let url = format!("{}/3.1/messages/latest", server.url);
+    let from = |chain: &'static str| {
+        reqwest::Client::new()
+            .get(&url)
+            .header("x-forwarded-for", chain)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for chain in [
+        "1.1.1.1",
+        "9.9.9.9, 1.1.1.1",
+        "1.1.1.1",
+        "2.2.2.2",
+        "1.1.1.1, 2.2.2.2",
+    ] {
+        statuses.push(from(chain).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 200, 200]);
+}
+
 case!(malformed_requests_get_a_4xx_naming_the_problem);
 async fn malformed_requests_get_a_4xx_naming_the_problem() {
     let server = serve(ServerConfig::default()).await;
