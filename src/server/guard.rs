@@ -71,12 +71,15 @@ fn same(given: Option<&str>, expected: &str) -> bool {
     given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
 }
 
-/// Who a request's client is, for the rate limit: the last entry of `proxy_header` when
-/// one is configured and present (capped at [`MAX_CLIENT_KEY`] bytes), else the peer's IP
+/// Who a request's client is, for the rate limit: the last entry of `proxy_header` (of its
+/// last line) when one is configured and present (capped at [`MAX_CLIENT_KEY`] bytes), else the peer's IP
 /// address, else one key for every request (a server started without connection info).
 fn client_key(req: &Request, proxy_header: Option<&axum::http::HeaderName>) -> String {
+    // The header's last line: a proxy may add a line of its own rather than extend the
+    // client's, and HTTP reads repeated lines as one comma-separated list.
     if let Some(name) = proxy_header
-        && let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok())
+        && let Some(value) = req.headers().get_all(name).iter().next_back()
+        && let Ok(value) = value.to_str()
         && let Some(last) = value.rsplit(',').next().map(str::trim)
         && !last.is_empty()
     {

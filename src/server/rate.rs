@@ -3,8 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Buckets kept before idle (full) ones are dropped.
+/// Buckets kept before idle (full) ones are dropped, at most once a second.
 const MAX_BUCKETS: usize = 10_000;
+
+/// Buckets kept at the most: past this (a flood of distinct keys within one refill
+/// window), every bucket is dropped and counting starts over, so memory stays bounded.
+const HARD_MAX_BUCKETS: usize = 2 * MAX_BUCKETS;
 
 /// A token bucket per client key: `per_minute` requests a minute on average, bursts of up
 /// to `per_minute`. It is kept exactly, in integers, as the generic cell rate algorithm's
@@ -34,6 +38,9 @@ pub struct RateLimiter {
     /// `per_minute`) is the whole number `60e9` and nothing is rounded. Floating-point
     /// tokens once promised a wait after which the request was still refused.
     next: HashMap<String, u128>,
+    /// When idle buckets may next be looked for (scaled time): the search reads every
+    /// bucket, so a flood of new keys must not run it on each request.
+    next_sweep: u128,
 }
 
 /// One request's spacing in scaled time (see [`RateLimiter::next`]).
@@ -45,6 +52,7 @@ impl RateLimiter {
         RateLimiter {
             per_minute: per_minute.max(1),
             next: HashMap::new(),
+            next_sweep: 0,
         }
     }
 
@@ -60,8 +68,15 @@ impl RateLimiter {
         // A burst of `per_minute` requests: the next arrival may run this far ahead.
         let tolerance = (scale - 1) * SPACING;
         if self.next.len() >= MAX_BUCKETS && !self.next.contains_key(key) {
-            // Clients whose bucket has refilled completely carry no state worth keeping.
-            self.next.retain(|_, next| *next > now);
+            if now >= self.next_sweep {
+                // Clients whose bucket has refilled completely carry no state worth
+                // keeping. (At most once a second: it reads every bucket.)
+                self.next.retain(|_, next| *next > now);
+                self.next_sweep = now + 1_000_000_000 * scale;
+            }
+            if self.next.len() >= HARD_MAX_BUCKETS {
+                self.next.clear();
+            }
         }
         let next = self.next.entry(key.to_owned()).or_insert(now);
         let due = (*next).max(now);
@@ -100,6 +115,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A flood of distinct keys (a new one per request, faster than buckets refill) keeps
+    /// the map bounded, and looks for idle buckets at most once a second, not per request.
+    #[test]
+    fn a_flood_of_distinct_keys_stays_bounded() {
+        let mut limiter = RateLimiter::new(1);
+        let now = Duration::from_secs(5);
+        for n in 0..3 * HARD_MAX_BUCKETS {
+            assert!(limiter.check(&format!("key-{n}"), now).is_ok());
+            assert!(limiter.next.len() <= HARD_MAX_BUCKETS);
+        }
+        // One second later idle buckets are looked for again: none has refilled (a minute
+        // each), so the map is still bounded by the hard cap.
+        assert!(limiter.check("late", now + Duration::from_secs(1)).is_ok());
+        assert!(limiter.next.len() <= HARD_MAX_BUCKETS);
+        // A limited client stays limited while the map is below the hard cap.
+        let mut limiter = RateLimiter::new(1);
+        assert!(limiter.check("a", now).is_ok());
+        assert!(limiter.check("a", now).is_err());
+        for n in 0..MAX_BUCKETS {
+            let _ = limiter.check(&format!("k{n}"), now);
+        }
+        assert!(limiter.check("a", now).is_err());
     }
 
     proptest! {

@@ -527,6 +527,20 @@ async fn the_rate_limit_comes_before_credentials_and_is_keyed_on_the_client() {
         statuses.push(from(chain).await.unwrap().status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 429, 200, 200]);
+    // A proxy that adds a line of its own rather than extending the client's: its line,
+    // the last, names the client, whatever the client's line says.
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .header("x-forwarded-for", format!("spoofed-{n}"))
+            .header("x-forwarded-for", "5.5.5.5")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
 }
 
 case!(malformed_requests_get_a_4xx_naming_the_problem);
