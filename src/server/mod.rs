@@ -104,9 +104,9 @@ pub struct ServerConfig {
     /// proxy, what [`ServerConfig::client_ip_header`] says.
     pub rate_per_minute: Option<u32>,
     /// A request header a trusted proxy in front of the server sets to the client's
-    /// address (`X-Forwarded-For`, say): its last entry, the one the proxy added, keys
-    /// the rate limit instead of the peer address. Set it only behind such a proxy: any
-    /// client can send the header.
+    /// address (`X-Forwarded-For`, say): its last entry (of its last line), the one the
+    /// proxy added, keys the rate limit instead of the peer address. Set it only behind
+    /// such a proxy: any client can send the header.
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// How long an attachment no message carries is kept (default 24 h).
     pub unlinked_ttl: Duration,
