@@ -38,6 +38,7 @@ const FORBIDDEN: &[&str] = &[
     "Error::io_other(",
     "Error::Remote",
     "Error::UnexpectedAnswer",
+    "Error::BodyTimeout",
     "Error::RetriesExhausted",
 ];
 

@@ -351,3 +351,65 @@ async fn a_malformed_chunked_body_is_a_400_not_a_storage_error() {
         );
     }
 }
+
+/// A request body that stops arriving is answered 408 in the flavour's envelope once it
+/// paused longer than the body idle timeout, and the connection is let go (before, a
+/// client sending a byte now and then, or a chunk size it never filled, held the
+/// connection and its buffer for ever).
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = ServerConfig::default().with_body_idle_timeout(std::time::Duration::from_secs(1));
+    let sandbox = Sandbox::new(Arc::new(MemoryStore::new()), config);
+    let url = common::serve_local(sandbox.router()).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let path = format!("/messaging/properties/{PROPERTY}/conversations/{CONV}/attachments");
+    let heads = [
+        "Content-Length: 100\r\n\r\n{\"attachment\"".to_owned(),
+        "Transfer-Encoding: chunked\r\n\r\nffffffffffff\r\n{\"attachment\"".to_owned(),
+    ];
+    for head in heads {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{head}"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = vec![0; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
+            .await
+            .expect("answered within the timeout")
+            .unwrap();
+        let waited = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head}: {answer}");
+        assert!(
+            waited >= std::time::Duration::from_millis(900)
+                && waited < std::time::Duration::from_secs(5),
+            "{waited:?}"
+        );
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{answer}"));
+        assert_eq!(
+            conn_message(&body),
+            "the request body stopped arriving: no byte for 1 s; send the body without pausing"
+        );
+    }
+    // A chat upload's multipart body, stalled inside the file.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /v1/attachments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer t\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 5000\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("answered within the timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"status\":408"), "{answer}");
+}

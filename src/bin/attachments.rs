@@ -75,6 +75,9 @@ struct ServeArgs {
     /// set it only behind such a proxy.
     #[arg(long, value_name = "HEADER", requires = "rate")]
     client_ip_header: Option<axum::http::HeaderName>,
+    /// Seconds a request body may pause before the request is answered 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_BODY_IDLE_TIMEOUT.as_secs())]
+    body_idle_timeout: u64,
     /// Seconds an attachment no message carries is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 24 * 60 * 60)]
     unlinked_ttl: u64,
@@ -257,6 +260,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if let (Some(t), Some(a)) = (&args.token, &args.affiliate_id) {
         config = config.with_credentials(t, a);
     }
+    config = config.with_body_idle_timeout(std::time::Duration::from_secs(
+        args.body_idle_timeout.max(1),
+    ));
     if let Some(header) = args.client_ip_header.clone() {
         config = config.with_client_ip_header(header);
     }

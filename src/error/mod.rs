@@ -468,6 +468,16 @@ pub enum Error {
         retry_after: Option<std::time::Duration>,
     },
 
+    /// A request body stopped arriving: no byte came for `idle_secs` seconds (the
+    /// server's body idle timeout). 408; the connection is closed.
+    #[error(
+        "the request body stopped arriving: no byte for {idle_secs} s; send the body without pausing"
+    )]
+    BodyTimeout {
+        /// The idle timeout, in seconds.
+        idle_secs: u64,
+    },
+
     /// The other side answered, but not with what the request asked for: a header the
     /// answer needs is missing or unreadable (`Content-Range`, `Content-Length`), another
     /// range than the one asked for, more bytes than announced, an attachment id before
@@ -521,6 +531,7 @@ impl Error {
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
             Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
+            Error::BodyTimeout { .. } => 408,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,

@@ -311,7 +311,11 @@ pub(super) fn body_limit(s: &Sandbox) -> usize {
 }
 
 fn multipart_error(e: MultipartError, limit: usize) -> Error {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(idle) = super::extract::body_idle(&e) {
+        Error::BodyTimeout {
+            idle_secs: idle.as_secs().max(1),
+        }
+    } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::TooLarge {
             size: limit as u64 + 1,
             limit: limit as u64,

@@ -25,9 +25,35 @@ use crate::wire;
 /// the 500 of a storage error.
 pub(super) async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
     let announced = axum::body::HttpBody::size_hint(&body).lower();
-    read_body_sized(body.into_data_stream(), limit, announced)
+    // The guard's idle timeout, told apart from other failures (seconds, 0: none).
+    let idle = std::sync::atomic::AtomicU64::new(0);
+    let stream = futures::TryStreamExt::inspect_err(body.into_data_stream(), |e| {
+        if let Some(timeout) = body_idle(e) {
+            idle.store(
+                timeout.as_secs().max(1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    });
+    read_body_sized(stream, limit, announced)
         .await
-        .map_err(unreadable_body)
+        .map_err(|e| match idle.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => unreadable_body(e),
+            idle_secs => Error::BodyTimeout { idle_secs },
+        })
+}
+
+/// The idle timeout that failed a body's read, if that is what failed it: `e` or one of
+/// its sources (axum's and multer's errors wrap the body's).
+pub(super) fn body_idle(e: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if let Some(idle) = e.downcast_ref::<super::guard::BodyIdle>() {
+            return Some(idle.idle);
+        }
+        at = e.source();
+    }
+    None
 }
 
 /// [`read_limited`]'s error for a body the connection could not deliver.

@@ -45,6 +45,19 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         !same(token.as_deref(), &expected.token)
             || (api != Api::Chat && !same(affiliate, &expected.affiliate_id))
     });
+    // A body that pauses longer than the idle timeout fails its read with `BodyIdle`,
+    // which the extractors answer 408.
+    let idle = config.body_idle_timeout;
+    let req = req.map(|body| {
+        let timed = tower_http::timeout::TimeoutBody::new(idle, body);
+        axum::body::Body::new(http_body_util::BodyExt::map_err(timed, move |e| {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                Box::new(BodyIdle { idle }) as axum::BoxError
+            } else {
+                e
+            }
+        }))
+    });
     let response = if let Some(wait) = limited {
         fail(Error::RateLimited {
             retry_after_secs: wait.as_secs().max(1),
@@ -63,6 +76,20 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     );
     response
 }
+
+/// The error a request body's read fails with when it paused longer than `idle`.
+#[derive(Debug)]
+pub(super) struct BodyIdle {
+    pub(super) idle: std::time::Duration,
+}
+
+impl std::fmt::Display for BodyIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no byte of the body for {} s", self.idle.as_secs())
+    }
+}
+
+impl std::error::Error for BodyIdle {}
 
 /// Whether `given` is `expected`, compared in constant time (a timing difference must not
 /// tell a client how much of a guess was right).

@@ -87,6 +87,9 @@ pub struct Credentials {
     pub affiliate_id: String,
 }
 
+/// How long a request body may pause between two pieces by default: 30 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the sandbox behaves.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -108,6 +111,10 @@ pub struct ServerConfig {
     /// proxy added, keys the rate limit instead of the peer address. Set it only behind
     /// such a proxy: any client can send the header.
     pub client_ip_header: Option<axum::http::HeaderName>,
+    /// How long a request body may pause between two pieces before the request is
+    /// answered 408 and its connection closed (default [`DEFAULT_BODY_IDLE_TIMEOUT`],
+    /// 30 s): a client that stops sending holds no connection and no buffer for longer.
+    pub body_idle_timeout: Duration,
     /// How long an attachment no message carries is kept (default 24 h).
     pub unlinked_ttl: Duration,
     /// How long an idle chunked upload is kept (default [`DEFAULT_SESSION_TTL`]).
@@ -130,6 +137,7 @@ impl Default for ServerConfig {
             credentials: None,
             rate_per_minute: None,
             client_ip_header: None,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             chat: Policy::chat(),
@@ -162,6 +170,12 @@ impl ServerConfig {
     /// sets to the client's address ([`ServerConfig::client_ip_header`]).
     pub fn with_client_ip_header(mut self, header: axum::http::HeaderName) -> Self {
         self.client_ip_header = Some(header);
+        self
+    }
+
+    /// Sets how long a request body may pause ([`ServerConfig::body_idle_timeout`]).
+    pub fn with_body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
         self
     }
 
