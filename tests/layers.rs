@@ -39,6 +39,7 @@ const FORBIDDEN: &[&str] = &[
     "Error::Remote",
     "Error::UnexpectedAnswer",
     "Error::BodyTimeout",
+    "Error::Overloaded",
     "Error::RetriesExhausted",
 ];
 

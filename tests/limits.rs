@@ -413,3 +413,48 @@ async fn a_body_that_stops_arriving_is_a_408_after_the_idle_timeout() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"status\":408"), "{answer}");
 }
+
+/// Requests in flight are capped: one more is a 503 with `Retry-After: 1` at once, in the
+/// flavour's shape, never a queue; places come back when requests end (here, two stalled
+/// uploads let go by the body idle timeout).
+#[tokio::test]
+async fn requests_over_the_in_flight_cap_are_a_503_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let config = ServerConfig::default()
+        .with_max_in_flight(2)
+        .with_body_idle_timeout(std::time::Duration::from_secs(2));
+    let sandbox = Sandbox::new(Arc::new(MemoryStore::new()), config);
+    let url = common::serve_local(sandbox.router()).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let path = format!("/messaging/properties/{PROPERTY}/conversations/{CONV}/attachments");
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let latest = format!("{url}/3.1/messages/latest");
+    let started = std::time::Instant::now();
+    let response = reqwest::get(&latest).await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "not queued"
+    );
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        demand_message(&body),
+        "the server is busy with 2 requests; send this one again in 1 s"
+    );
+    // The stalled ones end at their idle timeout; their places come back.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(reqwest::get(&latest).await.unwrap().status().as_u16(), 200);
+    drop(stalled);
+}

@@ -75,6 +75,9 @@ struct ServeArgs {
     /// set it only behind such a proxy.
     #[arg(long, value_name = "HEADER", requires = "rate")]
     client_ip_header: Option<axum::http::HeaderName>,
+    /// Requests handled at once; one more is answered 503 with Retry-After: 1.
+    #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Seconds a request body may pause before the request is answered 408.
     #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_BODY_IDLE_TIMEOUT.as_secs())]
     body_idle_timeout: u64,
@@ -260,6 +263,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if let (Some(t), Some(a)) = (&args.token, &args.affiliate_id) {
         config = config.with_credentials(t, a);
     }
+    config = config.with_max_in_flight(args.max_in_flight);
     config = config.with_body_idle_timeout(std::time::Duration::from_secs(
         args.body_idle_timeout.max(1),
     ));

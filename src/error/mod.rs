@@ -468,6 +468,14 @@ pub enum Error {
         retry_after: Option<std::time::Duration>,
     },
 
+    /// The server handles as many requests as it may at once; this one was not queued.
+    /// 503, with `Retry-After: 1`.
+    #[error("the server is busy with {in_flight} requests; send this one again in 1 s")]
+    Overloaded {
+        /// The requests it handles at once.
+        in_flight: usize,
+    },
+
     /// A request body stopped arriving: no byte came for `idle_secs` seconds (the
     /// server's body idle timeout). 408; the connection is closed.
     #[error(
@@ -532,6 +540,7 @@ impl Error {
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
             Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
             Error::BodyTimeout { .. } => 408,
+            Error::Overloaded { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,
@@ -643,7 +652,9 @@ impl Error {
             | Error::UploadCommitting {
                 retry_after_secs, ..
             } => Some(std::time::Duration::from_secs(*retry_after_secs)),
-            Error::UploadBusy { .. } => Some(std::time::Duration::from_secs(1)),
+            Error::UploadBusy { .. } | Error::Overloaded { .. } => {
+                Some(std::time::Duration::from_secs(1))
+            }
             Error::Remote { retry_after, .. } => *retry_after,
             _ => None,
         }

@@ -2,6 +2,7 @@
 //! log line; and the answers for paths and methods no handler serves.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -65,7 +66,13 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     } else if refused {
         fail(Error::Unauthorized)
     } else {
-        next.run(req).await
+        // A place among the requests in flight, or 503 at once: never a queue.
+        match Arc::clone(&sandbox.inner.in_flight).try_acquire_owned() {
+            Ok(_permit) => next.run(req).await,
+            Err(_) => fail(Error::Overloaded {
+                in_flight: config.max_in_flight,
+            }),
+        }
     };
     tracing::info!(
         %method,

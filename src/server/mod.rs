@@ -87,6 +87,9 @@ pub struct Credentials {
     pub affiliate_id: String,
 }
 
+/// How many requests the sandbox handles at once by default: 256.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
 /// How long a request body may pause between two pieces by default: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -111,6 +114,10 @@ pub struct ServerConfig {
     /// proxy added, keys the rate limit instead of the peer address. Set it only behind
     /// such a proxy: any client can send the header.
     pub client_ip_header: Option<axum::http::HeaderName>,
+    /// How many requests are handled at once (default [`DEFAULT_MAX_IN_FLIGHT`], 256); one
+    /// more is answered 503 with `Retry-After: 1` at once, never queued. With bodies of up
+    /// to one chunk each, this also bounds the bytes buffered by requests in flight.
+    pub max_in_flight: usize,
     /// How long a request body may pause between two pieces before the request is
     /// answered 408 and its connection closed (default [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// 30 s): a client that stops sending holds no connection and no buffer for longer.
@@ -138,6 +145,7 @@ impl Default for ServerConfig {
             rate_per_minute: None,
             client_ip_header: None,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             chat: Policy::chat(),
@@ -170,6 +178,12 @@ impl ServerConfig {
     /// sets to the client's address ([`ServerConfig::client_ip_header`]).
     pub fn with_client_ip_header(mut self, header: axum::http::HeaderName) -> Self {
         self.client_ip_header = Some(header);
+        self
+    }
+
+    /// Sets how many requests are handled at once ([`ServerConfig::max_in_flight`]).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
         self
     }
 
@@ -226,6 +240,8 @@ struct Inner {
     demand: UploadReceiver,
     chat: UploadReceiver,
     limiter: Mutex<Option<RateLimiter>>,
+    /// One permit per request being handled ([`ServerConfig::max_in_flight`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
     started: Instant,
 }
 
@@ -257,6 +273,7 @@ impl Sandbox {
             demand: receiver(&config.demand),
             chat: receiver(&config.chat),
             limiter: Mutex::new(config.rate_per_minute.map(RateLimiter::new)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             started: Instant::now(),
             store,
             config,
