@@ -381,3 +381,64 @@ fn an_http2_download_with_small_windows_is_not_stalled() {
         h1.0
     );
 }
+
+/// `serve` closes a connection whose request headers do not arrive within
+/// `--header-timeout`, and one past `--max-connections` as soon as it is accepted (both
+/// were held open for ever: 25 slow-header connections were all still open after 60 s).
+#[test]
+fn serve_lets_go_of_slow_headers_and_extra_connections() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server = common::spawn_serve(&["--header-timeout", "1", "--max-connections", "2"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let connect = || {
+        let tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp
+    };
+    // Closed by the server, however it says it (an empty read or a reset).
+    let closed_within = |tcp: &mut std::net::TcpStream| {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    // Two slow-header connections take both places; a third is let go at once.
+    let mut slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut tcp = connect();
+            tcp.write_all(b"GET /3.1/messages/latest HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            tcp
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect();
+    let waited = closed_within(&mut extra);
+    assert!(
+        waited < Duration::from_millis(900),
+        "extra connection open {waited:?}"
+    );
+    // The slow ones are closed at their header timeout.
+    for tcp in &mut slow {
+        let waited = closed_within(tcp);
+        assert!(
+            waited < Duration::from_secs(5),
+            "slow headers held {waited:?}"
+        );
+    }
+    // Their places are free again: a whole request is answered.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut tcp = connect();
+    tcp.write_all(b"GET /3.1/messages/latest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    drop(server);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

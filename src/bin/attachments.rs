@@ -75,6 +75,12 @@ struct ServeArgs {
     /// set it only behind such a proxy.
     #[arg(long, value_name = "HEADER", requires = "rate")]
     client_ip_header: Option<axum::http::HeaderName>,
+    /// Seconds a client may take to send a request's headers; the connection is closed past it.
+    #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_timeout: u64,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Requests handled at once; one more is answered 503 with Retry-After: 1.
     #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
@@ -286,22 +292,16 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             .clone()
             .sweep_every(std::time::Duration::from_secs(60)),
     );
-    // Each accepted socket without Nagle's delay (small answers go out at once), and the
-    // peer's address with every request (the rate limit is keyed on it).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let app = sandbox
-        .router()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| Error::io("serving", e))
+    // The library's accept loop: TCP_NODELAY, the peer's address with every request (the
+    // rate limit is keyed on it), a header read timeout and a cap on open connections.
+    let options = attachments::server::ListenOptions::default()
+        .with_header_read_timeout(std::time::Duration::from_secs(args.header_timeout.max(1)))
+        .with_max_connections(args.max_connections);
+    attachments::server::serve(listener, sandbox.router(), options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(())
 }
 
 async fn upload(args: UploadArgs) -> Result<(), Error> {

@@ -51,6 +51,7 @@ mod connectivity;
 mod demand;
 mod extract;
 mod guard;
+mod listen;
 mod messages;
 mod rate;
 mod reply;
@@ -64,6 +65,10 @@ use axum::middleware;
 use axum::routing::{get, post};
 
 pub use crate::store::MAX_MESSAGES;
+pub use listen::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HTTP2_CONNECTION_WINDOW,
+    HTTP2_STREAM_WINDOW, ListenOptions, serve,
+};
 pub use messages::{LATEST_LIMIT, MAX_CONFIRM_BODY, MAX_CONTENT, Message};
 pub use rate::RateLimiter;
 
