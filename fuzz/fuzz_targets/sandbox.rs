@@ -26,7 +26,10 @@ const CONV: &str = "/messaging/properties/7/conversations/c1";
 fn sandbox() -> &'static (tokio::runtime::Runtime, Sandbox) {
     static CELL: OnceLock<(tokio::runtime::Runtime, Sandbox)> = OnceLock::new();
     CELL.get_or_init(|| {
+        // With timers, as every server runtime has: request bodies run under the idle
+        // timeout.
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("a runtime");
         let sandbox = Sandbox::new(

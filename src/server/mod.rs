@@ -294,7 +294,9 @@ impl Sandbox {
     }
 
     /// The routes of the three APIs (Connectivity, Demand, the chat resource), with auth,
-    /// rate limit and request logging.
+    /// rate limit and request logging. Serve it on a Tokio runtime with timers enabled
+    /// (`#[tokio::main]` has them; a hand-built runtime needs `enable_time` or
+    /// `enable_all`): request bodies run under the idle timeout.
     pub fn router(&self) -> Router {
         const CONV: &str = "/messaging/properties/{property_id}/conversations/{conversation_id}";
         const CHAT: &str = "/v1/attachments";
