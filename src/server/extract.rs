@@ -256,4 +256,23 @@ mod form_tests {
         );
         assert!(form_pairs(b"%FF=1").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever names and values a client encodes (as the `form_urlencoded` crate, a
+        /// browser or curl does), they decode back exactly; and arbitrary bytes either
+        /// decode or are refused, never a panic.
+        #[test]
+        fn encoded_pairs_decode_back_exactly(
+            pairs in proptest::collection::vec(("\\PC{1,12}", "\\PC{0,12}"), 0..8),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in &pairs {
+                form.append_pair(name, value);
+            }
+            let encoded = form.finish();
+            proptest::prop_assert_eq!(form_pairs(encoded.as_bytes()).unwrap(), pairs);
+            let _ = form_pairs(&noise);
+        }
+    }
 }
