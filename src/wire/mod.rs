@@ -48,6 +48,7 @@ use crate::error::Result;
 pub mod chat;
 pub mod connectivity;
 pub mod demand;
+pub mod multipart;
 
 /// The longest identifier a request may name (conversation, reservation, message and
 /// attachment ids, the chat flavour's `conversation_id` / `message_id`): 255 bytes.
