@@ -442,3 +442,331 @@ fn serve_lets_go_of_slow_headers_and_extra_connections() {
     drop(server);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A chat upload whose body never reaches its first delimiter, or whose part header runs
+/// to megabytes, is refused (400 naming the limit) as soon as the limit is passed, and the
+/// server holds a few KiB for it, not the body (20 such requests held +493 MiB before).
+#[test]
+fn chat_multipart_framing_is_bounded_in_a_real_serve() {
+    let server = common::spawn_serve(&[], &[]);
+    let url = format!("{}/v1/attachments", server.url);
+    let pid = server.child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // 20 MiB of body, in 64 KiB pieces, after a `head` that never closes its framing.
+    let body = |head: Vec<u8>| {
+        let filler = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+        let pieces = std::iter::once(bytes::Bytes::from(head))
+            .chain(std::iter::repeat_n(filler, 320))
+            .map(Ok::<_, std::io::Error>);
+        reqwest::Body::wrap_stream(futures::stream::iter(pieces))
+    };
+    let answers: Vec<(u16, String)> = rt.block_on(async {
+        let client = reqwest::Client::new();
+        // Warm up, so the baseline includes the server's first-request allocations.
+        let warm = client.get(&url).send().await.unwrap();
+        assert_eq!(warm.status().as_u16(), 200);
+        let before = rss_kib(pid);
+        let mut requests = Vec::new();
+        for n in 0..20 {
+            let head = if n % 2 == 0 {
+                Vec::new() // no delimiter at all: all preamble
+            } else {
+                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\nX-Pad: ".to_vec()
+            };
+            let request = client
+                .post(&url)
+                .header("content-type", "multipart/form-data; boundary=b")
+                .body(body(head))
+                .timeout(std::time::Duration::from_secs(20))
+                .send();
+            requests.push(tokio::spawn(async move {
+                let response = request.await.expect("an answer before the body ends");
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            }));
+        }
+        let mut answers = Vec::new();
+        for r in requests {
+            answers.push(r.await.unwrap());
+        }
+        let grown = rss_kib(pid).saturating_sub(before);
+        assert!(grown < 48 * 1024, "20 requests grew the server by {grown} KiB");
+        answers
+    });
+    drop(server);
+    for (n, (status, text)) in answers.iter().enumerate() {
+        assert_eq!(*status, 400, "{text}");
+        let expected = if n % 2 == 0 {
+            "no multipart delimiter in the first 4096 bytes"
+        } else {
+            "the headers of part 1 pass the 8192-byte limit"
+        };
+        assert!(text.contains(expected), "{text}");
+    }
+}
+
+/// `serve` counts open chunked uploads and their staged bytes per client and per
+/// conversation: one `start` past `--max-open-uploads`, or a chunk past
+/// `--max-staged-mib`, is a 429 with `Retry-After` naming the quota, and an upload that
+/// finishes frees its place (200 unfinished `start`s were all kept before, +206 MiB).
+#[test]
+fn serve_caps_open_uploads_per_client_and_per_conversation() {
+    use base64::Engine;
+    let server = common::spawn_serve(
+        &[
+            "--max-open-uploads",
+            "3",
+            "--max-staged-mib",
+            "2",
+            "--client-ip-header",
+            "x-client",
+        ],
+        &[],
+    );
+    let file = exact_jpeg(1_200_000);
+    let chunk = |action: &str, id: Option<&str>, n: u64, range: std::ops::Range<usize>| {
+        let mut att = serde_json::json!({
+            "action": action,
+            "chunk": {"chunk_number": n, "chunk_size": range.len(),
+                "chunk_content": base64::engine::general_purpose::STANDARD.encode(&file[range])},
+            "file_type": "image/jpeg", "file_size": file.len(), "file_name": "photo.jpg",
+        });
+        if let Some(id) = id {
+            att["upload_id"] = serde_json::json!(id);
+        }
+        serde_json::json!({ "attachment": att })
+    };
+    let base = server.url.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |client: &str, conversation: &str, body: serde_json::Value| {
+            let request = http
+                .post(format!(
+                    "{base}/messaging/properties/1/conversations/{conversation}/attachment_chunks"
+                ))
+                .header("x-client", client)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send();
+            async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                let after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body: serde_json::Value =
+                    serde_json::from_str(&response.text().await.unwrap()).unwrap();
+                (status, after, body)
+            }
+        };
+        let message = |body: &serde_json::Value| {
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // Client a: three small starts in three conversations, then a fourth is refused.
+        let mut ids = Vec::new();
+        for c in 0..3 {
+            let (status, _, body) =
+                post("a", &format!("c{c}"), chunk("start", None, 0, 0..1000)).await;
+            assert_eq!(status, 200, "{body}");
+            ids.push(body["data"]["upload_id"].as_str().unwrap().to_owned());
+        }
+        let (status, after, body) = post("a", "c9", chunk("start", None, 0, 0..1000)).await;
+        assert_eq!((status, after.as_deref()), (429, Some("30")), "{body}");
+        assert!(
+            message(&body).contains("this client already holds 3 open uploads of the 3 allowed"),
+            "{body}"
+        );
+        // Other clients are not held back by a's uploads, but conversation c0 has room for
+        // three uploads in all: two more clients fill it, a third is refused.
+        for client in ["b", "c"] {
+            let (status, _, body) = post(client, "c0", chunk("start", None, 0, 0..1000)).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, _, body) = post("d", "c0", chunk("start", None, 0, 0..1000)).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            message(&body).contains("this conversation already holds 3 open uploads"),
+            "{body}"
+        );
+        // Staged bytes: client e may stage 2 MiB; a start of 900 kB and a second of 900 kB
+        // fit, a third does not.
+        for c in ["e1", "e2"] {
+            let (status, _, body) = post("e", c, chunk("start", None, 0, 0..900_000)).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, _, body) = post("e", "e3", chunk("start", None, 0, 0..900_000)).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            message(&body).contains("bytes staged in open uploads of the 2097152 allowed"),
+            "{body}"
+        );
+        // Client a finishes its upload in c1 (the whole file, in two more chunks): its
+        // place is free again.
+        let id = &ids[1];
+        let (status, _, body) = post("a", "c1", chunk("resume", Some(id), 1, 1000..600_000)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) =
+            post("a", "c1", chunk("finish", Some(id), 2, 600_000..file.len())).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["data"]["attachment_id"].is_string(), "{body}");
+        let (status, _, body) = post("a", "c9", chunk("start", None, 0, 0..1000)).await;
+        assert_eq!(status, 200, "{body}");
+    });
+}
+
+/// A small body that trickles in a byte at a time, each within the idle timeout, is cut
+/// off at `--body-timeout` with a 408 naming it (it was held for as long as it kept
+/// trickling: 1,000 bytes at one per 29 s is eight hours).
+#[test]
+fn serve_cuts_off_a_trickling_body_at_the_body_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server = common::spawn_serve(&["--body-timeout", "2", "--body-idle-timeout", "30"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    tcp.write_all(
+        b"POST /3.1/messages/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(10) {
+        let _ = tcp.write_all(b" ");
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let waited = started.elapsed();
+    drop(server);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {waited:?}: {answer}"
+    );
+    assert!(answer.contains("did not arrive within 2 s"), "{answer}");
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+}
+
+/// `file_url` is absolute over HTTP/1.1 and HTTP/2 alike, built from the host the request
+/// names only when the server answers for it; a forged `Host` is a 421, never a link; and
+/// `--public-url` wins. (Over HTTP/2 it was relative; over HTTP/1.1 it reflected any
+/// `Host`.)
+#[test]
+fn serve_builds_file_url_from_allowed_hosts_on_both_http_versions() {
+    let server = common::spawn_serve(&[], &[]);
+    let public = common::spawn_serve(&["--public-url", "https://files.example.com/"], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let jpeg = exact_jpeg(20_000);
+    rt.block_on(async {
+        let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let upload = |client: &reqwest::Client, base: &str| {
+            let form = reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(jpeg.clone())
+                    .file_name("a.jpg")
+                    .mime_str("image/jpeg")
+                    .unwrap(),
+            );
+            client
+                .post(format!("{base}/v1/attachments"))
+                .bearer_auth("owner")
+                .multipart(form)
+                .send()
+        };
+        for (version, client) in [("HTTP/1.1", &h1), ("HTTP/2", &h2)] {
+            let response = upload(client, &server.url).await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "{version}");
+            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            let id = body["id"].as_str().unwrap();
+            assert_eq!(
+                body["file_url"].as_str().unwrap(),
+                format!("{}/v1/attachments/{id}/content", server.url),
+                "{version}"
+            );
+            // Listed the same way.
+            let list: Value = serde_json::from_str(
+                &client
+                    .get(format!("{}/v1/attachments", server.url))
+                    .bearer_auth("owner")
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(
+                list["data"][0]["file_url"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{}/v1/", server.url)),
+                "{version}: {list}"
+            );
+        }
+        // A forged Host is refused, before the upload is read.
+        let response = h1
+            .get(format!("{}/v1/attachments", server.url))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 421);
+        let text = response.text().await.unwrap();
+        assert!(
+            text.contains("does not answer for host \\\"evil.example\\\""),
+            "{text}"
+        );
+        // --public-url wins, whatever the Host.
+        let response = upload(&h1, &public.url).await.unwrap();
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert!(
+            body["file_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://files.example.com/v1/attachments/"),
+            "{body}"
+        );
+    });
+}

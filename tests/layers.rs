@@ -40,6 +40,9 @@ const FORBIDDEN: &[&str] = &[
     "Error::UnexpectedAnswer",
     "Error::BodyTimeout",
     "Error::Overloaded",
+    "Error::QuotaExceeded",
+    "Error::RequestTimeout",
+    "Error::MisdirectedRequest",
     "Error::RetriesExhausted",
 ];
 

@@ -71,9 +71,9 @@ struct ServeArgs {
     #[arg(long, value_name = "PER_MINUTE")]
     rate: Option<u32>,
     /// Behind a trusted proxy: the header it sets to the client's address (for example
-    /// X-Forwarded-For; its last entry keys the rate limit). Any client can send it, so
-    /// set it only behind such a proxy.
-    #[arg(long, value_name = "HEADER", requires = "rate")]
+    /// X-Forwarded-For; its last entry keys the rate limit and the upload quotas). Any
+    /// client can send it, so set it only behind such a proxy.
+    #[arg(long, value_name = "HEADER")]
     client_ip_header: Option<axum::http::HeaderName>,
     /// Seconds a client may take to send a request's headers; the connection is closed past it.
     #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
@@ -84,6 +84,18 @@ struct ServeArgs {
     /// Requests handled at once; one more is answered 503 with Retry-After: 1.
     #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Uploads each client (address) and each conversation may have open at once; one
+    /// more is answered 429.
+    #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_OPEN_UPLOADS)]
+    max_open_uploads: usize,
+    /// MiB each client and each conversation may have staged in open uploads; a chunk
+    /// past it is answered 429.
+    #[arg(long, value_name = "MIB", default_value_t = attachments::server::DEFAULT_MAX_STAGED >> 20)]
+    max_staged_mib: u64,
+    /// Seconds a request body read whole (all but chat multipart uploads) may take to
+    /// arrive in all before the request is answered 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_BODY_TIMEOUT.as_secs())]
+    body_timeout: u64,
     /// Seconds a request body may pause before the request is answered 408.
     #[arg(long, value_name = "SECONDS", default_value_t = attachments::server::DEFAULT_BODY_IDLE_TIMEOUT.as_secs())]
     body_idle_timeout: u64,
@@ -93,9 +105,15 @@ struct ServeArgs {
     /// Largest file `/v1/attachments` accepts, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = attachments::policy::DEFAULT_CHAT_MAX_SIZE >> 20)]
     chat_max_mib: u64,
-    /// The address `file_url` starts with (default: http:// and the request's Host).
+    /// The address `file_url` starts with (default: http:// and the request's host, when
+    /// it is an allowed host).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// A host (`name` for any port, or `name:port`) `file_url` may be built from, besides
+    /// the loopback names and the listening address; repeat for more. A request naming
+    /// another host is answered 421 where it needs a `file_url`.
+    #[arg(long, value_name = "HOST")]
+    allowed_host: Vec<String>,
 }
 
 /// Where a Connectivity conversation is.
@@ -263,6 +281,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             attachments::Policy::chat()
                 .with_max_size(args.chat_max_mib.saturating_mul(attachments::policy::MIB)),
         );
+    for host in &args.allowed_host {
+        config = config.with_allowed_host(host);
+    }
     if let Some(url) = &args.public_url {
         config = config.with_public_url(url);
     }
@@ -270,6 +291,11 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         config = config.with_credentials(t, a);
     }
     config = config.with_max_in_flight(args.max_in_flight);
+    config = config.with_upload_quota(attachments::server::UploadQuota {
+        max_open: args.max_open_uploads,
+        max_staged: args.max_staged_mib.saturating_mul(1 << 20),
+    });
+    config = config.with_body_timeout(std::time::Duration::from_secs(args.body_timeout.max(1)));
     config = config.with_body_idle_timeout(std::time::Duration::from_secs(
         args.body_idle_timeout.max(1),
     ));
@@ -279,13 +305,18 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if let Some(rate) = args.rate {
         config = config.with_rate(rate);
     }
-    let sandbox = Sandbox::new(store, config);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| Error::io(format!("listening on {}", args.addr), e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
+    // The address it listens on is a host `file_url` may name (not 0.0.0.0 or [::]:
+    // clients reach those by names only --allowed-host or --public-url can give).
+    if !addr.ip().is_unspecified() {
+        config = config.with_allowed_host(addr.to_string());
+    }
+    let sandbox = Sandbox::new(store, config);
     println!("http://{addr}");
     tokio::spawn(
         sandbox

@@ -476,6 +476,48 @@ pub enum Error {
         in_flight: usize,
     },
 
+    /// The request names a host (`Host`, HTTP/2 `:authority`) the server does not link to:
+    /// not in its allowed hosts, and no public URL is configured. 421.
+    #[error(
+        "this server does not answer for host {host:?}: send one of its hosts ({allowed}), or configure its public URL"
+    )]
+    MisdirectedRequest {
+        /// The host the request named (shortened), empty if none.
+        host: String,
+        /// The hosts it answers for.
+        allowed: String,
+    },
+
+    /// A request body read whole (everything but a multipart upload's) did not arrive
+    /// within the server's body timeout. 408; the connection is closed.
+    #[error(
+        "the request body did not arrive within {secs} s: send a body of up to {limit} bytes whole within that time"
+    )]
+    RequestTimeout {
+        /// The body timeout, in seconds.
+        secs: u64,
+        /// The request's body limit, in bytes.
+        limit: u64,
+    },
+
+    /// A client or a conversation already holds as many open uploads, or as many bytes
+    /// staged in them, as the server allows (its upload quota). 429, with `Retry-After`.
+    #[error(
+        "{who} already holds {used} {what} of the {limit} allowed: finish or abandon one of its uploads (idle ones expire), then send this again"
+    )]
+    QuotaExceeded {
+        /// Whose quota: `this client` or `this conversation`.
+        who: &'static str,
+        /// What is counted: `open uploads` or `bytes staged in open uploads`.
+        what: &'static str,
+        /// What it holds.
+        used: u64,
+        /// Its quota.
+        limit: u64,
+        /// Seconds to wait before trying again (also in `Retry-After`).
+        retry_after_secs: u64,
+    },
+
     /// A request body stopped arriving: no byte came for `idle_secs` seconds (the
     /// server's body idle timeout). 408; the connection is closed.
     #[error(
@@ -535,11 +577,12 @@ impl Error {
             Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
             Error::MethodNotAllowed { .. } => 405,
-            Error::RateLimited { .. } => 429,
+            Error::RateLimited { .. } | Error::QuotaExceeded { .. } => 429,
             Error::RangeOutside { .. } => 416,
             // The other side sent wrong bytes: a gateway's view of an upstream fault.
             Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
-            Error::BodyTimeout { .. } => 408,
+            Error::BodyTimeout { .. } | Error::RequestTimeout { .. } => 408,
+            Error::MisdirectedRequest { .. } => 421,
             Error::Overloaded { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
@@ -649,6 +692,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::RateLimited { retry_after_secs }
+            | Error::QuotaExceeded {
+                retry_after_secs, ..
+            }
             | Error::UploadCommitting {
                 retry_after_secs, ..
             } => Some(std::time::Duration::from_secs(*retry_after_secs)),

@@ -10,9 +10,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use futures::Stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::extract::{form_pairs, read_limited};
+use super::quota::ClientKey;
 use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
 use super::{MAX_SMALL_BODY, Sandbox};
 use crate::download::http_range::{RangeRequest, content_range, unsatisfied_range};
@@ -28,6 +30,7 @@ use crate::store::{AttachmentMeta, ListQuery, MetaChange, Store};
 use crate::stream::{STREAM_CHUNK, Staged};
 use crate::upload::RandomId;
 use crate::wire::chat::{Attachment, AttachmentList, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Update};
+use crate::wire::multipart::{FramingCheck, FramingError, FramingLimits};
 
 use crate::wire::MAX_REF_LEN;
 
@@ -47,17 +50,53 @@ fn owner_scope(headers: &HeaderMap) -> String {
     }
 }
 
-/// The public address of the resource: the configured one, or `http://` and the request's
-/// `Host`.
-fn base_url(s: &Sandbox, headers: &HeaderMap) -> String {
-    if let Some(url) = &s.inner.config.public_url {
-        return url.trim_end_matches('/').to_owned();
+/// The public address of the resource: the configured one, else `http://` and the host
+/// the request names (its HTTP/2 `:authority` or absolute URI, else its `Host`), if that
+/// host is one [`ServerConfig::allowed_hosts`](super::ServerConfig::allowed_hosts) lists;
+/// another host is refused (421), never reflected into a link.
+fn base_url(s: &Sandbox, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String> {
+    let config = &s.inner.config;
+    if let Some(url) = &config.public_url {
+        return Ok(url.trim_end_matches('/').to_owned());
     }
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_default()
+    let named = match uri.authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+    };
+    let Some(named) = named else {
+        return Err(Error::MisdirectedRequest {
+            host: String::new(),
+            allowed: config.allowed_hosts.join(", "),
+        });
+    };
+    // Parsed as an authority (no user info, path or odd bytes), then matched by host,
+    // and by port where the entry names one.
+    let parsed = named
+        .parse::<axum::http::uri::Authority>()
+        .ok()
+        .filter(|a| {
+            !a.as_str().contains('@')
+                && config.allowed_hosts.iter().any(|allowed| {
+                    match allowed.parse::<axum::http::uri::Authority>() {
+                        Ok(entry) if entry.port().is_some() => {
+                            entry.host().eq_ignore_ascii_case(a.host())
+                                && entry.port_u16() == a.port_u16()
+                        }
+                        Ok(entry) => entry.host().eq_ignore_ascii_case(a.host()),
+                        Err(_) => false,
+                    }
+                })
+        });
+    match parsed {
+        Some(authority) => Ok(format!("http://{authority}")),
+        None => Err(Error::MisdirectedRequest {
+            host: crate::error::shorten(&named, 100).into_owned(),
+            allowed: config.allowed_hosts.join(", "),
+        }),
+    }
 }
 
 fn to_wire(meta: &AttachmentMeta, base: &str) -> Attachment {
@@ -139,7 +178,7 @@ impl axum::extract::FromRequestParts<Sandbox> for Owned {
         }
         Ok(Owned {
             meta,
-            base: base_url(s, &parts.headers),
+            base: base_url(s, &parts.uri, &parts.headers)?,
         })
     }
 }
@@ -147,6 +186,7 @@ impl axum::extract::FromRequestParts<Sandbox> for Owned {
 /// `GET /v1/attachments?conversation_id=&limit=&starting_after=`
 pub(super) async fn list(
     State(s): State<Sandbox>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Reply<Chat> {
@@ -187,7 +227,7 @@ pub(super) async fn list(
     let mut found = s.inner.store.list_attachments(&q).await?;
     let has_more = found.len() > limit;
     found.truncate(limit);
-    let base = base_url(&s, &headers);
+    let base = base_url(&s, &uri, &headers)?;
     let page = AttachmentList {
         has_more,
         data: found.iter().map(|m| to_wire(m, &base)).collect(),
@@ -199,16 +239,35 @@ pub(super) async fn list(
 /// `conversation_id` and `message_id`, in any order.
 pub(super) async fn upload(
     State(s): State<Sandbox>,
-    headers: HeaderMap,
-    form: std::result::Result<Multipart, MultipartRejection>,
+    Extension(client): Extension<ClientKey>,
+    req: Request,
 ) -> Reply<Chat> {
-    let mut form = form.map_err(|e| Error::InvalidField {
+    let headers = req.headers().clone();
+    // Refused before the body is read, if the host is not one to link to.
+    let base = base_url(&s, req.uri(), &headers)?;
+    let not_form = |why: String| Error::InvalidField {
         field: "Content-Type".into(),
         problem: format!(
-            "must be multipart/form-data with the file in a part named `file` ({})",
-            e.body_text()
+            "must be multipart/form-data with a boundary and the file in a part named `file` ({why})"
         ),
+    };
+    // The framing is checked as the body streams in, before multer buffers it: a
+    // preamble or part header past its limit, or too many parts, fail the read.
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| not_form("no Content-Type".into()))
+        .and_then(|t| multer::parse_boundary(t).map_err(|e| not_form(e.to_string())))?;
+    let check = FramingCheck::new(&boundary, FramingLimits::default()).map_err(|e| {
+        Error::InvalidField {
+            field: "Content-Type".into(),
+            problem: e.to_string(),
+        }
     })?;
+    let req = req.map(|body| Body::from_stream(framed(body, check)));
+    let mut form = Multipart::from_request(req, &s)
+        .await
+        .map_err(|e: MultipartRejection| not_form(e.body_text()))?;
     let limit = body_limit(&s);
     let mut staged: Option<Staged> = None;
     let mut conversation = None;
@@ -239,8 +298,13 @@ pub(super) async fn upload(
                         None => "application/octet-stream".to_owned(),
                         Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
                     };
+                    // The bytes count against the owner's upload quota while they stream.
+                    let opened = s.open_upload(&client, &owner_scope(&headers), 0)?;
+                    let quota = s.clone();
                     let pieces = futures::StreamExt::map(field, move |piece| {
-                        piece.map_err(|e| multipart_error(e, limit))
+                        let piece = piece.map_err(|e| multipart_error(e, limit))?;
+                        quota.stage_upload(opened.id(), piece.len() as u64)?;
+                        Ok::<_, Error>(piece)
                     });
                     staged = Some(
                         s.inner
@@ -300,7 +364,7 @@ pub(super) async fn upload(
     };
     let meta = committed?;
     tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
-    Ok(ok_json(&to_wire(&meta, &base_url(&s, &headers))))
+    Ok(ok_json(&to_wire(&meta, &base)))
 }
 
 /// The request body limit of an upload.
@@ -310,8 +374,26 @@ pub(super) fn body_limit(s: &Sandbox) -> usize {
         .saturating_add(MULTIPART_OVERHEAD)
 }
 
+/// `body`'s pieces, each checked by `check` before it is passed on; the first one past a
+/// limit ends the body with the [`FramingError`].
+fn framed(
+    body: Body,
+    mut check: FramingCheck,
+) -> impl Stream<Item = std::result::Result<Bytes, axum::BoxError>> + Send {
+    futures::StreamExt::map(body.into_data_stream(), move |piece| {
+        let piece = piece.map_err(axum::BoxError::from)?;
+        check.feed(&piece)?;
+        Ok(piece)
+    })
+}
+
 fn multipart_error(e: MultipartError, limit: usize) -> Error {
-    if let Some(idle) = super::extract::body_idle(&e) {
+    if let Some(framing) = super::extract::find_source::<FramingError>(&e) {
+        Error::InvalidField {
+            field: "multipart body".into(),
+            problem: framing.to_string(),
+        }
+    } else if let Some(idle) = super::extract::body_idle(&e) {
         Error::BodyTimeout {
             idle_secs: idle.as_secs().max(1),
         }
@@ -364,7 +446,7 @@ pub(super) async fn rename(
     headers: HeaderMap,
     body: Body,
 ) -> Reply<Chat> {
-    let body = read_limited(body, MAX_SMALL_BODY).await?;
+    let body = read_limited(body, MAX_SMALL_BODY, s.inner.config.body_timeout).await?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -3,15 +3,17 @@
 //! attachments`, `POST attachment_chunks`, `GET attachments/{attachment_id}?from=&to=`,
 //! `GET attachments/{attachment_id}/file_info`. Every answer is an envelope.
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use bytes::BytesMut;
 use serde::Deserialize;
 
 use super::Sandbox;
 use super::extract::{ConnScope, FlavourPath, UploadBody};
+use super::quota::ClientKey;
 use super::reply::{Connectivity, Reply, new_id, ok_bytes, ok_json};
 use crate::download::{RangeQuery, write_connectivity_download};
-use crate::wire::connectivity::{Envelope, FileInfo, UploadData};
+use crate::wire::connectivity::{ChunkRequest, Envelope, FileInfo, UploadData};
 use crate::wire::{self, OkFlag};
 
 /// The attachment a path names, after its scope.
@@ -34,13 +36,46 @@ pub(super) async fn upload(
     Ok(ok_json(&Envelope::ok(data, new_id())))
 }
 
-/// `POST .../attachment_chunks`: one chunk of a chunked upload.
+/// `POST .../attachment_chunks`: one chunk of a chunked upload, counted against its
+/// client's and conversation's upload quota ([`ServerConfig::upload_quota`](super::ServerConfig::upload_quota)) from
+/// `start` until it finishes or fails.
 pub(super) async fn chunk(
     State(s): State<Sandbox>,
+    Extension(client): Extension<ClientKey>,
     to: ConnScope,
     body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    let data = s.inner.connectivity.chunk(&body, &to.scope).await?;
+    let req: ChunkRequest<'_> = wire::from_slice(&body)?;
+    let chunk = &req.attachment;
+    // What the chunk stages: its decoded length, as its base64 text gives it.
+    let bytes = chunk.chunk.chunk_content.len() as u64 / 4 * 3;
+    let receiver = &s.inner.connectivity;
+    let data = match chunk.upload_id.as_deref() {
+        None => {
+            let opened = s.open_upload(&client, &to.scope, bytes)?;
+            let data = receiver.chunk_request(chunk, &to.scope).await?;
+            if let Some(upload_id) = &data.upload_id {
+                opened.name(upload_id);
+            }
+            data
+        }
+        Some(upload_id) => {
+            s.stage_upload(upload_id, bytes)?;
+            let answer = receiver.chunk_request(chunk, &to.scope).await;
+            match &answer {
+                Ok(data) if data.attachment_id.is_some() => s.close_upload(upload_id),
+                Ok(_) => {}
+                Err(_) => {
+                    s.unstage_upload(upload_id, bytes);
+                    // A refusal that failed the session ends it: its place is free.
+                    if !matches!(receiver.store().load_session(upload_id).await, Ok(Some(_))) {
+                        s.close_upload(upload_id);
+                    }
+                }
+            }
+            answer?
+        }
+    };
     Ok(ok_json(&Envelope::ok(data, new_id())))
 }
 

@@ -3,6 +3,7 @@
 //! handler reads, parses or maps an error by hand.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -23,7 +24,10 @@ use crate::wire;
 /// A body that cannot be read (a malformed chunked transfer coding, a connection the
 /// client closed halfway) is the client's doing: a 400 naming what HTTP found, never
 /// the 500 of a storage error.
-pub(super) async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
+///
+/// The whole body must arrive within `deadline` (408 otherwise): a body trickling one
+/// byte at a time, each inside the idle timeout, is not held for hours.
+pub(super) async fn read_limited(body: Body, limit: usize, deadline: Duration) -> Result<Bytes> {
     let announced = axum::body::HttpBody::size_hint(&body).lower();
     // The guard's idle timeout, told apart from other failures (seconds, 0: none).
     let idle = std::sync::atomic::AtomicU64::new(0);
@@ -35,21 +39,33 @@ pub(super) async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
             );
         }
     });
-    read_body_sized(stream, limit, announced)
-        .await
-        .map_err(|e| match idle.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => unreadable_body(e),
-            idle_secs => Error::BodyTimeout { idle_secs },
-        })
+    let read = read_body_sized(stream, limit, announced);
+    let Ok(read) = tokio::time::timeout(deadline, read).await else {
+        return Err(Error::RequestTimeout {
+            secs: deadline.as_secs().max(1),
+            limit: limit as u64,
+        });
+    };
+    read.map_err(|e| match idle.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => unreadable_body(e),
+        idle_secs => Error::BodyTimeout { idle_secs },
+    })
 }
 
 /// The idle timeout that failed a body's read, if that is what failed it: `e` or one of
 /// its sources (axum's and multer's errors wrap the body's).
 pub(super) fn body_idle(e: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
+    find_source::<super::guard::BodyIdle>(e).map(|idle| idle.idle)
+}
+
+/// `e` or the first of its sources that is a `T`.
+pub(super) fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut at = Some(e);
     while let Some(e) = at {
-        if let Some(idle) = e.downcast_ref::<super::guard::BodyIdle>() {
-            return Some(idle.idle);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         at = e.source();
     }
@@ -120,11 +136,12 @@ pub(super) trait WireRequest: DeserializeOwned {
 /// answered in `T`'s flavour's error shape.
 pub(super) struct WireJson<T>(pub T);
 
-impl<T: WireRequest, S: Send + Sync> FromRequest<S> for WireJson<T> {
+impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
     type Rejection = Failure<T::Flavour>;
 
-    async fn from_request(req: Request, _: &S) -> std::result::Result<Self, Self::Rejection> {
-        let body = read_limited(req.into_body(), T::LIMIT).await?;
+    async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Self::Rejection> {
+        let deadline = s.inner.config.body_timeout;
+        let body = read_limited(req.into_body(), T::LIMIT, deadline).await?;
         Ok(WireJson(wire::from_slice(&body)?))
     }
 }
@@ -151,7 +168,7 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Failure<F>> {
         let limit = max_body_len(F::policy(&s.inner.config));
         Ok(UploadBody {
-            bytes: read_limited(req.into_body(), limit).await?,
+            bytes: read_limited(req.into_body(), limit, s.inner.config.body_timeout).await?,
             flavour: PhantomData,
         })
     }

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::Sandbox;
+use super::quota::ClientKey;
 use super::reply::{Api, error_response};
 use crate::error::Error;
 
@@ -27,16 +28,16 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     let path = req.uri().path().to_owned();
     let fail = |err: Error| error_response(api, err);
     let config = &sandbox.inner.config;
+    let client = client_key(&req, config.client_ip_header.as_ref());
     let limited = sandbox
         .inner
         .limiter
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_mut()
-        .and_then(|l| {
-            let key = client_key(&req, config.client_ip_header.as_ref());
-            l.check(&key, sandbox.inner.started.elapsed()).err()
-        });
+        .and_then(|l| l.check(&client, sandbox.inner.started.elapsed()).err());
+    let mut req = req;
+    req.extensions_mut().insert(ClientKey(client));
     let headers = req.headers();
     let token = bearer(headers);
     let affiliate = headers.get("x-affiliate-id").and_then(|v| v.to_str().ok());
@@ -49,7 +50,7 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     // A body that pauses longer than the idle timeout fails its read with `BodyIdle`,
     // which the extractors answer 408.
     let idle = config.body_idle_timeout;
-    let req = req.map(|body| {
+    let timed = |body| {
         let timed = tower_http::timeout::TimeoutBody::new(idle, body);
         axum::body::Body::new(http_body_util::BodyExt::map_err(timed, move |e| {
             if e.is::<tower_http::timeout::TimeoutError>() {
@@ -58,7 +59,10 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
                 e
             }
         }))
-    });
+    };
+    let (parts, body) = req.into_parts();
+    let (body, rest) = Shared::new(timed(body));
+    let req = Request::from_parts(parts, axum::body::Body::new(body));
     let response = if let Some(wait) = limited {
         fail(Error::RateLimited {
             retry_after_secs: wait.as_secs().max(1),
@@ -68,7 +72,15 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     } else {
         // A place among the requests in flight, or 503 at once: never a queue.
         match Arc::clone(&sandbox.inner.in_flight).try_acquire_owned() {
-            Ok(_permit) => next.run(req).await,
+            Ok(_permit) => {
+                let response = next.run(req).await;
+                // Not after a timeout: that body is not coming.
+                let status = response.status();
+                if status.is_client_error() && status != axum::http::StatusCode::REQUEST_TIMEOUT {
+                    rest.drain().await;
+                }
+                response
+            }
             Err(_) => fail(Error::Overloaded {
                 in_flight: config.max_in_flight,
             }),
@@ -82,6 +94,82 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         "request"
     );
     response
+}
+
+/// Most bytes of a refused request's body read and dropped so that its client sees the
+/// answer (see [`Rest::drain`]).
+pub const DRAIN_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Longest time spent reading and dropping a refused request's body.
+pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request body the handler reads while the guard keeps a handle on it: what the
+/// handler left unread can be drained after it answers.
+struct Shared(Arc<std::sync::Mutex<axum::body::Body>>);
+
+/// The guard's handle on a [`Shared`] body.
+struct Rest(Arc<std::sync::Mutex<axum::body::Body>>);
+
+impl Shared {
+    fn new(body: axum::body::Body) -> (Shared, Rest) {
+        let body = Arc::new(std::sync::Mutex::new(body));
+        (Shared(Arc::clone(&body)), Rest(body))
+    }
+}
+
+impl axum::body::HttpBody for Shared {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        // Uncontended (the guard touches it only after the handler is done), and held for
+        // one poll, never across an await.
+        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::pin::Pin::new(&mut *body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).size_hint()
+    }
+}
+
+impl Rest {
+    /// Reads what is left of a refused request's body and drops it, up to
+    /// [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`] (and the idle timeout between pieces).
+    ///
+    /// A handler that refuses a body halfway (past a limit, a file of the wrong type)
+    /// answers before the client has sent it all. Closing the connection then, with the
+    /// body unread, resets it, and most clients report the reset ("broken pipe") instead
+    /// of the answer; reading the rest first lets them read it. Nothing is kept, and the
+    /// request keeps its place among those in flight while it drains.
+    async fn drain(self) {
+        let body = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if axum::body::HttpBody::is_end_stream(&body) {
+            return;
+        }
+        let mut stream = body.into_data_stream();
+        let mut dropped = 0u64;
+        let read = async {
+            while let Some(Ok(piece)) = futures::StreamExt::next(&mut stream).await {
+                dropped += piece.len() as u64;
+                if dropped > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, read).await;
+        tracing::debug!(dropped, "refused request body drained");
+    }
 }
 
 /// The error a request body's read fails with when it paused longer than `idle`.

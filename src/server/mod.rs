@@ -53,6 +53,7 @@ mod extract;
 mod guard;
 mod listen;
 mod messages;
+mod quota;
 mod rate;
 mod reply;
 
@@ -70,6 +71,10 @@ pub use listen::{
     HTTP2_STREAM_WINDOW, ListenOptions, serve,
 };
 pub use messages::{LATEST_LIMIT, MAX_CONFIRM_BODY, MAX_CONTENT, Message};
+pub use quota::{
+    DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_STAGED, MAX_TRACKED_UPLOADS, QuotaLimit, QuotaRefusal,
+    Quotas, UploadQuota,
+};
 pub use rate::RateLimiter;
 
 use crate::error::{Error, Result};
@@ -98,6 +103,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// How long a request body may pause between two pieces by default: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The hosts `file_url` may be built from by default: the loopback names, any port.
+pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+/// How long a request body read whole may take to arrive by default: 60 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How the sandbox behaves.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -116,7 +127,7 @@ pub struct ServerConfig {
     pub rate_per_minute: Option<u32>,
     /// A request header a trusted proxy in front of the server sets to the client's
     /// address (`X-Forwarded-For`, say): its last entry (of its last line), the one the
-    /// proxy added, keys the rate limit instead of the peer address. Set it only behind
+    /// proxy added, keys the rate limit and the upload quotas instead of the peer address. Set it only behind
     /// such a proxy: any client can send the header.
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// How many requests are handled at once (default [`DEFAULT_MAX_IN_FLIGHT`], 256); one
@@ -127,6 +138,21 @@ pub struct ServerConfig {
     /// answered 408 and its connection closed (default [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// 30 s): a client that stops sending holds no connection and no buffer for longer.
     pub body_idle_timeout: Duration,
+    /// What each client (its address, as the rate limit keys it) and each conversation
+    /// may hold at once: open uploads and the bytes staged in them (default
+    /// [`UploadQuota::default`]: 100 uploads, 256 MiB). A `start` or a chunk past it is
+    /// answered 429 with `Retry-After`. Chunked uploads count from their `start` until they
+    /// finish, fail or idle out; chat uploads while their body streams in. Counted by each
+    /// server process: processes sharing a store each allow this much.
+    pub upload_quota: UploadQuota,
+    /// How long a request body read whole (a message, a metadata or download request,
+    /// a base64 upload or chunk: at most [`MAX_SMALL_BODY`] bytes, or the policy's largest
+    /// upload body) may take to arrive in all (default [`DEFAULT_BODY_TIMEOUT`], 60 s: 23
+    /// kB/s for the largest Connectivity body). Past it, 408 and the connection is closed:
+    /// a body that trickles a byte at a time, within the idle timeout each, is not held
+    /// for hours. Chat multipart uploads stream into the store instead; the idle timeout
+    /// and the upload quota bound them.
+    pub body_timeout: Duration,
     /// How long an attachment no message carries is kept (default 24 h).
     pub unlinked_ttl: Duration,
     /// How long an idle chunked upload is kept (default [`DEFAULT_SESSION_TTL`]).
@@ -136,9 +162,16 @@ pub struct ServerConfig {
     /// ([`DEFAULT_CHAT_MAX_SIZE`](crate::policy::DEFAULT_CHAT_MAX_SIZE)); images get the
     /// structural check).
     pub chat: Policy,
-    /// The address `file_url` starts with (for instance `https://api.example.com`); by
-    /// default `http://` and the request's `Host`.
+    /// The address `file_url` starts with (for instance `https://api.example.com`); it
+    /// wins over [`ServerConfig::allowed_hosts`].
     pub public_url: Option<String>,
+    /// Without a public URL, the hosts `file_url` may be built from: the request's host
+    /// (HTTP/2 `:authority`, else `Host`) is used, after `http://`, when it matches an
+    /// entry (`name` matches any port, `name:port` that port; case-insensitive), and a
+    /// request naming another host is answered 421, so a forged `Host` never ends up in a
+    /// link. Default [`DEFAULT_ALLOWED_HOSTS`], the loopback names; `attachments serve`
+    /// adds the address it listens on.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -151,10 +184,16 @@ impl Default for ServerConfig {
             client_ip_header: None,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            upload_quota: UploadQuota::default(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             chat: Policy::chat(),
             public_url: None,
+            allowed_hosts: DEFAULT_ALLOWED_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
         }
     }
 }
@@ -198,6 +237,29 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how long a body read whole may take ([`ServerConfig::body_timeout`]).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Sets what each client and each conversation may hold at once
+    /// ([`ServerConfig::upload_quota`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::server::{ServerConfig, UploadQuota};
+    ///
+    /// let quota = UploadQuota { max_open: 10, max_staged: 64 << 20 };
+    /// let config = ServerConfig::default().with_upload_quota(quota);
+    /// assert_eq!(config.upload_quota.max_open, 10);
+    /// ```
+    pub fn with_upload_quota(mut self, quota: UploadQuota) -> Self {
+        self.upload_quota = quota;
+        self
+    }
+
     /// Sets how long unlinked attachments are kept.
     pub fn with_unlinked_ttl(mut self, ttl: Duration) -> Self {
         self.unlinked_ttl = ttl;
@@ -225,6 +287,21 @@ impl ServerConfig {
         self
     }
 
+    /// Adds a host `file_url` may be built from ([`ServerConfig::allowed_hosts`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::server::ServerConfig;
+    ///
+    /// let config = ServerConfig::default().with_allowed_host("files.example.com");
+    /// assert!(config.allowed_hosts.iter().any(|h| h == "files.example.com"));
+    /// ```
+    pub fn with_allowed_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into());
+        self
+    }
+
     /// Sets the address `file_url` starts with.
     pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into());
@@ -245,6 +322,10 @@ struct Inner {
     demand: UploadReceiver,
     chat: UploadReceiver,
     limiter: Mutex<Option<RateLimiter>>,
+    /// Open uploads per client and per conversation ([`ServerConfig::upload_quota`]).
+    quotas: Mutex<Quotas>,
+    /// Provisional ids of uploads being opened, before the store names them.
+    provisional: std::sync::atomic::AtomicU64,
     /// One permit per request being handled ([`ServerConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
     started: Instant,
@@ -278,6 +359,8 @@ impl Sandbox {
             demand: receiver(&config.demand),
             chat: receiver(&config.chat),
             limiter: Mutex::new(config.rate_per_minute.map(RateLimiter::new)),
+            quotas: Mutex::new(Quotas::new(config.upload_quota, config.session_ttl)),
+            provisional: std::sync::atomic::AtomicU64::new(0),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             started: Instant::now(),
             store,
