@@ -770,3 +770,61 @@ fn serve_builds_file_url_from_allowed_hosts_on_both_http_versions() {
         );
     });
 }
+
+/// On Ctrl-C (SIGINT), `serve` stops accepting but lets a request in flight finish, then
+/// exits (it used to drop every connection at once).
+#[test]
+fn serve_lets_requests_in_flight_finish_on_ctrl_c() {
+    use std::time::{Duration, Instant};
+
+    let mut server = common::spawn_serve(&[], &[]);
+    let url = format!("{}/v1/attachments", server.url);
+    let pid = server.child.id();
+    let jpeg = exact_jpeg(200_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        // The form, sent in pieces over about a second and a half.
+        let boundary = "b0und";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&jpeg);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let pieces: Vec<bytes::Bytes> = body.chunks(body.len() / 6 + 1).map(bytes::Bytes::copy_from_slice).collect();
+        let stream = futures::stream::unfold(pieces.into_iter(), |mut rest| async move {
+            let piece = rest.next()?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Some((Ok::<_, std::io::Error>(piece), rest))
+        });
+        let request = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(reqwest::Body::wrap_stream(stream))
+            .send();
+        let interrupt = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let killed = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+        };
+        let (response, ()) = tokio::join!(request, interrupt);
+        response.expect("the request in flight is answered").status().as_u16()
+    });
+    assert_eq!(status, 200);
+    // And then it exits, well within the drain time.
+    let started = Instant::now();
+    loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            assert!(exit.success(), "{exit:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

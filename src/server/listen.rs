@@ -59,7 +59,8 @@ impl ListenOptions {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1 and HTTP/2 (by
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
+/// the requests in flight finish (for at most [`SHUTDOWN_DRAIN`]): HTTP/1.1 and HTTP/2 (by
 /// prior knowledge), each request carrying the peer's address as
 /// `ConnectInfo<SocketAddr>` (the rate limit is keyed on it), under `options`.
 ///
@@ -87,6 +88,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let open = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -99,7 +101,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let Ok(place) = Arc::clone(&open).try_acquire_owned() else {
             tracing::debug!(%peer, "connection refused: too many open");
@@ -111,6 +113,7 @@ pub async fn serve(
         }
         let router = router.clone();
         let header_read_timeout = options.header_read_timeout;
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -130,13 +133,23 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .initial_stream_window_size(HTTP2_STREAM_WINDOW)
                 .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                .await
-            {
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
             drop(place);
         });
     }
+    // Stop accepting; let requests in flight finish (idle connections close at once, HTTP/2
+    // ones after a GOAWAY), for at most the drain time.
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(SHUTDOWN_DRAIN) => {
+            tracing::warn!(seconds = SHUTDOWN_DRAIN.as_secs(), "connections still open after the drain time; stopping");
+        }
+    }
 }
+
+/// How long [`serve`] waits, once told to shut down, for requests in flight to finish.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
