@@ -622,6 +622,16 @@ fn serve_caps_open_uploads_per_client_and_per_conversation() {
             message(&body).contains("bytes staged in open uploads of the 2097152 allowed"),
             "{body}"
         );
+        // A chunk of an upload named by its id in upper case is counted all the same.
+        let mut f_ids = Vec::new();
+        for c in ["f1", "f2"] {
+            let (status, _, body) = post("f", c, chunk("start", None, 0, 0..900_000)).await;
+            assert_eq!(status, 200, "{body}");
+            f_ids.push(body["data"]["upload_id"].as_str().unwrap().to_uppercase());
+        }
+        let upper = chunk("resume", Some(&f_ids[0]), 1, 900_000..1_199_000);
+        let (status, _, body) = post("f", "f1", upper).await;
+        assert_eq!(status, 429, "{body}");
         // Client a finishes its upload in c1 (the whole file, in two more chunks): its
         // place is free again.
         let id = &ids[1];
@@ -633,6 +643,13 @@ fn serve_caps_open_uploads_per_client_and_per_conversation() {
         assert!(body["data"]["attachment_id"].is_string(), "{body}");
         let (status, _, body) = post("a", "c9", chunk("start", None, 0, 0..1000)).await;
         assert_eq!(status, 200, "{body}");
+        // An upload that fails (a chunk whose size is not what it says) frees its place.
+        let mut wrong = chunk("resume", Some(&ids[0]), 1, 1000..2000);
+        wrong["attachment"]["chunk"]["chunk_size"] = serde_json::json!(999);
+        let (status, _, body) = post("a", "c0", wrong).await;
+        assert_eq!(status, 400, "{body}");
+        let (status, _, body) = post("a", "c10", chunk("start", None, 0, 0..1000)).await;
+        assert_eq!(status, 200, "a failed upload's place is free: {body}");
     });
 }
 

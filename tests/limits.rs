@@ -93,7 +93,39 @@ on_every_store!(
     demand_conversation_and_reservation_ids_are_capped_on_every_store,
     a_64_kb_name_or_type_on_finish_fails_the_upload_alike_on_every_store,
     a_declared_type_over_255_bytes_is_refused_at_start,
+    an_upper_cased_id_gets_the_same_answer_on_every_store,
 );
+
+/// Ids are matched in their canonical form by every store: an upper-cased attachment id
+/// finds the attachment (it was a 404 on the memory store and found on the others), and
+/// an id that is not one is a 404 everywhere.
+async fn an_upper_cased_id_gets_the_same_answer_on_every_store(backend: Backend) {
+    let file = common::exact_jpeg(5_000);
+    let Server {
+        name, url, _dir, ..
+    } = server(backend).await;
+    let conv = format!("{url}/messaging/properties/{PROPERTY}/conversations/{CONV}");
+    let body = json!({"attachment": {"file_name": "a.jpg", "file_type": "image/jpeg",
+        "file_size": file.len(), "file_content": b64(&file)}});
+    let (status, answer) = post(&format!("{conv}/attachments"), &body).await;
+    assert_eq!(status, 200, "{name}: {answer}");
+    let id = answer["data"]["attachment_id"].as_str().unwrap().to_owned();
+    let get = |path: String| async move {
+        let response = reqwest::get(path).await.unwrap();
+        let status = response.status().as_u16();
+        let value: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        (status, value)
+    };
+    for asked in [id.clone(), id.to_uppercase()] {
+        let (status, answer) = get(format!("{conv}/attachments/{asked}/file_info")).await;
+        assert_eq!(status, 200, "{name} {asked}: {answer}");
+        assert_eq!(answer["data"]["file_size"], json!(file.len()), "{name}");
+        let (status, answer) = get(format!("{conv}/attachments/{asked}?from=0&to=99")).await;
+        assert_eq!(status, 200, "{name} {asked}: {answer}");
+    }
+    let (status, answer) = get(format!("{conv}/attachments/{}x/file_info", &id[..35])).await;
+    assert_eq!(status, 404, "{name}: {answer}");
+}
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)

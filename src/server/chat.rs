@@ -299,7 +299,7 @@ pub(super) async fn upload(
                         Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
                     };
                     // The bytes count against the owner's upload quota while they stream.
-                    let opened = s.open_upload(&client, &owner_scope(&headers), 0)?;
+                    let opened = s.open_upload(&client, None, 0)?;
                     let quota = s.clone();
                     let pieces = futures::StreamExt::map(field, move |piece| {
                         let piece = piece.map_err(|e| multipart_error(e, limit))?;
@@ -391,7 +391,7 @@ fn multipart_error(e: MultipartError, limit: usize) -> Error {
     if let Some(framing) = super::extract::find_source::<FramingError>(&e) {
         Error::InvalidField {
             field: "multipart body".into(),
-            problem: framing.to_string(),
+            problem: format!("is refused: {framing}"),
         }
     } else if let Some(idle) = super::extract::body_idle(&e) {
         Error::BodyTimeout {

@@ -52,7 +52,7 @@ pub(super) async fn chunk(
     let receiver = &s.inner.connectivity;
     let data = match chunk.upload_id.as_deref() {
         None => {
-            let opened = s.open_upload(&client, &to.scope, bytes)?;
+            let opened = s.open_upload(&client, Some(&to.scope), bytes)?;
             let data = receiver.chunk_request(chunk, &to.scope).await?;
             if let Some(upload_id) = &data.upload_id {
                 opened.name(upload_id);
@@ -60,18 +60,23 @@ pub(super) async fn chunk(
             data
         }
         Some(upload_id) => {
-            s.stage_upload(upload_id, bytes)?;
+            // Counted under the id as the store knows it (ids parse in any case).
+            let upload_id = upload_id
+                .parse::<crate::upload::RandomId>()
+                .map_or_else(|_| upload_id.to_owned(), |id| id.to_string());
+            s.stage_upload(&upload_id, bytes)?;
             let answer = receiver.chunk_request(chunk, &to.scope).await;
             match &answer {
-                Ok(data) if data.attachment_id.is_some() => s.close_upload(upload_id),
+                Ok(data) if data.attachment_id.is_some() => s.close_upload(&upload_id),
                 Ok(_) => {}
-                Err(_) => {
-                    s.unstage_upload(upload_id, bytes);
-                    // A refusal that failed the session ends it: its place is free.
-                    if !matches!(receiver.store().load_session(upload_id).await, Ok(Some(_))) {
-                        s.close_upload(upload_id);
-                    }
+                // Busy, committing, contended (409) or a store fault (5xx): the upload
+                // goes on, and this chunk may come again.
+                Err(e) if e.status() == 409 || e.status() >= 500 => {
+                    s.unstage_upload(&upload_id, bytes);
                 }
+                // Any other refusal failed the upload (or there was none): its place is
+                // free.
+                Err(_) => s.close_upload(&upload_id),
             }
             answer?
         }
@@ -91,7 +96,7 @@ pub(super) async fn download(
     let query = RangeQuery::from_query_string(query.as_deref().unwrap_or(""))?;
     let meta = s.scoped(&attachment_id, &from.scope).await?;
     let range = query.resolve(meta.file_size, &s.inner.config.connectivity.limits)?;
-    let bytes = s.inner.store.read_range(&attachment_id, range).await?;
+    let bytes = s.inner.store.read_range(&meta.id, range).await?;
     let mut body = BytesMut::new();
     let conversation = &from.conversation;
     write_connectivity_download(&mut body, &attachment_id, conversation, &new_id(), [bytes]);

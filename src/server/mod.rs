@@ -456,9 +456,16 @@ impl Sandbox {
         }
     }
 
-    /// The attachment's metadata, if it lies in `scope`; otherwise not found.
+    /// The attachment's metadata, if it lies in `scope`; otherwise not found. The id is
+    /// looked up in its canonical form (lower-case, hyphenated), so an upper-cased id gets
+    /// the same answer from every store (the memory store matched ids as text, the others
+    /// parsed them), and one that is no id at all is not found everywhere.
     async fn scoped(&self, attachment_id: &str, scope: &str) -> Result<AttachmentMeta> {
-        match self.inner.store.metadata(attachment_id).await {
+        let canonical = attachment_id
+            .parse::<crate::upload::RandomId>()
+            .map_err(|_| not_found_attachment(attachment_id))?
+            .to_string();
+        match self.inner.store.metadata(&canonical).await {
             Ok(meta) if meta.scope == scope => Ok(meta),
             Ok(_) => Err(not_found_attachment(attachment_id)),
             Err(e) => Err(e),
@@ -470,10 +477,11 @@ impl Sandbox {
         for id in ids {
             wire::check_ref("attachment id", id)?;
         }
+        let mut found = Vec::with_capacity(ids.len());
         for id in ids {
-            self.scoped(id, scope).await?;
+            found.push(self.scoped(id, scope).await?.id);
         }
-        for id in ids {
+        for id in &found {
             self.inner.store.set_linked(id, true).await?;
         }
         Ok(())

@@ -318,13 +318,14 @@ impl Sandbox {
         self.inner.quotas.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens an upload for `client` in `scope` with `bytes` staged, under a provisional
-    /// id; it is closed when the handle is dropped, unless [`Provisional::name`] gives it
-    /// the store's id first.
+    /// Opens an upload for `client`, and in `scope` if given (a conversation; the chat
+    /// resource's owner scope is not one, as every client of a token shares it), with
+    /// `bytes` staged, under a provisional id; it is closed when the handle is dropped,
+    /// unless [`Provisional::name`] gives it the store's id first.
     pub(super) fn open_upload(
         &self,
         client: &ClientKey,
-        scope: &str,
+        scope: Option<&str>,
         bytes: u64,
     ) -> Result<Provisional> {
         let n = self
@@ -332,10 +333,14 @@ impl Sandbox {
             .provisional
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("provisional {n}");
-        let keys = [format!("client {}", client.0), format!("scope {scope}")];
+        let client = format!("client {}", client.0);
+        let scope = scope.map(|s| format!("scope {s}"));
+        let keys: Vec<&str> = std::iter::once(client.as_str())
+            .chain(scope.as_deref())
+            .collect();
         let now = self.inner.started.elapsed();
         self.quotas()
-            .open(&id, &[&keys[0], &keys[1]], bytes, now)
+            .open(&id, &keys, bytes, now)
             .map_err(refused)?;
         Ok(Provisional {
             sandbox: self.clone(),
