@@ -845,3 +845,62 @@ fn serve_lets_requests_in_flight_finish_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Bytes of request bodies buffered at once are capped (`--max-buffered-mib`): while one
+/// request holds the budget, another body is refused at once with a 503 and `Retry-After:
+/// 1`, not read; once the first is done, it goes through.
+#[test]
+fn serve_caps_the_bytes_buffered_in_flight() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let server = common::spawn_serve(&["--max-buffered-mib", "1"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let path = "/messaging/properties/1/conversations/c/attachments";
+    // The first request announces 900,000 bytes and sends a third of them, then waits.
+    let mut holder = std::net::TcpStream::connect(&addr).unwrap();
+    holder
+        .write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    holder.write_all(&[b' '; 300_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let send = |len: usize| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let _ = tcp.write_all(&vec![b' '; len]);
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        answer
+    };
+    let refused = send(200_000);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("1048576-byte budget of request bodies and has no room for 200000 more"),
+        "{refused}"
+    );
+    // The first finishes (a body of spaces is not JSON: a 400), and its place is free.
+    holder.write_all(&[b' '; 600_000]).unwrap();
+    let mut first = String::new();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = holder.read(&mut buf).unwrap();
+    first.push_str(&String::from_utf8_lossy(&buf[..n]));
+    assert!(first.starts_with("HTTP/1.1 400"), "{first}");
+    let after = send(200_000);
+    drop(server);
+    assert!(after.starts_with("HTTP/1.1 400"), "{after}");
+}

@@ -41,6 +41,7 @@ const FORBIDDEN: &[&str] = &[
     "Error::BodyTimeout",
     "Error::Overloaded",
     "Error::QuotaExceeded",
+    "Error::BufferFull",
     "Error::RequestTimeout",
     "Error::MisdirectedRequest",
     "Error::RetriesExhausted",

@@ -518,6 +518,18 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// The server is buffering as many bytes of request bodies as its budget allows; this
+    /// request's body was not read. 503, with `Retry-After: 1`.
+    #[error(
+        "the server is buffering its {budget}-byte budget of request bodies and has no room for {wanted} more; send this one again in 1 s"
+    )]
+    BufferFull {
+        /// The bytes this body would take.
+        wanted: u64,
+        /// The budget.
+        budget: u64,
+    },
+
     /// A request body stopped arriving: no byte came for `idle_secs` seconds (the
     /// server's body idle timeout). 408; the connection is closed.
     #[error(
@@ -583,7 +595,7 @@ impl Error {
             Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
             Error::BodyTimeout { .. } | Error::RequestTimeout { .. } => 408,
             Error::MisdirectedRequest { .. } => 421,
-            Error::Overloaded { .. } => 503,
+            Error::Overloaded { .. } | Error::BufferFull { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,
@@ -698,7 +710,7 @@ impl Error {
             | Error::UploadCommitting {
                 retry_after_secs, ..
             } => Some(std::time::Duration::from_secs(*retry_after_secs)),
-            Error::UploadBusy { .. } | Error::Overloaded { .. } => {
+            Error::UploadBusy { .. } | Error::Overloaded { .. } | Error::BufferFull { .. } => {
                 Some(std::time::Duration::from_secs(1))
             }
             Error::Remote { retry_after, .. } => *retry_after,

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::Stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::extract::{form_pairs, read_limited};
+use super::extract::form_pairs;
 use super::quota::ClientKey;
 use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
 use super::{MAX_SMALL_BODY, Sandbox};
@@ -446,7 +446,7 @@ pub(super) async fn rename(
     headers: HeaderMap,
     body: Body,
 ) -> Reply<Chat> {
-    let body = read_limited(body, MAX_SMALL_BODY, s.inner.config.body_timeout).await?;
+    let (body, _budget) = s.read_body(body, MAX_SMALL_BODY).await?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

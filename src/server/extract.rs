@@ -140,8 +140,7 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
     type Rejection = Failure<T::Flavour>;
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Self::Rejection> {
-        let deadline = s.inner.config.body_timeout;
-        let body = read_limited(req.into_body(), T::LIMIT, deadline).await?;
+        let (body, _budget) = s.read_body(req.into_body(), T::LIMIT).await?;
         Ok(WireJson(wire::from_slice(&body)?))
     }
 }
@@ -151,6 +150,8 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
 /// base64 text from it rather than copying it.
 pub(super) struct UploadBody<F> {
     bytes: Bytes,
+    /// Its place in the budget of bytes buffered in flight, held while the handler runs.
+    _budget: tokio::sync::OwnedSemaphorePermit,
     flavour: PhantomData<F>,
 }
 
@@ -167,8 +168,10 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Failure<F>> {
         let limit = max_body_len(F::policy(&s.inner.config));
+        let (bytes, budget) = s.read_body(req.into_body(), limit).await?;
         Ok(UploadBody {
-            bytes: read_limited(req.into_body(), limit, s.inner.config.body_timeout).await?,
+            bytes,
+            _budget: budget,
             flavour: PhantomData,
         })
     }
@@ -245,6 +248,38 @@ fn parse_property(text: &str) -> Result<u64> {
             crate::error::shorten(text, 64)
         ),
     })
+}
+
+impl Sandbox {
+    /// Reads a request body whole under `limit` and the body timeout
+    /// ([`read_limited`]), after taking its place in the budget of bytes buffered in
+    /// flight ([`ServerConfig::max_buffered`](super::ServerConfig::max_buffered)): its
+    /// announced length, or `limit` when it announces none. No place: 503 at once, never
+    /// a queue. The place is held as long as the returned permit.
+    pub(super) async fn read_body(
+        &self,
+        body: Body,
+        limit: usize,
+    ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit)> {
+        // A `Content-Length` is the hint's lower bound; 0 is read as none announced.
+        let announced = axum::body::HttpBody::size_hint(&body).lower();
+        let wanted = match usize::try_from(announced) {
+            Ok(0) => limit,
+            Ok(n) => n.min(limit),
+            Err(_) => limit,
+        };
+        let budget = self.inner.config.max_buffered;
+        // In KiB, at least one; a body larger than the whole budget takes all of it.
+        let kib = wanted.div_ceil(1024).clamp(1, budget.div_ceil(1024).max(1));
+        let permit = std::sync::Arc::clone(&self.inner.buffered)
+            .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+            .map_err(|_| Error::BufferFull {
+                wanted: wanted as u64,
+                budget: budget as u64,
+            })?;
+        let bytes = read_limited(body, limit, self.inner.config.body_timeout).await?;
+        Ok((bytes, permit))
+    }
 }
 
 #[cfg(test)]

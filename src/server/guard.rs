@@ -61,7 +61,8 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         }))
     };
     let (parts, body) = req.into_parts();
-    let (body, rest) = Shared::new(timed(body));
+    let hint = axum::body::HttpBody::size_hint(&body);
+    let (body, rest) = Shared::new(timed(body), hint);
     let req = Request::from_parts(parts, axum::body::Body::new(body));
     let response = if let Some(wait) = limited {
         fail(Error::RateLimited {
@@ -105,15 +106,28 @@ pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5
 
 /// A request body the handler reads while the guard keeps a handle on it: what the
 /// handler left unread can be drained after it answers.
-struct Shared(Arc<std::sync::Mutex<axum::body::Body>>);
+///
+/// It also keeps the body's size hint (its `Content-Length`), less what was read: the
+/// idle timeout's wrapper does not pass it on, and readers size their buffer by it.
+struct Shared {
+    body: Arc<std::sync::Mutex<axum::body::Body>>,
+    hint: http_body::SizeHint,
+    read: u64,
+}
 
 /// The guard's handle on a [`Shared`] body.
 struct Rest(Arc<std::sync::Mutex<axum::body::Body>>);
 
 impl Shared {
-    fn new(body: axum::body::Body) -> (Shared, Rest) {
+    /// `body` (wrapped) with the size hint of the body as it came (`hint`).
+    fn new(body: axum::body::Body, hint: http_body::SizeHint) -> (Shared, Rest) {
         let body = Arc::new(std::sync::Mutex::new(body));
-        (Shared(Arc::clone(&body)), Rest(body))
+        let shared = Shared {
+            body: Arc::clone(&body),
+            hint,
+            read: 0,
+        };
+        (shared, Rest(body))
     }
 }
 
@@ -127,19 +141,33 @@ impl axum::body::HttpBody for Shared {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         // Uncontended (the guard touches it only after the handler is done), and held for
         // one poll, never across an await.
-        let mut body = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        std::pin::Pin::new(&mut *body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = {
+            let mut body = this.body.lock().unwrap_or_else(|e| e.into_inner());
+            std::pin::Pin::new(&mut *body).poll_frame(cx)
+        };
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.read = this.read.saturating_add(data.len() as u64);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0
+        self.body
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).size_hint()
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(self.hint.lower().saturating_sub(self.read));
+        if let Some(upper) = self.hint.upper() {
+            hint.set_upper(upper.saturating_sub(self.read));
+        }
+        hint
     }
 }
 
@@ -154,6 +182,7 @@ impl Rest {
     /// request keeps its place among those in flight while it drains.
     async fn drain(self) {
         let body = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        // (`Rest` holds the same body as `Shared`; the handler is done with it.)
         if axum::body::HttpBody::is_end_stream(&body) {
             return;
         }

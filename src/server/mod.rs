@@ -100,6 +100,9 @@ pub struct Credentials {
 /// How many requests the sandbox handles at once by default: 256.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
+/// Bytes of request bodies buffered at once by default: 128 MiB.
+pub const DEFAULT_MAX_BUFFERED: usize = 128 * 1024 * 1024;
+
 /// How long a request body may pause between two pieces by default: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,6 +137,13 @@ pub struct ServerConfig {
     /// more is answered 503 with `Retry-After: 1` at once, never queued. With bodies of up
     /// to one chunk each, this also bounds the bytes buffered by requests in flight.
     pub max_in_flight: usize,
+    /// Bytes of request bodies buffered at once, over all requests in flight (default
+    /// [`DEFAULT_MAX_BUFFERED`], 128 MiB). A body read whole takes its announced length
+    /// (or its limit, when it announces none) from this budget before it is read and gives
+    /// it back when its handler is done; with no room, the request is answered 503 with
+    /// `Retry-After: 1` at once. Chat uploads stream into the store a piece at a time and
+    /// take nothing from it.
+    pub max_buffered: usize,
     /// How long a request body may pause between two pieces before the request is
     /// answered 408 and its connection closed (default [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// 30 s): a client that stops sending holds no connection and no buffer for longer.
@@ -184,6 +194,7 @@ impl Default for ServerConfig {
             client_ip_header: None,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_buffered: DEFAULT_MAX_BUFFERED,
             upload_quota: UploadQuota::default(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             unlinked_ttl: UNLINKED_TTL,
@@ -228,6 +239,12 @@ impl ServerConfig {
     /// Sets how many requests are handled at once ([`ServerConfig::max_in_flight`]).
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
         self.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Sets the bytes of request bodies buffered at once ([`ServerConfig::max_buffered`]).
+    pub fn with_max_buffered(mut self, bytes: usize) -> Self {
+        self.max_buffered = bytes.max(1024);
         self
     }
 
@@ -328,6 +345,8 @@ struct Inner {
     provisional: std::sync::atomic::AtomicU64,
     /// One permit per request being handled ([`ServerConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB of request bodies buffered ([`ServerConfig::max_buffered`]).
+    buffered: Arc<tokio::sync::Semaphore>,
     started: Instant,
 }
 
@@ -362,6 +381,9 @@ impl Sandbox {
             quotas: Mutex::new(Quotas::new(config.upload_quota, config.session_ttl)),
             provisional: std::sync::atomic::AtomicU64::new(0),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            buffered: Arc::new(tokio::sync::Semaphore::new(
+                config.max_buffered.div_ceil(1024).max(1),
+            )),
             started: Instant::now(),
             store,
             config,
