@@ -84,6 +84,13 @@ struct ServeArgs {
     /// Requests handled at once; one more is answered 503 with Retry-After: 1.
     #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// Messages the memory store keeps (`--store memory`); past it, or past
+    /// --max-message-mib, the oldest are forgotten.
+    #[arg(long, value_name = "N", default_value_t = attachments::store::MAX_MESSAGES)]
+    max_messages: usize,
+    /// MiB of messages the memory store keeps (`--store memory`).
+    #[arg(long, value_name = "MIB", default_value_t = attachments::store::MAX_MESSAGE_BYTES >> 20)]
+    max_message_mib: usize,
     /// MiB of request bodies buffered at once over all requests; a body with no room is
     /// answered 503 with Retry-After: 1.
     #[arg(long, value_name = "MIB", default_value_t = attachments::server::DEFAULT_MAX_BUFFERED >> 20)]
@@ -265,7 +272,10 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     use std::sync::Arc;
 
     let store: Arc<dyn Store> = match args.store.as_str() {
-        "memory" => Arc::new(MemoryStore::new()),
+        "memory" => Arc::new(MemoryStore::new().with_board_limits(
+            args.max_messages,
+            args.max_message_mib.saturating_mul(1 << 20),
+        )),
         s3 if s3.starts_with("s3://") => Arc::new(ObjectStoreBackend::from_s3_url(s3)?),
         other => match other.strip_prefix("fs:") {
             Some(dir) => Arc::new(FsStore::open(dir)?),

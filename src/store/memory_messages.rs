@@ -53,8 +53,11 @@ impl std::fmt::Debug for MemoryMessages {
     }
 }
 
-#[derive(Default)]
 struct Board {
+    /// Most messages kept ([`MAX_MESSAGES`] unless configured).
+    max_messages: usize,
+    /// Most bytes of messages kept ([`MAX_MESSAGE_BYTES`] unless configured).
+    max_bytes: usize,
     messages: BTreeMap<String, Arc<Message>>,
     unconfirmed: BTreeSet<String>,
     conversations: HashMap<ConversationKey, BTreeSet<String>>,
@@ -66,6 +69,23 @@ struct Board {
     /// Messages examined by the last operation: what the tests check instead of timing.
     #[cfg(test)]
     visited: usize,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            max_messages: MAX_MESSAGES,
+            max_bytes: MAX_MESSAGE_BYTES,
+            messages: BTreeMap::new(),
+            unconfirmed: BTreeSet::new(),
+            conversations: HashMap::new(),
+            reservations: HashMap::new(),
+            reservation_order: VecDeque::new(),
+            bytes: 0,
+            #[cfg(test)]
+            visited: 0,
+        }
+    }
 }
 
 /// What a message counts for in [`MAX_MESSAGE_BYTES`]: its id three times (map and two
@@ -89,6 +109,28 @@ impl MemoryMessages {
 }
 
 impl MemoryStore {
+    /// Keeps at most `max_messages` messages and `max_bytes` bytes of them (counted as
+    /// for [`MAX_MESSAGE_BYTES`]) instead of the defaults; past either, the oldest are
+    /// forgotten. Each is at least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use attachments::store::MemoryStore;
+    ///
+    /// // A small board for a box with little memory.
+    /// let store = MemoryStore::new().with_board_limits(1_000, 4 << 20);
+    /// assert_eq!(store.message_count(), 0);
+    /// ```
+    pub fn with_board_limits(self, max_messages: usize, max_bytes: usize) -> Self {
+        {
+            let mut board = self.messages.lock();
+            board.max_messages = max_messages.max(1);
+            board.max_bytes = max_bytes.max(1);
+        }
+        self
+    }
+
     /// Messages kept (confirmed or not).
     pub fn message_count(&self) -> usize {
         self.messages.lock().messages.len()
@@ -111,7 +153,7 @@ impl Board {
             .or_default()
             .insert(id.clone());
         self.messages.insert(id, Arc::new(message));
-        while self.messages.len() > MAX_MESSAGES || self.bytes > MAX_MESSAGE_BYTES {
+        while self.messages.len() > self.max_messages || self.bytes > self.max_bytes {
             self.evict_oldest();
         }
         Ok(())
@@ -278,6 +320,31 @@ mod tests {
         board
             .post(message(n, &conversation, format!("m{n}")))
             .unwrap();
+    }
+
+    /// A configured board keeps its own limits: past them the oldest messages go.
+    #[tokio::test]
+    async fn configured_board_limits_are_kept() {
+        let store = MemoryStore::new().with_board_limits(3, usize::MAX);
+        for n in 0..5 {
+            store
+                .post_message(&message(n, "c", format!("m{n}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.message_count(), 3);
+        let kept: Vec<String> = store.messages.lock().messages.keys().cloned().collect();
+        assert_eq!(kept, [id(2), id(3), id(4)]);
+        // By bytes: room for about two messages of this size.
+        let one = cost(&message(0, "c", "x".repeat(1000)));
+        let store = MemoryStore::new().with_board_limits(100, 2 * one + one / 2);
+        for n in 0..5 {
+            store
+                .post_message(&message(n, "c", "x".repeat(1000)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.message_count(), 2);
     }
 
     /// The reported slowdown: 12 clients confirming 13,000 ids each against a full board
