@@ -100,7 +100,7 @@ struct Open {
 /// q.close("u1");
 /// q.open("u2", &["client-a", "conversation-2"], 10, t).unwrap();
 /// // So does a minute without a chunk.
-/// q.open("u3", &["client-b", "conversation-2"], 10, Duration::from_secs(30)).unwrap();
+/// q.open("u3", &["client-b", "conversation-3"], 10, Duration::from_secs(30)).unwrap();
 /// assert_eq!(q.open_uploads(), 2);
 /// q.expire(Duration::from_secs(61));
 /// assert_eq!(q.open_uploads(), 1);
