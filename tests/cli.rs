@@ -904,3 +904,65 @@ fn serve_caps_the_bytes_buffered_in_flight() {
     drop(server);
     assert!(after.starts_with("HTTP/1.1 400"), "{after}");
 }
+
+/// Clients that hang up halfway through a body, or requests shed by the in-flight cap,
+/// are the clients' doing or the server's plan: `serve` logs them at debug, never as
+/// errors (no `ERROR` or `WARN` line with `RUST_LOG=info`).
+#[test]
+fn client_disconnects_and_shed_requests_are_not_logged_as_errors() {
+    use std::io::{BufRead, Read, Write};
+    use std::time::Duration;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_attachments"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-in-flight", "1"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().trim_start_matches("http://").to_owned();
+    let start = |head: &str| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        tcp
+    };
+    // Hang up halfway through a Connectivity upload and a chat upload.
+    for head in [
+        "POST /messaging/properties/1/conversations/c/attachments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"attachment\": {",
+        "POST /v1/attachments HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\r\nabc",
+    ] {
+        let tcp = start(head);
+        std::thread::sleep(Duration::from_millis(200));
+        drop(tcp);
+    }
+    // One request holds the only place in flight; the next is shed with a 503.
+    let holder = start(
+        "POST /3.1/messages/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut shed =
+        start("GET /3.1/messages/latest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    shed.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = child.wait();
+    assert!(log.contains("request"), "the requests are logged: {log}");
+    for bad in ["ERROR", "WARN"] {
+        assert!(!log.contains(bad), "{bad} in the log:\n{log}");
+    }
+}

@@ -110,7 +110,11 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
         (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
         (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    if status.is_server_error() {
+    if matches!(err, Error::Overloaded { .. } | Error::BufferFull { .. }) {
+        // Load shed on purpose, not a fault: one line per refused request at error level
+        // would flood the log exactly when the server is busiest.
+        tracing::debug!(error = %err, %status, "request shed");
+    } else if status.is_server_error() {
         tracing::error!(error = %err, "request failed");
     } else {
         tracing::debug!(error = %err, %status, "request refused");
