@@ -132,7 +132,11 @@ pub async fn serve(
                 .http2()
                 .timer(TokioTimer::new())
                 .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-                .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
+                .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+                // A peer that stops answering pings (gone without a FIN) is let go; an
+                // idle one that answers is bounded by the connection cap.
+                .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
+                .keep_alive_timeout(HTTP2_KEEP_ALIVE);
             let connection = builder.serve_connection(TokioIo::new(tcp), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
@@ -150,6 +154,10 @@ pub async fn serve(
         }
     }
 }
+
+/// How often [`serve`] pings an HTTP/2 peer, and how long it waits for the answer before
+/// closing the connection: 30 s.
+pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// How long [`serve`] waits, once told to shut down, for requests in flight to finish.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);

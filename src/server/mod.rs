@@ -68,7 +68,7 @@ use axum::routing::{get, post};
 pub use crate::store::MAX_MESSAGES;
 pub use listen::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HTTP2_CONNECTION_WINDOW,
-    HTTP2_STREAM_WINDOW, ListenOptions, SHUTDOWN_DRAIN, serve,
+    HTTP2_KEEP_ALIVE, HTTP2_STREAM_WINDOW, ListenOptions, SHUTDOWN_DRAIN, serve,
 };
 pub use messages::{LATEST_LIMIT, MAX_CONFIRM_BODY, MAX_CONTENT, Message};
 pub use quota::{
