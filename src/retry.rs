@@ -13,7 +13,9 @@ use crate::error::Error;
 /// Attempt `n` (1 for the first retry) waits a random time in `[d / 2, d]` where
 /// `d = min(max_delay, initial_delay * 2^(n - 1))`, or the server's `Retry-After` when that
 /// is longer (capped at `max_retry_after`: a `finish` that an earlier request is still
-/// committing is answered with the rest of a 30 s lease, which a retry must outwait).
+/// committing is answered with the rest of a 30 s lease, which a retry must outwait), plus
+/// up to a quarter of it at random, so that the clients a busy server refused together do
+/// not all return together.
 ///
 /// # Examples
 ///
@@ -107,7 +109,10 @@ impl RetryPolicy {
             } => (*after).min(self.max_retry_after),
             _ => Duration::ZERO,
         };
-        Some(jittered.max(asked))
+        // Up to a quarter more than asked, at random: clients a busy server answered at
+        // once are told the same wait, and must not all come back in the same instant.
+        let spread = asked.mul_f64(0.25 * f64::from(random) / f64::from(u32::MAX));
+        Some(jittered.max(asked + spread))
     }
 }
 
@@ -149,6 +154,15 @@ mod tests {
             retry_after: Some(Duration::from_secs(s)),
         };
         assert_eq!(p.delay(1, &asked(3), 0), Some(Duration::from_secs(3)));
+        // Never less than asked, up to a quarter more: spread apart by the random draw.
+        assert_eq!(
+            p.delay(1, &asked(4), u32::MAX),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            p.delay(1, &asked(4), u32::MAX / 2),
+            Some(Duration::from_millis(4500))
+        );
         assert_eq!(p.delay(1, &asked(3600), 0), Some(p.max_retry_after));
         // Longer than the client's own longest wait, as a commit lease's rest may be.
         assert_eq!(p.delay(1, &asked(29), 0), Some(Duration::from_secs(29)));
