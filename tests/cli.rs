@@ -847,8 +847,9 @@ fn serve_lets_requests_in_flight_finish_on_ctrl_c() {
 }
 
 /// Bytes of request bodies buffered at once are capped (`--max-buffered-mib`): while one
-/// request holds the budget, another body is refused at once with a 503 and `Retry-After:
-/// 1`, not read; once the first is done, it goes through.
+/// request holds the budget, another body waits unread for `BUFFER_WAIT` and is then
+/// refused with a 503 and `Retry-After: 1`; one whose room frees up while it waits goes
+/// through.
 #[test]
 fn serve_caps_the_bytes_buffered_in_flight() {
     use std::io::{Read, Write};
@@ -867,7 +868,7 @@ fn serve_caps_the_bytes_buffered_in_flight() {
         .unwrap();
     holder.write_all(&[b' '; 300_000]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let send = |len: usize| {
+    let send = move |len: usize| {
         let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         tcp.write_all(
@@ -880,7 +881,14 @@ fn serve_caps_the_bytes_buffered_in_flight() {
         let _ = tcp.read_to_string(&mut answer);
         answer
     };
+    // A body with no room waits, unread, for the budget's wait, then is refused.
+    let asked = std::time::Instant::now();
     let refused = send(200_000);
+    let waited = asked.elapsed();
+    assert!(
+        waited >= attachments::server::BUFFER_WAIT - Duration::from_millis(100),
+        "refused after {waited:?}"
+    );
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(
         refused.to_ascii_lowercase().contains("retry-after: 1\r\n"),
@@ -890,7 +898,13 @@ fn serve_caps_the_bytes_buffered_in_flight() {
         refused.contains("1048576-byte budget of request bodies and has no room for 200000 more"),
         "{refused}"
     );
-    // The first finishes (a body of spaces is not JSON: a 400), and its place is free.
+    // One that arrives while the first is still read waits for its room and is served
+    // once the first finishes (a body of spaces is not JSON: a 400), well within the wait.
+    let waiting = std::thread::spawn({
+        let send = send.clone();
+        move || send(200_000)
+    });
+    std::thread::sleep(Duration::from_millis(500));
     holder.write_all(&[b' '; 600_000]).unwrap();
     let mut first = String::new();
     holder
@@ -900,7 +914,7 @@ fn serve_caps_the_bytes_buffered_in_flight() {
     let n = holder.read(&mut buf).unwrap();
     first.push_str(&String::from_utf8_lossy(&buf[..n]));
     assert!(first.starts_with("HTTP/1.1 400"), "{first}");
-    let after = send(200_000);
+    let after = waiting.join().unwrap();
     drop(server);
     assert!(after.starts_with("HTTP/1.1 400"), "{after}");
 }

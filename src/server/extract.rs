@@ -250,12 +250,17 @@ fn parse_property(text: &str) -> Result<u64> {
     })
 }
 
+/// How long a body waits for room in the buffered-bytes budget before it is refused
+/// (503): 5 s.
+pub const BUFFER_WAIT: Duration = Duration::from_secs(5);
+
 impl Sandbox {
     /// Reads a request body whole under `limit` and the body timeout
     /// ([`read_limited`]), after taking its place in the budget of bytes buffered in
     /// flight ([`ServerConfig::max_buffered`](super::ServerConfig::max_buffered)): its
-    /// announced length, or `limit` when it announces none. No place: 503 at once, never
-    /// a queue. The place is held as long as the returned permit.
+    /// announced length, or `limit` when it announces none, waiting for it at most
+    /// [`BUFFER_WAIT`] (a queue bounded by the in-flight cap), else 503. The place is held
+    /// as long as the returned permit.
     pub(super) async fn read_body(
         &self,
         body: Body,
@@ -271,12 +276,20 @@ impl Sandbox {
         let budget = self.inner.config.max_buffered;
         // In KiB, at least one; a body larger than the whole budget takes all of it.
         let kib = wanted.div_ceil(1024).clamp(1, budget.div_ceil(1024).max(1));
-        let permit = std::sync::Arc::clone(&self.inner.buffered)
-            .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
-            .map_err(|_| Error::BufferFull {
-                wanted: wanted as u64,
-                budget: budget as u64,
-            })?;
+        // Waits its turn for at most BUFFER_WAIT, its body left unread in the socket
+        // (TCP holds the client back meanwhile); the requests waiting are bounded by the
+        // in-flight cap.
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        let acquire = std::sync::Arc::clone(&self.inner.buffered).acquire_many_owned(kib);
+        let permit = match tokio::time::timeout(BUFFER_WAIT, acquire).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(Error::BufferFull {
+                    wanted: wanted as u64,
+                    budget: budget as u64,
+                });
+            }
+        };
         let bytes = read_limited(body, limit, self.inner.config.body_timeout).await?;
         Ok((bytes, permit))
     }

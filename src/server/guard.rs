@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -75,9 +75,11 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
         match Arc::clone(&sandbox.inner.in_flight).try_acquire_owned() {
             Ok(_permit) => {
                 let response = next.run(req).await;
-                // Not after a timeout: that body is not coming.
+                // Not after a timeout: that body is not coming. Not after a 503 either:
+                // draining the bodies of shed requests would spend, under overload, what
+                // shedding them saves.
                 let status = response.status();
-                if status.is_client_error() && status != axum::http::StatusCode::REQUEST_TIMEOUT {
+                if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
                     rest.drain().await;
                 }
                 response

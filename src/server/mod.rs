@@ -66,6 +66,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 
 pub use crate::store::MAX_MESSAGES;
+pub use extract::BUFFER_WAIT;
 pub use listen::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HTTP2_CONNECTION_WINDOW,
     HTTP2_KEEP_ALIVE, HTTP2_STREAM_WINDOW, ListenOptions, SHUTDOWN_DRAIN, serve,
@@ -140,8 +141,9 @@ pub struct ServerConfig {
     /// Bytes of request bodies buffered at once, over all requests in flight (default
     /// [`DEFAULT_MAX_BUFFERED`], 128 MiB). A body read whole takes its announced length
     /// (or its limit, when it announces none) from this budget before it is read and gives
-    /// it back when its handler is done; with no room, the request is answered 503 with
-    /// `Retry-After: 1` at once. Chat uploads stream into the store a piece at a time and
+    /// it back when its handler is done; while there is no room it waits, unread, for at
+    /// most [`BUFFER_WAIT`] (5 s; the waiting requests are bounded by the in-flight cap),
+    /// then is answered 503 with `Retry-After: 1`. Chat uploads stream into the store a piece at a time and
     /// take nothing from it.
     pub max_buffered: usize,
     /// How long a request body may pause between two pieces before the request is
