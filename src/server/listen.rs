@@ -127,7 +127,8 @@ pub async fn serve(
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
+                .header_read_timeout(header_read_timeout)
+                .max_buf_size(HTTP1_MAX_BUF);
             builder
                 .http2()
                 .timer(TokioTimer::new())
@@ -154,6 +155,12 @@ pub async fn serve(
         }
     }
 }
+
+/// The largest read buffer of an HTTP/1.1 connection: 64 KiB. Hyper's default (about
+/// 400 KiB) is reached while a large body is read and then kept for as long as the
+/// connection stays open, idle or not: with 1,000 keep-alive connections, most of the
+/// server's memory.
+pub const HTTP1_MAX_BUF: usize = 64 * 1024;
 
 /// How often [`serve`] pings an HTTP/2 peer, and how long it waits for the answer before
 /// closing the connection: 30 s.
