@@ -151,11 +151,13 @@ fn serve_child(dir: &Path, max_in_flight: usize, max_connections: usize) -> Exit
     let served = runtime.block_on(async {
         let store = FsStore::open(dir).map_err(|e| e.to_string())?;
         // All uploads come from one client (one address) and each goes to a conversation
-        // of its own: that client's upload quota is lifted (the run
+        // of its own: that client's upload quota and its share of the buffered-bytes
+        // budget are lifted (the run
         // measures memory and latency, and the quota would turn it into 429s). Every other
         // limit keeps its default, the buffered-bytes budget among them.
         let config = ServerConfig::default()
             .with_max_in_flight(max_in_flight)
+            .with_max_buffered_per_client(attachments::server::DEFAULT_MAX_BUFFERED)
             .with_upload_quota(UploadQuota {
                 max_open: usize::MAX,
                 max_staged: u64::MAX,

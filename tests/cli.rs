@@ -980,3 +980,63 @@ fn client_disconnects_and_shed_requests_are_not_logged_as_errors() {
         assert!(!log.contains(bad), "{bad} in the log:\n{log}");
     }
 }
+
+/// One client holding bodies open waits on its own share of the buffered-bytes budget
+/// (`--max-buffered-per-client-mib`), and another client is served meanwhile.
+#[test]
+fn one_client_cannot_hold_the_whole_buffered_budget() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let server = common::spawn_serve(
+        &[
+            "--max-buffered-mib",
+            "4",
+            "--max-buffered-per-client-mib",
+            "1",
+            "--client-ip-header",
+            "x-client",
+        ],
+        &[],
+    );
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let head = |client: &str, len: usize| {
+        format!(
+            "POST /messaging/properties/1/conversations/c/attachments HTTP/1.1\r\nHost: x\r\nX-Client: {client}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let send = |client: &str, len: usize| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(head(client, len).as_bytes()).unwrap();
+        let _ = tcp.write_all(&vec![b' '; len]);
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        answer
+    };
+    // Client a announces 900,000 bytes and sends a third of them.
+    let mut holder = std::net::TcpStream::connect(&addr).unwrap();
+    holder.write_all(head("a", 900_000).as_bytes()).unwrap();
+    holder.write_all(&[b' '; 300_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Client b is served at once (spaces are not JSON: a 400 says it was read).
+    let started = std::time::Instant::now();
+    let b = send("b", 200_000);
+    assert!(b.starts_with("HTTP/1.1 400"), "{b}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Client a's second body waits on a's share, then is refused.
+    let a = send("a", 200_000);
+    drop(holder);
+    drop(server);
+    assert!(a.starts_with("HTTP/1.1 503"), "{a}");
+    assert!(
+        a.contains(
+            "this client's 1048576-byte budget of request bodies and has no room for 200000 more"
+        ),
+        "{a}"
+    );
+}

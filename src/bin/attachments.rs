@@ -95,6 +95,9 @@ struct ServeArgs {
     /// answered 503 with Retry-After: 1.
     #[arg(long, value_name = "MIB", default_value_t = attachments::server::DEFAULT_MAX_BUFFERED >> 20)]
     max_buffered_mib: usize,
+    /// MiB of request bodies one client (address) may have buffered at once.
+    #[arg(long, value_name = "MIB", default_value_t = attachments::server::DEFAULT_MAX_BUFFERED_PER_CLIENT >> 20)]
+    max_buffered_per_client_mib: usize,
     /// Uploads each client (address) and each conversation may have open at once; one
     /// more is answered 429.
     #[arg(long, value_name = "N", default_value_t = attachments::server::DEFAULT_MAX_OPEN_UPLOADS)]
@@ -306,6 +309,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     }
     config = config.with_max_in_flight(args.max_in_flight);
     config = config.with_max_buffered(args.max_buffered_mib.saturating_mul(1 << 20));
+    config = config
+        .with_max_buffered_per_client(args.max_buffered_per_client_mib.saturating_mul(1 << 20));
     config = config.with_upload_quota(attachments::server::UploadQuota {
         max_open: args.max_open_uploads,
         max_staged: args.max_staged_mib.saturating_mul(1 << 20),

@@ -521,9 +521,11 @@ pub enum Error {
     /// The server is buffering as many bytes of request bodies as its budget allows; this
     /// request's body was not read. 503, with `Retry-After: 1`.
     #[error(
-        "the server is buffering its {budget}-byte budget of request bodies and has no room for {wanted} more; send this one again in 1 s"
+        "the server is buffering {whose} {budget}-byte budget of request bodies and has no room for {wanted} more; send this one again in 1 s"
     )]
     BufferFull {
+        /// Whose budget: `its` (the server's) or `this client's`.
+        whose: &'static str,
         /// The bytes this body would take.
         wanted: u64,
         /// The budget.

@@ -443,10 +443,11 @@ pub(super) async fn retrieve(Owned { meta, base }: Owned) -> Reply<Chat> {
 pub(super) async fn rename(
     State(s): State<Sandbox>,
     Owned { meta, base }: Owned,
+    Extension(client): Extension<ClientKey>,
     headers: HeaderMap,
     body: Body,
 ) -> Reply<Chat> {
-    let (body, _budget) = s.read_body(body, MAX_SMALL_BODY).await?;
+    let (body, _budget) = s.read_body(&client, body, MAX_SMALL_BODY).await?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::budget::{Full, Place};
+use super::quota::ClientKey;
 use super::reply::{Connectivity, Failure, Flavour};
 use super::{MAX_SMALL_BODY, Sandbox, scope};
 use crate::error::{Error, Result};
@@ -140,7 +142,8 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
     type Rejection = Failure<T::Flavour>;
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Self::Rejection> {
-        let (body, _budget) = s.read_body(req.into_body(), T::LIMIT).await?;
+        let client = client_of(&req);
+        let (body, _budget) = s.read_body(&client, req.into_body(), T::LIMIT).await?;
         Ok(WireJson(wire::from_slice(&body)?))
     }
 }
@@ -151,7 +154,7 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
 pub(super) struct UploadBody<F> {
     bytes: Bytes,
     /// Its place in the budget of bytes buffered in flight, held while the handler runs.
-    _budget: tokio::sync::OwnedSemaphorePermit,
+    _budget: Place,
     flavour: PhantomData<F>,
 }
 
@@ -168,7 +171,8 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Failure<F>> {
         let limit = max_body_len(F::policy(&s.inner.config));
-        let (bytes, budget) = s.read_body(req.into_body(), limit).await?;
+        let client = client_of(&req);
+        let (bytes, budget) = s.read_body(&client, req.into_body(), limit).await?;
         Ok(UploadBody {
             bytes,
             _budget: budget,
@@ -250,6 +254,15 @@ fn parse_property(text: &str) -> Result<u64> {
     })
 }
 
+/// The client the guard found for `req` (one key for all when the router runs without
+/// the guard, as no router of this crate does).
+pub(super) fn client_of(req: &Request) -> ClientKey {
+    req.extensions()
+        .get::<ClientKey>()
+        .cloned()
+        .unwrap_or_else(|| ClientKey("unknown peer".to_owned()))
+}
+
 /// How long a body waits for room in the buffered-bytes budget before it is refused
 /// (503): 5 s.
 pub const BUFFER_WAIT: Duration = Duration::from_secs(5);
@@ -263,9 +276,10 @@ impl Sandbox {
     /// as long as the returned permit.
     pub(super) async fn read_body(
         &self,
+        client: &ClientKey,
         body: Body,
         limit: usize,
-    ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit)> {
+    ) -> Result<(Bytes, Place)> {
         // A `Content-Length` is the hint's lower bound; 0 is read as none announced.
         let announced = axum::body::HttpBody::size_hint(&body).lower();
         let wanted = match usize::try_from(announced) {
@@ -273,25 +287,34 @@ impl Sandbox {
             Ok(n) => n.min(limit),
             Err(_) => limit,
         };
-        let budget = self.inner.config.max_buffered;
-        // In KiB, at least one; a body larger than the whole budget takes all of it.
-        let kib = wanted.div_ceil(1024).clamp(1, budget.div_ceil(1024).max(1));
         // Waits its turn for at most BUFFER_WAIT, its body left unread in the socket
         // (TCP holds the client back meanwhile); the requests waiting are bounded by the
         // in-flight cap.
-        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-        let acquire = std::sync::Arc::clone(&self.inner.buffered).acquire_many_owned(kib);
-        let permit = match tokio::time::timeout(BUFFER_WAIT, acquire).await {
-            Ok(Ok(permit)) => permit,
-            _ => {
+        let config = &self.inner.config;
+        let place = match self
+            .inner
+            .buffered
+            .take(&client.0, wanted, BUFFER_WAIT)
+            .await
+        {
+            Ok(place) => place,
+            Err(Full::Client) => {
                 return Err(Error::BufferFull {
+                    whose: "this client's",
                     wanted: wanted as u64,
-                    budget: budget as u64,
+                    budget: config.max_buffered_per_client.min(config.max_buffered) as u64,
+                });
+            }
+            Err(Full::Total) => {
+                return Err(Error::BufferFull {
+                    whose: "its",
+                    wanted: wanted as u64,
+                    budget: config.max_buffered as u64,
                 });
             }
         };
-        let bytes = read_limited(body, limit, self.inner.config.body_timeout).await?;
-        Ok((bytes, permit))
+        let bytes = read_limited(body, limit, config.body_timeout).await?;
+        Ok((bytes, place))
     }
 }
 

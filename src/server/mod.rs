@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod chat;
 mod connectivity;
 mod demand;
@@ -104,6 +105,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Bytes of request bodies buffered at once by default: 128 MiB.
 pub const DEFAULT_MAX_BUFFERED: usize = 128 * 1024 * 1024;
 
+/// Bytes of request bodies one client may have buffered at once by default: 32 MiB.
+pub const DEFAULT_MAX_BUFFERED_PER_CLIENT: usize = DEFAULT_MAX_BUFFERED / 4;
+
 /// How long a request body may pause between two pieces by default: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -146,6 +150,11 @@ pub struct ServerConfig {
     /// then is answered 503 with `Retry-After: 1`. Chat uploads stream into the store a piece at a time and
     /// take nothing from it.
     pub max_buffered: usize,
+    /// How much of [`ServerConfig::max_buffered`] one client (as the rate limit keys it)
+    /// may hold at once (default [`DEFAULT_MAX_BUFFERED_PER_CLIENT`], 32 MiB, a quarter):
+    /// a client that opens many bodies and sends them slowly waits on its own share and
+    /// leaves the rest to others. A body larger than the share takes all of it.
+    pub max_buffered_per_client: usize,
     /// How long a request body may pause between two pieces before the request is
     /// answered 408 and its connection closed (default [`DEFAULT_BODY_IDLE_TIMEOUT`],
     /// 30 s): a client that stops sending holds no connection and no buffer for longer.
@@ -197,6 +206,7 @@ impl Default for ServerConfig {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_buffered: DEFAULT_MAX_BUFFERED,
+            max_buffered_per_client: DEFAULT_MAX_BUFFERED_PER_CLIENT,
             upload_quota: UploadQuota::default(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
             unlinked_ttl: UNLINKED_TTL,
@@ -247,6 +257,13 @@ impl ServerConfig {
     /// Sets the bytes of request bodies buffered at once ([`ServerConfig::max_buffered`]).
     pub fn with_max_buffered(mut self, bytes: usize) -> Self {
         self.max_buffered = bytes.max(1024);
+        self
+    }
+
+    /// Sets the bytes of request bodies one client may have buffered at once
+    /// ([`ServerConfig::max_buffered_per_client`]).
+    pub fn with_max_buffered_per_client(mut self, bytes: usize) -> Self {
+        self.max_buffered_per_client = bytes.max(1024);
         self
     }
 
@@ -347,8 +364,9 @@ struct Inner {
     provisional: std::sync::atomic::AtomicU64,
     /// One permit per request being handled ([`ServerConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
-    /// One permit per KiB of request bodies buffered ([`ServerConfig::max_buffered`]).
-    buffered: Arc<tokio::sync::Semaphore>,
+    /// Request bodies buffered ([`ServerConfig::max_buffered`],
+    /// [`ServerConfig::max_buffered_per_client`]).
+    buffered: budget::Budget,
     started: Instant,
 }
 
@@ -383,9 +401,7 @@ impl Sandbox {
             quotas: Mutex::new(Quotas::new(config.upload_quota, config.session_ttl)),
             provisional: std::sync::atomic::AtomicU64::new(0),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
-            buffered: Arc::new(tokio::sync::Semaphore::new(
-                config.max_buffered.div_ceil(1024).max(1),
-            )),
+            buffered: budget::Budget::new(config.max_buffered, config.max_buffered_per_client),
             started: Instant::now(),
             store,
             config,
