@@ -73,14 +73,18 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     } else {
         // A place among the requests in flight, or 503 at once: never a queue.
         match Arc::clone(&sandbox.inner.in_flight).try_acquire_owned() {
-            Ok(_permit) => {
+            Ok(permit) => {
                 let response = next.run(req).await;
                 // Not after a timeout: that body is not coming. Not after a 503 either:
                 // draining the bodies of shed requests would spend, under overload, what
-                // shedding them saves.
+                // shedding them saves. The answer goes out at once; the drain runs beside
+                // it and keeps the request's place in flight until it ends.
                 let status = response.status();
                 if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
-                    rest.drain().await;
+                    tokio::spawn(async move {
+                        rest.drain().await;
+                        drop(permit);
+                    });
                 }
                 response
             }
