@@ -1040,3 +1040,32 @@ fn one_client_cannot_hold_the_whole_buffered_budget() {
         "{a}"
     );
 }
+
+/// A body announced larger than its route's limit is refused at once, before a byte of
+/// it is read (it was held, trickling, until the body timeout).
+#[test]
+fn a_body_announced_over_its_limit_is_refused_at_once() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let server = common::spawn_serve(&[], &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(
+        b"POST /messaging/properties/1/conversations/c/attachments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n{\"attachment\"",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).unwrap();
+    let waited = started.elapsed();
+    drop(server);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("Request body size exceeds the 1414488 bytes limit"),
+        "{answer}"
+    );
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+}

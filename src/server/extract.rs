@@ -282,6 +282,14 @@ impl Sandbox {
     ) -> Result<(Bytes, Place)> {
         // A `Content-Length` is the hint's lower bound; 0 is read as none announced.
         let announced = axum::body::HttpBody::size_hint(&body).lower();
+        // One announced over the limit is refused before a byte is read or a place taken.
+        if announced > limit as u64 {
+            return Err(Error::TooLarge {
+                size: announced,
+                limit: limit as u64,
+                kind: crate::error::SizeLimit::Body,
+            });
+        }
         let wanted = match usize::try_from(announced) {
             Ok(0) => limit,
             Ok(n) => n.min(limit),
