@@ -643,6 +643,17 @@ fn serve_caps_open_uploads_per_client_and_per_conversation() {
         assert!(body["data"]["attachment_id"].is_string(), "{body}");
         let (status, _, body) = post("a", "c9", chunk("start", None, 0, 0..1000)).await;
         assert_eq!(status, 200, "{body}");
+        // A chunk naming one of a's uploads from another conversation is not found, and
+        // frees nothing: a is still full.
+        let (status, _, body) = post(
+            "a",
+            "elsewhere",
+            chunk("resume", Some(&ids[0]), 1, 1000..2000),
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _, body) = post("a", "c11", chunk("start", None, 0, 0..1000)).await;
+        assert_eq!(status, 429, "a misdirected chunk frees no place: {body}");
         // An upload that fails (a chunk whose size is not what it says) frees its place.
         let mut wrong = chunk("resume", Some(&ids[0]), 1, 1000..2000);
         wrong["attachment"]["chunk"]["chunk_size"] = serde_json::json!(999);

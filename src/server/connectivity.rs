@@ -65,19 +65,34 @@ pub(super) async fn chunk(
                 .parse::<crate::upload::RandomId>()
                 .map_or_else(|_| upload_id.to_owned(), |id| id.to_string());
             s.stage_upload(&upload_id, bytes)?;
+            // Given back if the request ends without settling it (cancelled, say).
+            let mut staged = StagedChunk {
+                sandbox: &s,
+                upload_id: &upload_id,
+                bytes,
+                settled: false,
+            };
             let answer = receiver.chunk_request(chunk, &to.scope).await;
             match &answer {
-                Ok(data) if data.attachment_id.is_some() => s.close_upload(&upload_id),
-                Ok(_) => {}
-                // Busy, committing, contended (409) or a store fault (5xx): the upload
-                // goes on, and this chunk may come again.
-                Err(e) if e.status() == 409 || e.status() >= 500 => {
-                    s.unstage_upload(&upload_id, bytes);
+                Ok(data) => {
+                    staged.settled = true;
+                    if data.attachment_id.is_some() {
+                        s.close_upload(&upload_id);
+                    }
                 }
-                // Any other refusal failed the upload (or there was none): its place is
-                // free.
-                Err(_) => s.close_upload(&upload_id),
+                // Busy, committing, contended (409) or a store fault (5xx): the upload
+                // goes on, and this chunk may come again; its bytes are given back. Not
+                // found (404) either: the id may be an upload of another conversation,
+                // which must keep its place (it idles out if it is truly gone).
+                Err(e) if matches!(e.status(), 404 | 409) || e.status() >= 500 => {}
+                // Any other refusal came after the upload was found in this scope, and
+                // failed it: its place is free.
+                Err(_) => {
+                    staged.settled = true;
+                    s.close_upload(&upload_id);
+                }
             }
+            drop(staged);
             answer?
         }
     };
@@ -117,4 +132,21 @@ pub(super) async fn file_info(
         file_size: meta.file_size,
     };
     Ok(ok_json(&Envelope::ok(info, new_id())))
+}
+
+/// A chunk's bytes counted against its upload's quota until the chunk is stored or its
+/// upload closed: given back when dropped unsettled (refused for now, or cancelled).
+struct StagedChunk<'a> {
+    sandbox: &'a Sandbox,
+    upload_id: &'a str,
+    bytes: u64,
+    settled: bool,
+}
+
+impl Drop for StagedChunk<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.sandbox.unstage_upload(self.upload_id, self.bytes);
+        }
+    }
 }
