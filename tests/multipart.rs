@@ -22,6 +22,15 @@ fn body(parts: &[(String, Vec<u8>)], preamble: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Each content as a part named `f0`, `f1`...
+fn named(contents: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    contents
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("f{i}"), c))
+        .collect()
+}
+
 /// Feeds `body` in pieces cut at `cuts`; returns the parts counted, or the error.
 fn check_in_pieces(
     body: &[u8],
@@ -94,11 +103,7 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..8),
     ) {
         let delimiter = format!("\r\n--{BOUNDARY}");
-        let parts: Vec<(String, Vec<u8>)> = contents
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (format!("f{i}"), c))
-            .collect();
+        let parts = named(contents);
         let body = body(&parts, b"");
         // Content that holds a delimiter is not well formed: skip those cases honestly
         // by rejecting them from the strategy's space.
@@ -134,11 +139,7 @@ proptest! {
         contents in proptest::collection::vec(tricky_content(), 0..8),
         cuts in proptest::collection::vec(any::<usize>(), 0..4),
     ) {
-        let parts: Vec<(String, Vec<u8>)> = contents
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (format!("f{i}"), c))
-            .collect();
+        let parts = named(contents);
         let body = body(&parts, b"");
         let limits = FramingLimits { max_parts: 3, ..FramingLimits::default() };
         if let Ok(fields) = multer_fields(&body, &cuts) {
