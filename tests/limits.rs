@@ -490,3 +490,39 @@ async fn requests_over_the_in_flight_cap_are_a_503_at_once() {
     assert_eq!(reqwest::get(&latest).await.unwrap().status().as_u16(), 200);
     drop(stalled);
 }
+
+/// Seed 000 prints the Demand routes without a version (`/messages/attachments/upload`):
+/// they are served there and under `/3.1/` alike, one store behind both, and an unknown
+/// path under `/messages/` is answered in the Demand error shape (it was a 404 in the
+/// Connectivity envelope).
+#[tokio::test]
+async fn the_demand_routes_answer_with_and_without_their_version() {
+    let file = common::exact_jpeg(5_000);
+    let Server { url, _dir, .. } = server(Backend::Memory).await;
+    let upload = json!({"accommodation": PROPERTY, "conversation": CONV, "reservation": "4388", "file_name": "a.jpg",
+        "file_type": "image/jpeg", "file_size": file.len(), "file_content": b64(&file)});
+    let (status, answer) = post(&format!("{url}/messages/attachments/upload"), &upload).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["data"]["attachment"].as_str().unwrap().to_owned();
+    let named = json!({"accommodation": PROPERTY, "conversation": CONV, "attachment": id});
+    for prefix in ["", "/3.1"] {
+        let (status, answer) = post(
+            &format!("{url}{prefix}/messages/attachments/metadata"),
+            &named,
+        )
+        .await;
+        assert_eq!(status, 200, "{prefix}: {answer}");
+        let (status, answer) = post(
+            &format!("{url}{prefix}/messages/attachments/download"),
+            &named,
+        )
+        .await;
+        assert_eq!(status, 200, "{prefix}: {answer}");
+    }
+    let (status, answer) = post(&format!("{url}/messages/nothing-here"), &named).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        demand_message(&answer).contains("/messages/nothing-here"),
+        "in the Demand shape: {answer}"
+    );
+}

@@ -7,8 +7,9 @@
 //! - Connectivity, under `/messaging/properties/{property_id}/conversations/{conversation_id}`:
 //!   `POST` (post a message), `POST /attachments`, `POST /attachment_chunks`,
 //!   `GET /attachments/{attachment_id}?from=&to=`, `GET /attachments/{attachment_id}/file_info`.
-//! - Demand, under `/3.1/messages/`: `attachments/upload`, `attachments/metadata`,
-//!   `attachments/download`, `send`, `latest`, `latest/confirm`, `conversations`.
+//! - Demand, under `/3.1/messages/` and, as seed 000 prints them, `/messages/`:
+//!   `attachments/upload`, `attachments/metadata`, `attachments/download`, `send`,
+//!   `latest`, `latest/confirm`, `conversations`.
 //! - The chat-platform resource (`docs/protocol.md`, *Chat attachments resource*), under
 //!   `/v1/attachments`: `GET` (list, newest first, `conversation_id` / `limit` /
 //!   `starting_after`), `POST` (multipart upload, streamed into the store), `GET` / `PUT`
@@ -449,26 +450,29 @@ impl Sandbox {
                 &format!("{CONV}/attachments/{{attachment_id}}/file_info"),
                 get(connectivity::file_info),
             )
-            .route("/3.1/messages/attachments/upload", post(demand::upload))
-            .route("/3.1/messages/attachments/metadata", post(demand::metadata))
-            .route("/3.1/messages/attachments/download", post(demand::download))
-            .route("/3.1/messages/send", post(messages::demand_send))
-            .route(
-                "/3.1/messages/latest",
-                get(messages::demand_latest).post(messages::demand_latest),
-            )
-            .route(
-                "/3.1/messages/latest/confirm",
-                post(messages::demand_confirm),
-            )
-            .route(
-                "/3.1/messages/conversations",
-                post(messages::demand_conversations),
-            )
+            .merge(self.demand_routes("/3.1"))
+            // As seed 000 prints them, without the version (SPEC, *Paths*).
+            .merge(self.demand_routes(""))
             .fallback(guard::not_found)
             .method_not_allowed_fallback(guard::not_allowed)
             .layer(middleware::from_fn_with_state(self.clone(), guard::guard))
             .with_state(self.clone())
+    }
+
+    /// The Demand routes under `prefix`.
+    fn demand_routes(&self, prefix: &str) -> Router<Sandbox> {
+        let at = |path: &str| format!("{prefix}/messages/{path}");
+        Router::new()
+            .route(&at("attachments/upload"), post(demand::upload))
+            .route(&at("attachments/metadata"), post(demand::metadata))
+            .route(&at("attachments/download"), post(demand::download))
+            .route(&at("send"), post(messages::demand_send))
+            .route(
+                &at("latest"),
+                get(messages::demand_latest).post(messages::demand_latest),
+            )
+            .route(&at("latest/confirm"), post(messages::demand_confirm))
+            .route(&at("conversations"), post(messages::demand_conversations))
     }
 
     /// Expires idle uploads and removes what outlived its TTL from the store (uploads a

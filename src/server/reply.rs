@@ -27,7 +27,8 @@ pub(super) enum Api {
 impl Api {
     /// The API a path belongs to (for answers given before a handler runs).
     pub(super) fn of(path: &str) -> Api {
-        if path.starts_with("/3.1/") {
+        // The Demand routes are served with and without their version (SPEC, *Paths*).
+        if path.starts_with("/3.1/") || path == "/messages" || path.starts_with("/messages/") {
             Api::Demand
         } else if path == "/v1" || path.starts_with("/v1/") {
             Api::Chat
