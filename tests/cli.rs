@@ -1151,3 +1151,89 @@ fn serve_answers_slow_bodies_bad_framing_and_fresh_tokens() {
     assert_eq!(passed, 30 - 7, "{statuses:?}");
     assert!(statuses[passed..].iter().all(|s| *s == 429), "{statuses:?}");
 }
+
+/// HTTP semantics on a real `serve`: `If-Match` on `/content` is honoured (RFC 9110
+/// 13.1.1: any tag but the current one, or a weak one, is a 412; it was ignored), and
+/// every flavour's 401 carries `WWW-Authenticate` (RFC 9110 11.6.1; it carried none).
+#[test]
+fn if_match_is_honoured_and_401s_name_their_scheme() {
+    let server = common::spawn_serve(&["--token", "t", "--affiliate-id", "a"], &[]);
+    let base = server.url.clone();
+    let jpeg = exact_jpeg(20_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(jpeg.clone())
+                .file_name("a.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+        let sent: Value = serde_json::from_str(
+            &http
+                .post(format!("{base}/v1/attachments"))
+                .bearer_auth("t")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let content = format!(
+            "{base}/v1/attachments/{}/content",
+            sent["id"].as_str().unwrap()
+        );
+        let etag = format!("\"{}\"", attachments::digest::sha256(&jpeg).to_hex());
+        let get = |if_match: Vec<String>| {
+            let mut request = http.get(&content).bearer_auth("t");
+            for value in if_match {
+                request = request.header("if-match", value);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap())
+            }
+        };
+        for (if_match, expected) in [
+            (vec![etag.clone()], 200),
+            (vec!["*".to_owned()], 200),
+            (vec!["\"other\"".to_owned(), etag.clone()], 200),
+            (vec![format!("\"other\", {etag}")], 200),
+            (vec!["\"other\"".to_owned()], 412),
+            (vec![format!("W/{etag}")], 412),
+        ] {
+            let (status, body) = get(if_match.clone()).await;
+            let text = String::from_utf8_lossy(&body);
+            assert_eq!(status, expected, "{if_match:?}: {text}");
+            if status == 412 {
+                assert!(text.contains("If-Match names no current version"), "{text}");
+            } else {
+                assert_eq!(body, jpeg);
+            }
+        }
+        for path in [
+            "/v1/attachments".to_owned(),
+            "/3.1/messages/latest".to_owned(),
+            "/messaging/properties/1/conversations/c/attachments/x/file_info".to_owned(),
+        ] {
+            let response = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 401, "{path}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap()),
+                Some("Bearer realm=\"attachments\""),
+                "{path}"
+            );
+        }
+    });
+}

@@ -44,6 +44,7 @@ const FORBIDDEN: &[&str] = &[
     "Error::BufferFull",
     "Error::RequestTimeout",
     "Error::MisdirectedRequest",
+    "Error::PreconditionFailed",
     "Error::RetriesExhausted",
 ];
 

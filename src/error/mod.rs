@@ -488,6 +488,15 @@ pub enum Error {
         allowed: String,
     },
 
+    /// A conditional request's `If-Match` names no current version of the resource. 412.
+    #[error(
+        "If-Match names no current version of this attachment (its ETag is {etag}): fetch it again"
+    )]
+    PreconditionFailed {
+        /// The resource's current entity tag.
+        etag: String,
+    },
+
     /// A request body read whole (everything but a multipart upload's) did not arrive
     /// within the server's body timeout. 408; the connection is closed.
     #[error(
@@ -597,6 +606,7 @@ impl Error {
             Error::Piece(_) | Error::Remote { .. } | Error::UnexpectedAnswer { .. } => 502,
             Error::BodyTimeout { .. } | Error::RequestTimeout { .. } => 408,
             Error::MisdirectedRequest { .. } => 421,
+            Error::PreconditionFailed { .. } => 412,
             Error::Overloaded { .. } | Error::BufferFull { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,

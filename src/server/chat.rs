@@ -488,7 +488,7 @@ pub(super) async fn delete(State(s): State<Sandbox>, Owned { meta, .. }: Owned) 
 }
 
 /// `GET /v1/attachments/{id}/content`: the bytes, with `Range` (one range; RFC 9110),
-/// `If-Range`, `If-None-Match`, and the SHA-256 as a strong `ETag`; streamed from the
+/// `If-Match` (412), `If-Range`, `If-None-Match`, and the SHA-256 as a strong `ETag`; streamed from the
 /// store [`STREAM_CHUNK`] bytes at a time.
 pub(super) async fn content(
     State(s): State<Sandbox>,
@@ -506,6 +506,21 @@ pub(super) async fn content(
             content_disposition(&meta.file_name),
         )
         .header("x-content-type-options", "nosniff");
+    // If-Match (RFC 9110 13.1.1), evaluated first: the client wants the version it names
+    // and no other; strong comparison, so a weak tag never matches.
+    let mut if_match = headers.get_all(header::IF_MATCH).iter().peekable();
+    if if_match.peek().is_some()
+        && !if_match.any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    let t = t.trim();
+                    t == "*" || t == etag
+                })
+            })
+        })
+    {
+        return Err(Error::PreconditionFailed { etag }.into());
+    }
     let none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());

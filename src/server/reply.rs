@@ -140,8 +140,19 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
     {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    // RFC 9110 11.6.1: a 401 names the scheme it wants.
+    if matches!(err, Error::Unauthorized) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(WWW_AUTHENTICATE),
+        );
+    }
     response
 }
+
+/// The `WWW-Authenticate` of every 401: a bearer token (Connectivity and Demand also need
+/// `X-Affiliate-Id`, which the error text names).
+pub(super) const WWW_AUTHENTICATE: &str = "Bearer realm=\"attachments\"";
 
 /// The chat flavour's error body.
 pub(super) fn chat_error(status: u16, message: &str) -> crate::wire::chat::ErrorResponse {
@@ -209,6 +220,13 @@ mod tests {
                 assert_eq!(response.status().as_u16(), status);
                 let got = response.headers().get(header::RETRY_AFTER);
                 assert_eq!(got.map(|v| v.to_str().unwrap()), after, "{api:?} {status}");
+                // Only a 401 asks for credentials, and always does.
+                let challenge = response.headers().get(header::WWW_AUTHENTICATE);
+                assert_eq!(
+                    challenge.map(|v| v.to_str().unwrap()),
+                    (status == 401).then_some("Bearer realm=\"attachments\""),
+                    "{api:?} {status}"
+                );
             }
         }
     }
