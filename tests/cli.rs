@@ -1075,7 +1075,7 @@ fn a_body_announced_over_its_limit_is_refused_at_once() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
-        answer.contains("Request body size exceeds the 1414488 bytes limit"),
+        answer.contains("File size exceeds the 1MB limit"),
         "{answer}"
     );
     assert!(waited < Duration::from_secs(2), "answered after {waited:?}");

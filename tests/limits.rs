@@ -526,3 +526,74 @@ async fn the_demand_routes_answer_with_and_without_their_version() {
         "in the Demand shape: {answer}"
     );
 }
+
+/// The size-limit texts do not depend on the size (SPEC, *Size-limit texts*): a single
+/// upload of 1,060,000 bytes and one of 2,000,000 get seed 000's `File size exceeds the
+/// 1MB limit` alike (the larger got `Request body size exceeds the 1414488 bytes limit`),
+/// a chunk over its limit the chunk's text, and a chat file over 25 MB the file's text,
+/// however far over.
+#[tokio::test]
+async fn size_limit_texts_do_not_depend_on_the_size() {
+    let Server { url, _dir, .. } = server(Backend::Memory).await;
+    let conv = format!("{url}/messaging/properties/{PROPERTY}/conversations/{CONV}");
+    for size in [1_060_000, 2_000_000] {
+        let file = common::exact_jpeg(size);
+        let single = json!({"attachment": {"file_name": "a.jpg", "file_type": "image/jpeg",
+            "file_size": file.len(), "file_content": b64(&file)}});
+        let (status, answer) = post(&format!("{conv}/attachments"), &single).await;
+        assert_eq!(status, 400, "{size}: {answer}");
+        assert_eq!(
+            conn_message(&answer),
+            "File size exceeds the 1MB limit",
+            "{size}"
+        );
+        let demand = json!({"accommodation": PROPERTY, "conversation": CONV, "reservation": "4388",
+            "file_name": "a.jpg", "file_type": "image/jpeg", "file_size": file.len(),
+            "file_content": b64(&file)});
+        for prefix in ["/3.1", ""] {
+            let (status, answer) = post(
+                &format!("{url}{prefix}/messages/attachments/upload"),
+                &demand,
+            )
+            .await;
+            assert_eq!(status, 400, "{size}: {answer}");
+            assert_eq!(
+                demand_message(&answer),
+                "File size exceeds the 1MB limit",
+                "{size}"
+            );
+        }
+    }
+    // A chunk of 2,000,000 bytes in a chunked upload of 5 MB.
+    let file = common::exact_jpeg(5_000_000);
+    let (status, answer) = post(
+        &format!("{conv}/attachment_chunks"),
+        &chunk("start", None, 0, &file, 0..2_000_000),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(conn_message(&answer), "Chunk size exceeds the 1MB limit");
+    // Chat: 25 MiB and one byte, and 30 MiB, announced.
+    for size in [25 * 1024 * 1024 + 1, 30 * 1024 * 1024] {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![b'x'; size])
+                .file_name("a.bin")
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        );
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/attachments"))
+            .bearer_auth("t")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 413, "{size}");
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(
+            body["error"]["message"], "File size exceeds the 25MB limit",
+            "{size}: {body}"
+        );
+    }
+}

@@ -398,10 +398,14 @@ fn multipart_error(e: MultipartError, limit: usize) -> Error {
             idle_secs: idle.as_secs().max(1),
         }
     } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body passed the largest file plus the framing's room: the file is over
+        // its limit, and is answered with the file's text, as a file just over it is
+        // (SPEC, *Size-limit texts*), not the body's.
+        let file_limit = limit.saturating_sub(MULTIPART_OVERHEAD) as u64;
         Error::TooLarge {
-            size: limit as u64 + 1,
-            limit: limit as u64,
-            kind: SizeLimit::Body,
+            size: file_limit + 1,
+            limit: file_limit,
+            kind: SizeLimit::Single,
         }
     } else {
         Error::InvalidField {

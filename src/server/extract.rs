@@ -16,7 +16,7 @@ use super::budget::{Full, Place};
 use super::quota::ClientKey;
 use super::reply::{Connectivity, Failure, Flavour};
 use super::{MAX_SMALL_BODY, Sandbox, scope};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SizeLimit};
 use crate::stream::{max_body_len, read_body_sized};
 use crate::wire;
 
@@ -170,9 +170,35 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
     type Rejection = Failure<F>;
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Failure<F>> {
-        let limit = max_body_len(F::policy(&s.inner.config));
+        let policy = F::policy(&s.inner.config);
+        let limit = max_body_len(policy);
         let client = client_of(&req);
-        let (bytes, budget) = s.read_body(&client, req.into_body(), limit).await?;
+        let chunk = req.uri().path().ends_with("/attachment_chunks");
+        let (bytes, budget) = s
+            .read_body(&client, req.into_body(), limit)
+            .await
+            .map_err(|e| match e {
+                // A body past the limit carries a file (or chunk) past its own: answered
+                // with the file's (chunk's) text whatever the size, as one just over it is
+                // (SPEC, *Size-limit texts*). Its size, from the base64 that fills it.
+                Error::TooLarge {
+                    size,
+                    kind: SizeLimit::Body,
+                    ..
+                } => {
+                    let (limit, kind) = if chunk {
+                        (policy.limits.max_chunk_size, SizeLimit::Chunk)
+                    } else {
+                        (policy.limits.max_single_size, SizeLimit::Single)
+                    };
+                    Error::TooLarge {
+                        size: (size / 4 * 3).max(limit + 1),
+                        limit,
+                        kind,
+                    }
+                }
+                other => other,
+            })?;
         Ok(UploadBody {
             bytes,
             _budget: budget,
