@@ -1237,3 +1237,72 @@ fn if_match_is_honoured_and_401s_name_their_scheme() {
         }
     });
 }
+
+/// Ids go into URL paths percent-encoded, one segment each (RFC 3986): a conversation
+/// named with `/`, `?`, `#`, `%`, a space and non-ASCII takes an upload, a message, a
+/// `file_info` and a download through the crate's clients against a real `serve`, and
+/// the chat client's odd ids stay in their segment (they were put in raw, or form-encoded).
+#[test]
+fn clients_encode_ids_as_path_segments() {
+    use attachments::client::{ChatClient, ConnectivityClient};
+
+    let server = common::spawn_serve(&[], &[]);
+    let url = server.url.clone();
+    let file = exact_jpeg(1_500_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ConnectivityClient::new(&url).unwrap();
+        let conversation = "a/b?c#d%25e f-é";
+        let sent = client
+            .upload(
+                7,
+                conversation,
+                "photo.jpg",
+                "image/jpeg",
+                file.len() as u64,
+                std::io::Cursor::new(file.clone()),
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+        client
+            .post_message(
+                7,
+                conversation,
+                "here",
+                std::slice::from_ref(&sent.attachment_id),
+            )
+            .await
+            .unwrap();
+        let info = client
+            .file_info(7, conversation, &sent.attachment_id)
+            .await
+            .unwrap();
+        assert_eq!(info.file_size, file.len() as u64);
+        let mut out = Vec::new();
+        client
+            .download_to(
+                7,
+                conversation,
+                &sent.attachment_id,
+                Some(sent.sha256),
+                attachments::download::DownloadOptions::default(),
+                &mut out,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, file);
+        // The same attachment is not in a conversation named like a prefix of it.
+        let other = client.file_info(7, "a", &sent.attachment_id).await;
+        assert!(other.is_err());
+        // Chat: an id with a slash and a question mark is one segment, so it is a 404
+        // for that id (not another route, not a list).
+        let chat = ChatClient::new(&url).unwrap().with_token("t").unwrap();
+        let err = chat.get("x/../..?limit=1").await.unwrap_err();
+        assert!(err.to_string().contains("404"), "{err}");
+        assert!(err.to_string().contains("x/../..?limit=1"), "{err}");
+    });
+}

@@ -479,8 +479,7 @@ fn form_query() -> form_urlencoded::Serializer<'static, String> {
 }
 
 fn attachment_path(id: &str) -> String {
-    let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    format!("/v1/attachments/{id}")
+    format!("/v1/attachments/{}", super::segment(id))
 }
 
 fn form(part: reqwest::multipart::Part, upload: &ChatUpload) -> Result<reqwest::multipart::Form> {

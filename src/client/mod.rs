@@ -404,7 +404,10 @@ impl ConnectivityClient {
     }
 
     fn conversation_path(property: u64, conversation: &str) -> String {
-        format!("/messaging/properties/{property}/conversations/{conversation}")
+        format!(
+            "/messaging/properties/{property}/conversations/{}",
+            segment(conversation)
+        )
     }
 
     /// Uploads the file at `path` (type sniffed from its content) to a conversation, in one
@@ -689,8 +692,9 @@ impl ConnectivityClient {
         attachment_id: &str,
     ) -> Result<FileInfo> {
         let path = format!(
-            "{}/attachments/{attachment_id}/file_info",
-            Self::conversation_path(property, conversation)
+            "{}/attachments/{}/file_info",
+            Self::conversation_path(property, conversation),
+            segment(attachment_id)
         );
         let answer = self
             .http
@@ -705,8 +709,9 @@ impl ConnectivityClient {
         ConnRanges {
             http: self.http.clone(),
             path: format!(
-                "{}/attachments/{attachment_id}",
-                Self::conversation_path(property, conversation)
+                "{}/attachments/{}",
+                Self::conversation_path(property, conversation),
+                segment(attachment_id)
             ),
         }
     }
@@ -978,5 +983,39 @@ impl DemandClient {
         while r.next_ready().is_some() {}
         let verified = r.finish()?;
         Ok((bytes, verified))
+    }
+}
+
+/// What a path segment keeps as it is (RFC 3986 `unreserved`); every other byte of the
+/// UTF-8 text is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` as one URL path segment (RFC 3986 3.3): a `/`, `?`, `#`, `%`, space or non-ASCII
+/// character in an id stays inside its segment and comes back as sent. Every client puts
+/// ids into paths through this. (`.` and `..` alone, which a URL parser would resolve,
+/// are written `%2E` and `%2E%2E`.)
+pub(crate) fn segment(value: &str) -> String {
+    match value {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => percent_encoding::utf8_percent_encode(value, SEGMENT).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    use super::segment;
+
+    #[test]
+    fn ids_stay_in_their_segment() {
+        assert_eq!(segment("conv-1_a.b~"), "conv-1_a.b~");
+        assert_eq!(segment("a/b?c#d%e f"), "a%2Fb%3Fc%23d%25e%20f");
+        assert_eq!(segment("é"), "%C3%A9");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("+"), "%2B");
     }
 }
