@@ -320,23 +320,39 @@ impl ChatClient {
     /// [`Error::UnexpectedAnswer`] for an answer without the headers a range needs, or
     /// with another range or more bytes than asked for.
     pub async fn content(&self, id: &str, range: Option<Range<u64>>) -> Result<Content> {
+        self.content_tried(id, range, true).await
+    }
+
+    /// [`ChatClient::content`], its request retried under the client's policy when
+    /// `retry`, else sent once (for a caller that retries itself, as the [`Downloader`]
+    /// does: one layer retries, not two).
+    ///
+    /// [`Downloader`]: crate::download::Downloader
+    async fn content_tried(
+        &self,
+        id: &str,
+        range: Option<Range<u64>>,
+        retry: bool,
+    ) -> Result<Content> {
         let path = format!("{}/content", attachment_path(id));
-        let resp = self
-            .http
-            .retrying(&path, || async {
-                let mut req = self.http.request(reqwest::Method::GET, &path);
-                if let Some(r) = &range {
-                    if r.is_empty() {
-                        return Err(Error::InvalidField {
-                            field: "range".into(),
-                            problem: format!("{r:?} is empty; ask for at least one byte"),
-                        });
-                    }
-                    req = req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+        let once = || async {
+            let mut req = self.http.request(reqwest::Method::GET, &path);
+            if let Some(r) = &range {
+                if r.is_empty() {
+                    return Err(Error::InvalidField {
+                        field: "range".into(),
+                        problem: format!("{r:?} is empty; ask for at least one byte"),
+                    });
                 }
-                self.http.execute(req, &path).await
-            })
-            .await?;
+                req = req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+            }
+            self.http.execute(req, &path).await
+        };
+        let resp = if retry {
+            self.http.retrying(&path, once).await?
+        } else {
+            once().await?
+        };
         let headers = resp.headers();
         let text = |name| {
             headers
@@ -469,7 +485,11 @@ pub struct ChatRanges {
 impl RangeSource for ChatRanges {
     async fn fetch(&self, range: Range<u64>) -> Result<Bytes> {
         let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-        let content = self.client.content(&self.id, Some(range)).await?;
+        // Sent once: the Downloader retries a failed range itself.
+        let content = self
+            .client
+            .content_tried(&self.id, Some(range), false)
+            .await?;
         read_body(content.body, len).await
     }
 }
