@@ -105,3 +105,65 @@ fn a_decompression_bomb_is_refused_before_its_pixels_are_allocated() {
         "{err}"
     );
 }
+
+/// `file` with its IDAT chunks' data joined, changed by `change`, and written back as one
+/// IDAT (CRC recomputed, so the structure stays valid).
+fn with_image_data(file: &[u8], change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let chunks = png_chunks(file);
+    let mut data: Vec<u8> = chunks
+        .iter()
+        .filter(|c| &c.1 == b"IDAT")
+        .flat_map(|(at, _, len)| file[at + 8..at + 8 + len].to_vec())
+        .collect();
+    change(&mut data);
+    let mut out = file[..8].to_vec();
+    let mut written = false;
+    for (at, ty, len) in chunks {
+        if &ty == b"IDAT" {
+            if !written {
+                png_chunk(&mut out, b"IDAT", &data);
+                written = true;
+            }
+        } else {
+            out.extend_from_slice(&file[at..at + 12 + len]);
+        }
+    }
+    out
+}
+
+/// The deep level checks the whole zlib stream of a PNG's image data (issue: PNGs with a
+/// bad Adler-32, or zlib data after the image, passed the decode as they do in libspng's
+/// and Go's test images): the structure passes, the deep level names the fault.
+#[test]
+fn a_bad_adler32_or_data_after_the_zlib_stream_fails_the_deep_level() {
+    let file = real_png(32, 32, png::ColorType::Rgb, png::BitDepth::Eight);
+    assert!(inspect(&deep(), "image/png", &file).is_ok());
+    // The checksum is the stream's last four bytes.
+    let bad_adler = with_image_data(&file, |d| {
+        let last = d.len() - 1;
+        d[last] ^= 0x55;
+    });
+    assert!(inspect(&Policy::connectivity(), "image/png", &bad_adler).is_ok());
+    let err = inspect(&deep(), "image/png", &bad_adler).unwrap_err();
+    assert!(err.to_string().contains("not a valid zlib stream"), "{err}");
+    // Bytes after the stream's end, in the same IDAT.
+    let trailing = with_image_data(&file, |d| d.extend_from_slice(b"\x78\x9c junk"));
+    assert!(inspect(&Policy::connectivity(), "image/png", &trailing).is_ok());
+    let err = inspect(&deep(), "image/png", &trailing).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("7 bytes of image data follow the end of its zlib stream"),
+        "{err}"
+    );
+    // A stream cut before its checksum.
+    let cut = with_image_data(&file, |d| d.truncate(d.len() - 4));
+    let err = inspect(&deep(), "image/png", &cut).unwrap_err();
+    assert!(
+        err.to_string().contains("zlib stream does not end"),
+        "{err}"
+    );
+    // Split over many IDATs, as encoders write large images: still whole.
+    let big = real_png(300, 200, png::ColorType::Rgba, png::BitDepth::Sixteen);
+    assert!(png_chunks(&big).iter().filter(|c| &c.1 == b"IDAT").count() >= 1);
+    assert!(inspect(&deep(), "image/png", &big).is_ok());
+}

@@ -86,9 +86,104 @@ impl DecodeValidator {
             });
         }
         DynamicImage::from_decoder(decoder).map_err(|e| self.map_error(e, undecodable))?;
+        if self.format == ImageFormat::Png {
+            // The decoder reads the pixels it needs and trusts the rest: check the whole
+            // zlib stream, its Adler-32 and its end.
+            self.check_png_zlib()?;
+        }
         Ok(ContentInfo {
             dimensions: Some((width, height)),
         })
+    }
+
+    /// The PNG's image data (its IDAT chunks' data, joined) must be one whole zlib stream
+    /// whose Adler-32 matches, ending exactly where the data ends (RFC 1950; PNG 10.1):
+    /// the `image` decoder skips the checksum and stops reading once it has its pixels, so
+    /// a bad checksum or bytes after the stream's end passed. Inflated into a small buffer
+    /// that is thrown away, under the decode-memory limit in all.
+    fn check_png_zlib(&self) -> Result<()> {
+        let invalid = |offset: u64, reason: String| Error::InvalidContent {
+            media_type: self.media_type.clone(),
+            offset,
+            reason,
+        };
+        let mut inflate = flate2::Decompress::new(true);
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut ended = false;
+        // The structural check passed: the chunks are whole and their lengths true.
+        let mut at = 8usize;
+        while let Some(header) = self.file.get(at..at + 8) {
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let data_at = at + 8;
+            let Some(data) = self.file.get(data_at..data_at + len) else {
+                break;
+            };
+            if &header[4..8] == b"IDAT" {
+                let mut used = 0usize;
+                while used < data.len() {
+                    if ended {
+                        return Err(invalid(
+                            (data_at + used) as u64,
+                            format!(
+                                "{} bytes of image data follow the end of its zlib stream",
+                                data.len() - used
+                            ),
+                        ));
+                    }
+                    let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
+                    let status = inflate
+                        .decompress(&data[used..], &mut sink, flate2::FlushDecompress::None)
+                        .map_err(|e| {
+                            invalid(
+                                (data_at + used) as u64,
+                                format!("the image data is not a valid zlib stream: {e}"),
+                            )
+                        })?;
+                    used += (inflate.total_in() - before_in) as usize;
+                    self.within_decode_memory(inflate.total_out())?;
+                    ended = status == flate2::Status::StreamEnd;
+                    if !ended
+                        && inflate.total_in() == before_in
+                        && inflate.total_out() == before_out
+                    {
+                        break;
+                    }
+                }
+            }
+            at = data_at + len + 4;
+        }
+        // What the inflater still holds once all the data is in.
+        while !ended {
+            let before_out = inflate.total_out();
+            let status = inflate
+                .decompress(&[], &mut sink, flate2::FlushDecompress::Finish)
+                .map_err(|e| {
+                    invalid(
+                        self.file.len() as u64,
+                        format!("the image data is not a valid zlib stream: {e}"),
+                    )
+                })?;
+            self.within_decode_memory(inflate.total_out())?;
+            ended = status == flate2::Status::StreamEnd;
+            if !ended && inflate.total_out() == before_out {
+                return Err(invalid(
+                    self.file.len() as u64,
+                    "the image data's zlib stream does not end (or its Adler-32 is missing)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn within_decode_memory(&self, inflated: u64) -> Result<()> {
+        if inflated > self.limits.max_decode_alloc {
+            return Err(Error::ImageLimit {
+                what: ImageLimit::DecodeMemory,
+                value: inflated,
+                limit: self.limits.max_decode_alloc,
+            });
+        }
+        Ok(())
     }
 
     fn map_error(&self, e: ImageError, otherwise: impl Fn(ImageError) -> Error) -> Error {
