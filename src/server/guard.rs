@@ -73,17 +73,22 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     } else {
         // A place among the requests in flight, or 503 at once: never a queue.
         match Arc::clone(&sandbox.inner.in_flight).try_acquire_owned() {
-            Ok(permit) => {
+            Ok(_permit) => {
                 let response = next.run(req).await;
                 // Not after a timeout: that body is not coming. Not after a 503 either:
                 // draining the bodies of shed requests would spend, under overload, what
                 // shedding them saves. The answer goes out at once; the drain runs beside
-                // it and keeps the request's place in flight until it ends.
+                // it, at most DRAINS_AT_ONCE of them (past that, the body is left unread
+                // and the connection closed).
                 let status = response.status();
-                if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
+                if status.is_client_error()
+                    && status != StatusCode::REQUEST_TIMEOUT
+                    && !rest.is_done()
+                    && let Ok(place) = Arc::clone(&sandbox.inner.draining).try_acquire_owned()
+                {
                     tokio::spawn(async move {
                         rest.drain().await;
-                        drop(permit);
+                        drop(place);
                     });
                 }
                 response
@@ -109,6 +114,9 @@ pub const DRAIN_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Longest time spent reading and dropping a refused request's body.
 pub const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refused bodies drained at once, at most: 64.
+pub const DRAINS_AT_ONCE: usize = 64;
 
 /// A request body the handler reads while the guard keeps a handle on it: what the
 /// handler left unread can be drained after it answers.
@@ -178,6 +186,11 @@ impl axum::body::HttpBody for Shared {
 }
 
 impl Rest {
+    /// Whether the body was read to its end (nothing to drain).
+    fn is_done(&self) -> bool {
+        axum::body::HttpBody::is_end_stream(&*self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Reads what is left of a refused request's body and drops it, up to
     /// [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`] (and the idle timeout between pieces).
     ///

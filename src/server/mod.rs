@@ -69,6 +69,7 @@ use axum::routing::{get, post};
 
 pub use crate::store::MAX_MESSAGES;
 pub use extract::BUFFER_WAIT;
+pub use guard::{DRAIN_MAX_BYTES, DRAIN_MAX_TIME, DRAINS_AT_ONCE};
 pub use listen::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HTTP1_MAX_BUF, HTTP2_CONNECTION_WINDOW,
     HTTP2_KEEP_ALIVE, HTTP2_STREAM_WINDOW, ListenOptions, SHUTDOWN_DRAIN, serve,
@@ -363,6 +364,8 @@ struct Inner {
     quotas: Mutex<Quotas>,
     /// Provisional ids of uploads being opened, before the store names them.
     provisional: std::sync::atomic::AtomicU64,
+    /// One permit per refused body being drained ([`guard::DRAINS_AT_ONCE`]).
+    draining: Arc<tokio::sync::Semaphore>,
     /// One permit per request being handled ([`ServerConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Request bodies buffered ([`ServerConfig::max_buffered`],
@@ -402,6 +405,7 @@ impl Sandbox {
             quotas: Mutex::new(Quotas::new(config.upload_quota, config.session_ttl)),
             provisional: std::sync::atomic::AtomicU64::new(0),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            draining: Arc::new(tokio::sync::Semaphore::new(guard::DRAINS_AT_ONCE)),
             buffered: budget::Budget::new(config.max_buffered, config.max_buffered_per_client),
             started: Instant::now(),
             store,
