@@ -282,11 +282,15 @@ impl FramingCheck {
         let found = if self.tail.is_empty() {
             memchr::memmem::find(piece, needle).map(|at| at + n)
         } else {
+            // The tail and the head together: at most two needles long, on the stack
+            // (this runs for every piece of an upload).
             let head = &piece[..piece.len().min(n - 1)];
-            let mut window = Vec::with_capacity(self.tail.len() + head.len());
-            window.extend_from_slice(&self.tail);
-            window.extend_from_slice(head);
-            match memchr::memmem::find(&window, needle) {
+            let mut buf = [0u8; 2 * (MAX_BOUNDARY + 4)];
+            let joined = self.tail.len() + head.len();
+            buf[..self.tail.len()].copy_from_slice(&self.tail);
+            buf[self.tail.len()..joined].copy_from_slice(head);
+            let window = &buf[..joined];
+            match memchr::memmem::find(window, needle) {
                 Some(at) => Some(at + n - self.tail.len()),
                 None => memchr::memmem::find(piece, needle).map(|at| at + n),
             }
