@@ -443,6 +443,22 @@ fn serve_lets_go_of_slow_headers_and_extra_connections() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// A chat upload form: `jpeg` as the `file` part, `a.jpg`.
+fn jpeg_form(jpeg: &[u8]) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(jpeg.to_vec())
+            .file_name("a.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    )
+}
+
+/// An answer's JSON body.
+async fn json_answer(response: reqwest::Response) -> Value {
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -729,23 +745,16 @@ fn serve_builds_file_url_from_allowed_hosts_on_both_http_versions() {
             .build()
             .unwrap();
         let upload = |client: &reqwest::Client, base: &str| {
-            let form = reqwest::multipart::Form::new().part(
-                "file",
-                reqwest::multipart::Part::bytes(jpeg.clone())
-                    .file_name("a.jpg")
-                    .mime_str("image/jpeg")
-                    .unwrap(),
-            );
             client
                 .post(format!("{base}/v1/attachments"))
                 .bearer_auth("owner")
-                .multipart(form)
+                .multipart(jpeg_form(&jpeg))
                 .send()
         };
         for (version, client) in [("HTTP/1.1", &h1), ("HTTP/2", &h2)] {
             let response = upload(client, &server.url).await.unwrap();
             assert_eq!(response.status().as_u16(), 200, "{version}");
-            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            let body = json_answer(response).await;
             let id = body["id"].as_str().unwrap();
             assert_eq!(
                 body["file_url"].as_str().unwrap(),
@@ -753,18 +762,15 @@ fn serve_builds_file_url_from_allowed_hosts_on_both_http_versions() {
                 "{version}"
             );
             // Listed the same way.
-            let list: Value = serde_json::from_str(
-                &client
+            let list = json_answer(
+                client
                     .get(format!("{}/v1/attachments", server.url))
                     .bearer_auth("owner")
                     .send()
                     .await
-                    .unwrap()
-                    .text()
-                    .await
                     .unwrap(),
             )
-            .unwrap();
+            .await;
             assert!(
                 list["data"][0]["file_url"]
                     .as_str()
@@ -787,8 +793,7 @@ fn serve_builds_file_url_from_allowed_hosts_on_both_http_versions() {
             "{text}"
         );
         // --public-url wins, whatever the Host.
-        let response = upload(&h1, &public.url).await.unwrap();
-        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let body = json_answer(upload(&h1, &public.url).await.unwrap()).await;
         assert!(
             body["file_url"]
                 .as_str()
@@ -1166,26 +1171,15 @@ fn if_match_is_honoured_and_401s_name_their_scheme() {
         .unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(jpeg.clone())
-                .file_name("a.jpg")
-                .mime_str("image/jpeg")
-                .unwrap(),
-        );
-        let sent: Value = serde_json::from_str(
-            &http
-                .post(format!("{base}/v1/attachments"))
+        let sent = json_answer(
+            http.post(format!("{base}/v1/attachments"))
                 .bearer_auth("t")
-                .multipart(form)
+                .multipart(jpeg_form(&jpeg))
                 .send()
-                .await
-                .unwrap()
-                .text()
                 .await
                 .unwrap(),
         )
-        .unwrap();
+        .await;
         let content = format!(
             "{base}/v1/attachments/{}/content",
             sent["id"].as_str().unwrap()
