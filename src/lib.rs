@@ -63,6 +63,7 @@ pub mod codec;
 pub mod digest;
 pub mod download;
 pub mod error;
+pub mod idempotency;
 pub mod image;
 mod inspect;
 pub mod policy;

@@ -1091,6 +1091,8 @@ async fn clear(store: &dyn Store) {
     for item in &left {
         let _ = store.remove(item).await;
     }
+    // The idempotency keys of the clients' requests, expired by then.
+    let _ = store.sweep_keys(far, usize::MAX).await;
 }
 
 /// Every file under `dir` (none when it does not exist).

@@ -13,7 +13,7 @@ use attachments::Error;
 use attachments::digest::sha256;
 use attachments::store::{
     AttachmentMeta, Expired, FsStore, MemoryStore, ObjectStoreBackend, Store, conformance,
-    conformance_messages,
+    conformance_keys, conformance_messages,
 };
 use attachments::upload::{AttachmentInfo, RandomId};
 
@@ -52,6 +52,12 @@ macro_rules! with_checks {
                 confirming,
                 reservations
             ]
+            [
+                claim_replay_and_mismatch,
+                given_up_keys_run_again,
+                leases_and_ttl_expire,
+                racing_claims
+            ]
         }
     };
 }
@@ -60,7 +66,7 @@ macro_rules! with_checks {
 /// `<backend>::messages::<check>`, so a failure names the capability and the backend.
 /// `$attrs` (in brackets) go on every test; `$fixture` makes a fresh [`Fixture`].
 macro_rules! backend {
-    ($backend:ident, $attrs:tt, $fixture:expr, [$($store:ident),*] [$($message:ident),*]) => {
+    ($backend:ident, $attrs:tt, $fixture:expr, [$($store:ident),*] [$($message:ident),*] [$($key:ident),*]) => {
         mod $backend {
             use super::*;
 
@@ -72,6 +78,11 @@ macro_rules! backend {
             mod messages {
                 use super::*;
                 $(check!($attrs, $fixture, conformance_messages::$message);)*
+            }
+
+            mod keys {
+                use super::*;
+                $(check!($attrs, $fixture, conformance_keys::$key);)*
             }
         }
     };
@@ -154,16 +165,18 @@ with_checks!(backend!(
 #[test]
 fn every_check_runs_on_every_backend() {
     macro_rules! names {
-        ([$($store:ident),*] [$($message:ident),*]) => {
+        ([$($store:ident),*] [$($message:ident),*] [$($key:ident),*]) => {
             (
                 [$(stringify!($store)),*].as_slice(),
                 [$(stringify!($message)),*].as_slice(),
+                [$(stringify!($key)),*].as_slice(),
             )
         };
     }
-    let (store, messages) = with_checks!(names!());
+    let (store, messages, keys) = with_checks!(names!());
     assert_eq!(store, conformance::CHECKS);
     assert_eq!(messages, conformance_messages::CHECKS);
+    assert_eq!(keys, conformance_keys::CHECKS);
 }
 
 /// `run_all` runs every check in turn on one store: the checks depend on nothing another

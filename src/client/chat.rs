@@ -151,6 +151,15 @@ impl ChatClient {
         Ok(self)
     }
 
+    /// Whether uploads carry an `Idempotency-Key` (default: yes), so that a retry after a
+    /// lost answer gets the first answer instead of storing the file twice. Without keys,
+    /// an upload is retried only when it was certainly not processed (no connection was
+    /// made, or a 429 or 503 answered it).
+    pub fn with_idempotency_keys(mut self, on: bool) -> Self {
+        self.http.idempotency_keys = on;
+        self
+    }
+
     /// Sets the retry policy (default [`RetryPolicy::default`](crate::retry::RetryPolicy)).
     pub fn with_retry(mut self, retry: crate::retry::RetryPolicy) -> Self {
         self.http.retry = retry;
@@ -248,25 +257,41 @@ impl ChatClient {
         message_id: Option<&str>,
     ) -> Result<Attachment> {
         let name = file_name(path)?;
+        let key = self.http.new_key();
+        let key_header = match &key {
+            Some(key) => Some(super::header_value(
+                &key.to_header_value(),
+                "idempotency key",
+            )?),
+            None => None,
+        };
         self.http
-            .retrying("/v1/attachments", || async {
-                let (mut file, size) = open(path).await?;
-                let file_type = sniff_file(&mut file, path).await?;
-                let mut upload = ChatUpload::new(&name).with_content_type(file_type);
-                upload.conversation_id = conversation_id.map(str::to_owned);
-                upload.message_id = message_id.map(str::to_owned);
-                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    UPLOAD_READ,
-                ));
-                let part = reqwest::multipart::Part::stream_with_length(body, size);
-                let req = self
-                    .http
-                    .request(reqwest::Method::POST, "/v1/attachments")
-                    .multipart(form(part, &upload)?);
-                let resp = self.http.execute(req, "/v1/attachments").await?;
-                crate::wire::from_slice(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
-            })
+            .retrying_if(
+                "/v1/attachments",
+                |err| key.is_some() || super::not_processed(err),
+                || async {
+                    let (mut file, size) = open(path).await?;
+                    let file_type = sniff_file(&mut file, path).await?;
+                    let mut upload = ChatUpload::new(&name).with_content_type(file_type);
+                    upload.conversation_id = conversation_id.map(str::to_owned);
+                    upload.message_id = message_id.map(str::to_owned);
+                    let body = reqwest::Body::wrap_stream(
+                        tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_READ),
+                    );
+                    let part = reqwest::multipart::Part::stream_with_length(body, size);
+                    let mut req = self
+                        .http
+                        .request(reqwest::Method::POST, "/v1/attachments")
+                        .multipart(form(part, &upload)?);
+                    if let Some(value) = &key_header {
+                        req = req.header(crate::idempotency::HEADER, value.clone());
+                    }
+                    let resp = self.http.execute(req, "/v1/attachments").await?;
+                    crate::wire::from_slice(
+                        &read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?,
+                    )
+                },
+            )
             .await
     }
 

@@ -56,6 +56,7 @@ use crate::codec::base64::{Decoder, encoded_len};
 use crate::digest::Sha256Digest;
 use crate::download::{DownloadOptions, Downloader, RangeSource, Verified};
 use crate::error::{Error, Result};
+use crate::idempotency::{self, IdempotencyKey};
 use crate::policy::{Policy, UploadMode};
 use crate::retry::RetryPolicy;
 use crate::sniff::{SNIFF_LEN, detect};
@@ -95,6 +96,8 @@ struct Http {
     base: String,
     headers: HeaderMap,
     retry: RetryPolicy,
+    /// Whether requests that create something carry an `Idempotency-Key`.
+    idempotency_keys: bool,
 }
 
 impl Http {
@@ -117,6 +120,7 @@ impl Http {
             base,
             headers: HeaderMap::new(),
             retry: RetryPolicy::default(),
+            idempotency_keys: true,
         })
     }
 
@@ -147,13 +151,56 @@ impl Http {
         limit: usize,
     ) -> Result<Bytes> {
         self.retrying(path, || {
-            self.send_once(method.clone(), path, body.clone(), limit)
+            self.send_once(method.clone(), path, body.clone(), limit, None)
         })
         .await
     }
 
+    /// Posts `body` to `path`, a request that creates something (a message, an upload, a
+    /// chunk): with a fresh `Idempotency-Key` that its retries repeat, so the server runs
+    /// it once and answers the retries with the first answer. Without keys
+    /// ([`ConnectivityClient::with_idempotency_keys`]), it is retried only when it was
+    /// not processed ([`not_processed`]).
+    async fn create(&self, path: &str, body: Bytes, limit: usize) -> Result<Bytes> {
+        let key = self.new_key();
+        let method = reqwest::Method::POST;
+        self.retrying_if(
+            path,
+            |err| key.is_some() || not_processed(err),
+            || {
+                self.send_once(
+                    method.clone(),
+                    path,
+                    Some(body.clone()),
+                    limit,
+                    key.as_ref(),
+                )
+            },
+        )
+        .await
+    }
+
+    /// A fresh key for one operation, if this client sends keys.
+    fn new_key(&self) -> Option<IdempotencyKey> {
+        self.idempotency_keys.then(IdempotencyKey::random)
+    }
+
     /// Runs `attempt` until it succeeds or the retry policy gives up on its error.
-    async fn retrying<T, F, Fut>(&self, path: &str, mut attempt_once: F) -> Result<T>
+    async fn retrying<T, F, Fut>(&self, path: &str, attempt_once: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.retrying_if(path, |_| true, attempt_once).await
+    }
+
+    /// As [`Http::retrying`], retrying only errors `may_retry` allows.
+    async fn retrying_if<T, F, Fut>(
+        &self,
+        path: &str,
+        may_retry: impl Fn(&Error) -> bool,
+        mut attempt_once: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -162,6 +209,7 @@ impl Http {
         loop {
             let err = match attempt_once().await {
                 Ok(answer) => return Ok(answer),
+                Err(e) if !may_retry(&e) => return Err(e),
                 Err(e) => e,
             };
             let random = getrandom::u32().unwrap_or(u32::MAX / 2);
@@ -182,8 +230,15 @@ impl Http {
         path: &str,
         body: Option<Bytes>,
         limit: usize,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Bytes> {
         let mut req = self.request(method, path);
+        if let Some(key) = key {
+            req = req.header(
+                idempotency::HEADER,
+                header_value(&key.to_header_value(), "idempotency key")?,
+            );
+        }
         if let Some(body) = body {
             req = req
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -203,10 +258,15 @@ impl Http {
     /// Sends `req`; a success answer is returned unread, any other becomes
     /// [`Error::Remote`] with the message of its body.
     async fn execute(&self, req: reqwest::RequestBuilder, path: &str) -> Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| io_error(&format!("sending {path}"), e))?;
+        let resp = req.send().await.map_err(|e| {
+            let op = format!("sending {path}");
+            if e.is_connect() {
+                // No connection, so no byte of the request reached the server.
+                Error::io_other(op, std::io::ErrorKind::NotConnected, e)
+            } else {
+                io_error(&op, e)
+            }
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -222,6 +282,17 @@ impl Http {
             message: error_message(&answer),
             retry_after,
         })
+    }
+}
+
+/// Whether a request that failed with `err` was certainly not processed, so that sending
+/// it again cannot repeat its effect: no connection was made, or the server refused it
+/// unread (429, or 503: RFC 9110 15.6.4, it could not handle it).
+fn not_processed(err: &Error) -> bool {
+    match err {
+        Error::Io(e) => e.kind() == std::io::ErrorKind::NotConnected,
+        Error::Remote { status, .. } => matches!(status, 429 | 503),
+        _ => false,
     }
 }
 
@@ -397,6 +468,16 @@ impl ConnectivityClient {
     /// Sets the retry policy (default [`RetryPolicy::default`]).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.http.retry = retry;
+        self
+    }
+
+    /// Whether requests that create something (messages, uploads, chunks) carry an
+    /// `Idempotency-Key` (default: yes), so that a retry after a lost answer is answered
+    /// with the first answer instead of creating a second message or attachment. Without
+    /// keys, such a request is retried only when it was certainly not processed (no
+    /// connection was made, or a 429 or 503 answered it).
+    pub fn with_idempotency_keys(mut self, on: bool) -> Self {
+        self.http.idempotency_keys = on;
         self
     }
 
@@ -596,9 +677,7 @@ impl ConnectivityClient {
                 );
                 let http = &self.http;
                 in_flight.push_back(async move {
-                    let answer = http
-                        .send(reqwest::Method::POST, &path, Some(body), MAX_SMALL_ANSWER)
-                        .await;
+                    let answer = http.create(&path, body, MAX_SMALL_ANSWER).await;
                     (kind, range, answer)
                 });
             }
@@ -692,10 +771,9 @@ impl ConnectivityClient {
         });
         let answer = self
             .http
-            .send(
-                reqwest::Method::POST,
+            .create(
                 &Self::conversation_path(property, conversation),
-                Some(Bytes::from(body.to_string())),
+                Bytes::from(body.to_string()),
                 MAX_SMALL_ANSWER,
             )
             .await?;
@@ -802,7 +880,7 @@ impl RangeSource for ConnRanges {
         let path = format!("{}?from={}&to={}", self.path, range.start, range.end);
         let answer = self
             .http
-            .send_once(reqwest::Method::GET, &path, None, limit)
+            .send_once(reqwest::Method::GET, &path, None, limit, None)
             .await?;
         let resp: DownloadResponse<'_> = wire::from_slice(&answer)?;
         let data = resp.data.ok_or_else(|| missing("data"))?;
@@ -867,6 +945,16 @@ impl DemandClient {
         self
     }
 
+    /// Whether requests that create something (messages, uploads, chunks) carry an
+    /// `Idempotency-Key` (default: yes), so that a retry after a lost answer is answered
+    /// with the first answer instead of creating a second message or attachment. Without
+    /// keys, such a request is retried only when it was certainly not processed (no
+    /// connection was made, or a 429 or 503 answered it).
+    pub fn with_idempotency_keys(mut self, on: bool) -> Self {
+        self.http.idempotency_keys = on;
+        self
+    }
+
     async fn post(&self, path: &str, body: Bytes, limit: usize) -> Result<Bytes> {
         self.http
             .send(
@@ -898,7 +986,12 @@ impl DemandClient {
             "attachments": attachments,
         });
         let answer = self
-            .post("send", Bytes::from(body.to_string()), MAX_SMALL_ANSWER)
+            .http
+            .create(
+                "/3.1/messages/send",
+                Bytes::from(body.to_string()),
+                MAX_SMALL_ANSWER,
+            )
             .await?;
         let resp: demand::Response<Sent> = wire::from_slice(&answer)?;
         Ok(resp.data)
@@ -933,7 +1026,12 @@ impl DemandClient {
             unreachable!("a single-request plan releases its body with the verdict");
         };
         let answer = self
-            .post("attachments/upload", request.body, MAX_SMALL_ANSWER)
+            .http
+            .create(
+                "/3.1/messages/attachments/upload",
+                request.body,
+                MAX_SMALL_ANSWER,
+            )
             .await?;
         let resp: demand::Response<demand::UploadData> = wire::from_slice(&answer)?;
         Ok(Uploaded {

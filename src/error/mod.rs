@@ -497,6 +497,35 @@ pub enum Error {
         etag: String,
     },
 
+    /// A request with an `Idempotency-Key` whose first request (the same method, path and
+    /// body) is still running. 409, with `Retry-After: 1`: its answer will be replayed.
+    #[error(
+        "the first request with this Idempotency-Key is still being processed; send it again in {retry_after_secs} s to get its answer"
+    )]
+    KeyInFlight {
+        /// Seconds to wait (also in `Retry-After`).
+        retry_after_secs: u64,
+    },
+
+    /// An `Idempotency-Key` already used for another request (another method, path or
+    /// body). 422; nothing was done.
+    #[error(
+        "this Idempotency-Key was already used for a different request (another method, path or body): use a new key for each operation, and the same key only to repeat it unchanged"
+    )]
+    KeyReused,
+
+    /// The store keeps as many idempotency keys (or bytes of their answers) as it may,
+    /// none of them expired. 503, with `Retry-After: 60`; nothing was done.
+    #[error(
+        "the server keeps {limit} {what} of idempotency keys, its most, none expired yet; send this again in 60 s"
+    )]
+    KeysFull {
+        /// What is counted: `records` or `bytes`.
+        what: &'static str,
+        /// The store's cap.
+        limit: u64,
+    },
+
     /// A request body read whole (everything but a multipart upload's) did not arrive
     /// within the server's body timeout. 408; the connection is closed.
     #[error(
@@ -595,7 +624,9 @@ impl Error {
             | Error::UploadFinished { .. }
             | Error::Contended { .. }
             | Error::Incomplete { .. }
-            | Error::Taken { .. } => 409,
+            | Error::Taken { .. }
+            | Error::KeyInFlight { .. } => 409,
+            Error::KeyReused => 422,
             Error::CorruptState { .. } | Error::NotSaveable { .. } => 500,
             Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
@@ -607,7 +638,7 @@ impl Error {
             Error::BodyTimeout { .. } | Error::RequestTimeout { .. } => 408,
             Error::MisdirectedRequest { .. } => 421,
             Error::PreconditionFailed { .. } => 412,
-            Error::Overloaded { .. } | Error::BufferFull { .. } => 503,
+            Error::Overloaded { .. } | Error::BufferFull { .. } | Error::KeysFull { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,
@@ -721,7 +752,11 @@ impl Error {
             }
             | Error::UploadCommitting {
                 retry_after_secs, ..
-            } => Some(std::time::Duration::from_secs(*retry_after_secs)),
+            }
+            | Error::KeyInFlight { retry_after_secs } => {
+                Some(std::time::Duration::from_secs(*retry_after_secs))
+            }
+            Error::KeysFull { .. } => Some(std::time::Duration::from_secs(60)),
             Error::UploadBusy { .. } | Error::Overloaded { .. } | Error::BufferFull { .. } => {
                 Some(std::time::Duration::from_secs(1))
             }

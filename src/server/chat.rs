@@ -21,6 +21,7 @@ use futures::Stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::extract::form_pairs;
+use super::idempotent::{self, Begun, Keyed};
 use super::quota::ClientKey;
 use super::reply::{Chat, Failure, Reply, chat_error, json_headers, ok_json, to_json};
 use super::{MAX_SMALL_BODY, Sandbox};
@@ -245,6 +246,7 @@ pub(super) async fn upload(
     let headers = req.headers().clone();
     // Refused before the body is read, if the host is not one to link to.
     let base = base_url(&s, req.uri(), &headers)?;
+    let keyed = Keyed::from_request(req.method(), req.uri(), &headers)?;
     let not_form = |why: String| Error::InvalidField {
         field: "Content-Type".into(),
         problem: format!(
@@ -331,6 +333,7 @@ pub(super) async fn upload(
         Ok(())
     }
     .await;
+    let mut claimed = None;
     let committed = match (read, staged) {
         (Ok(()), Some(staged)) if staged.info().size == 0 => {
             s.inner.chat.abort_staged(staged).await;
@@ -340,6 +343,32 @@ pub(super) async fn upload(
             })
         }
         (Ok(()), Some(staged)) => {
+            // A key is claimed once the whole file is read (its fingerprint is the file's
+            // digest and the fields, whatever the multipart boundary), before the commit.
+            let key = keyed.as_ref().map(|k| {
+                let info = staged.info();
+                let fields = [
+                    info.file_name.as_bytes(),
+                    info.media_type.as_str().as_bytes(),
+                    &info.size.to_be_bytes(),
+                    &info.sha256.0,
+                    conversation.as_deref().unwrap_or("\0").as_bytes(),
+                    message.as_deref().unwrap_or("\0").as_bytes(),
+                ];
+                (k, k.fingerprint(&fields))
+            });
+            match idempotent::claim(&s, key).await {
+                Err(e) => {
+                    s.inner.chat.abort_staged(staged).await;
+                    return Err(e.into());
+                }
+                Ok(Some(Begun::Replay(answer))) => {
+                    s.inner.chat.abort_staged(staged).await;
+                    return Ok(answer);
+                }
+                Ok(Some(Begun::Run(claim))) => claimed = Some(claim),
+                Ok(None) => {}
+            }
             s.inner
                 .chat
                 .commit_staged(staged, &owner_scope(&headers), |m| {
@@ -362,9 +391,14 @@ pub(super) async fn upload(
             Err(e)
         }
     };
-    let meta = committed?;
-    tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
-    Ok(ok_json(&to_wire(&meta, &base)))
+    let reply = committed.map(|meta| {
+        tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
+        ok_json(&to_wire(&meta, &base))
+    });
+    match claimed {
+        Some(claim) => claim.settle(reply.map_err(Failure::from)).await,
+        None => Ok(reply?),
+    }
 }
 
 /// The request body limit of an upload.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::Sandbox;
 use super::extract::{ConnScope, FlavourPath, UploadBody};
+use super::idempotent;
 use super::quota::ClientKey;
 use super::reply::{Connectivity, Reply, new_id, ok_bytes, ok_json};
 use crate::download::{RangeQuery, write_connectivity_download};
@@ -28,12 +29,15 @@ pub(super) async fn upload(
     to: ConnScope,
     body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    let attachment_id = s.inner.connectivity.single(&body, &to.scope).await?;
-    let data = UploadData {
-        ok: OkFlag(true),
-        attachment_id,
-    };
-    Ok(ok_json(&Envelope::ok(data, new_id())))
+    idempotent::once(&s, body.key(), async {
+        let attachment_id = s.inner.connectivity.single(&body, &to.scope).await?;
+        let data = UploadData {
+            ok: OkFlag(true),
+            attachment_id,
+        };
+        Ok(ok_json(&Envelope::ok(data, new_id())))
+    })
+    .await
 }
 
 /// `POST .../attachment_chunks`: one chunk of a chunked upload, counted against its
@@ -45,14 +49,24 @@ pub(super) async fn chunk(
     to: ConnScope,
     body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    let req: ChunkRequest<'_> = wire::from_slice(&body)?;
+    idempotent::once(&s, body.key(), chunk_once(&s, &client, &to, &body)).await
+}
+
+/// One chunk, run once per `Idempotency-Key`.
+async fn chunk_once(
+    s: &Sandbox,
+    client: &ClientKey,
+    to: &ConnScope,
+    body: &UploadBody<Connectivity>,
+) -> Reply<Connectivity> {
+    let req: ChunkRequest<'_> = wire::from_slice(body)?;
     let chunk = &req.attachment;
     // What the chunk stages: its decoded length, as its base64 text gives it.
     let bytes = chunk.chunk.chunk_content.len() as u64 / 4 * 3;
     let receiver = &s.inner.connectivity;
     let data = match chunk.upload_id.as_deref() {
         None => {
-            let opened = s.open_upload(&client, Some(&to.scope), bytes)?;
+            let opened = s.open_upload(client, Some(&to.scope), bytes)?;
             let data = receiver.chunk_request(chunk, &to.scope).await?;
             if let Some(upload_id) = &data.upload_id {
                 opened.name(upload_id);
@@ -67,7 +81,7 @@ pub(super) async fn chunk(
             s.stage_upload(&upload_id, bytes)?;
             // Given back if the request ends without settling it (cancelled, say).
             let mut staged = StagedChunk {
-                sandbox: &s,
+                sandbox: s,
                 upload_id: &upload_id,
                 bytes,
                 settled: false,

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::Sandbox;
 use super::extract::{UploadBody, WireJson, WireRequest};
+use super::idempotent;
 use super::reply::{Demand, Failure, Reply, new_id, ok_bytes, ok_json};
 use crate::download::{RangeQuery, write_demand_download};
 use crate::error::Result;
@@ -21,7 +22,12 @@ pub(super) fn scope(accommodation: u64, conversation: &str) -> Result<String> {
 
 /// `POST /3.1/messages/attachments/upload`: a whole file (the Demand API has no chunks).
 pub(super) async fn upload(State(s): State<Sandbox>, body: UploadBody<Demand>) -> Reply<Demand> {
-    let req: demand::UploadRequest<'_> = wire::from_slice(&body)?;
+    idempotent::once(&s, body.key(), upload_once(&s, &body)).await
+}
+
+/// One upload, run once per `Idempotency-Key`.
+async fn upload_once(s: &Sandbox, body: &UploadBody<Demand>) -> Reply<Demand> {
+    let req: demand::UploadRequest<'_> = wire::from_slice(body)?;
     let scope = scope(req.accommodation, &req.conversation)?;
     wire::check_ref("reservation", req.reservation.as_str())?;
     let file_content = req.file_content.as_bytes();

@@ -13,10 +13,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::budget::{Full, Place};
+use super::idempotent::Keyed;
 use super::quota::ClientKey;
 use super::reply::{Connectivity, Failure, Flavour};
 use super::{MAX_SMALL_BODY, Sandbox, scope};
 use crate::error::{Error, Result, SizeLimit};
+use crate::idempotency::Fingerprint;
 use crate::stream::{max_body_len, read_body_sized};
 use crate::wire;
 
@@ -148,11 +150,43 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
     }
 }
 
+/// A JSON request body of type `T`, as [`WireJson`], with the request's
+/// `Idempotency-Key` and its fingerprint (method, path, query and body), if it sent one.
+pub(super) struct KeyedJson<T> {
+    value: T,
+    keyed: Option<(Keyed, Fingerprint)>,
+}
+
+impl<T> KeyedJson<T> {
+    /// The request, and its key and fingerprint.
+    pub(super) fn into_parts(self) -> (T, Option<(Keyed, Fingerprint)>) {
+        (self.value, self.keyed)
+    }
+}
+
+impl<T: WireRequest> FromRequest<Sandbox> for KeyedJson<T> {
+    type Rejection = Failure<T::Flavour>;
+
+    async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Self::Rejection> {
+        let client = client_of(&req);
+        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers())?;
+        let (body, _budget) = s.read_body(&client, req.into_body(), T::LIMIT).await?;
+        let value = wire::from_slice(&body)?;
+        let keyed = keyed.map(|k| {
+            let fingerprint = k.fingerprint(&[&body]);
+            (k, fingerprint)
+        });
+        Ok(KeyedJson { value, keyed })
+    }
+}
+
 /// An upload's body (the file as base64 in JSON), read under the largest body the
 /// flavour's policy accepts ([`max_body_len`]). The handler parses it, borrowing the
 /// base64 text from it rather than copying it.
 pub(super) struct UploadBody<F> {
     bytes: Bytes,
+    /// Its `Idempotency-Key`, if it sent one.
+    keyed: Option<Keyed>,
     /// Its place in the budget of bytes buffered in flight, held while the handler runs.
     _budget: Place,
     flavour: PhantomData<F>,
@@ -166,6 +200,15 @@ impl<F> std::ops::Deref for UploadBody<F> {
     }
 }
 
+impl<F> UploadBody<F> {
+    /// The request's `Idempotency-Key` and its fingerprint (method, path, query, body).
+    pub(super) fn key(&self) -> Option<(&Keyed, Fingerprint)> {
+        self.keyed
+            .as_ref()
+            .map(|k| (k, k.fingerprint(&[&self.bytes])))
+    }
+}
+
 impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
     type Rejection = Failure<F>;
 
@@ -174,6 +217,7 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
         let limit = max_body_len(policy);
         let client = client_of(&req);
         let chunk = req.uri().path().ends_with("/attachment_chunks");
+        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers())?;
         let (bytes, budget) = s
             .read_body(&client, req.into_body(), limit)
             .await
@@ -201,6 +245,7 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
             })?;
         Ok(UploadBody {
             bytes,
+            keyed,
             _budget: budget,
             flavour: PhantomData,
         })

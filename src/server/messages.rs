@@ -17,7 +17,8 @@ use axum::extract::State;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::extract::{ConnScope, WireJson, WireRequest};
+use super::extract::{ConnScope, KeyedJson, WireJson, WireRequest};
+use super::idempotent;
 use super::reply::{Connectivity, Demand, Reply, new_id, ok_json};
 use super::{Sandbox, scope};
 use crate::error::{Error, Result};
@@ -202,8 +203,19 @@ impl WireRequest for ConversationQuery {
 pub(super) async fn conn_post(
     State(s): State<Sandbox>,
     to: ConnScope,
-    WireJson(req): WireJson<ConnPostMessage>,
+    req: KeyedJson<ConnPostMessage>,
 ) -> Reply<Connectivity> {
+    let (value, key) = req.into_parts();
+    idempotent::once(
+        &s,
+        idempotent::borrowed(&key),
+        conn_post_once(&s, to, value),
+    )
+    .await
+}
+
+/// One Connectivity message, posted once per `Idempotency-Key`.
+async fn conn_post_once(s: &Sandbox, to: ConnScope, req: ConnPostMessage) -> Reply<Connectivity> {
     let m = req.message;
     check_content(&m.content)?;
     check_attachment_count(m.attachment_ids.len())?;
@@ -226,8 +238,14 @@ pub(super) async fn conn_post(
 /// Demand `POST /3.1/messages/send` (`docs/protocol.md`, *Demand messages*).
 pub(super) async fn demand_send(
     State(s): State<Sandbox>,
-    WireJson(req): WireJson<DemandSend>,
+    req: KeyedJson<DemandSend>,
 ) -> Reply<Demand> {
+    let (value, key) = req.into_parts();
+    idempotent::once(&s, idempotent::borrowed(&key), demand_send_once(&s, value)).await
+}
+
+/// One Demand message, sent once per `Idempotency-Key`.
+async fn demand_send_once(s: &Sandbox, req: DemandSend) -> Reply<Demand> {
     check_content(&req.content)?;
     wire::check_ref("reservation", req.reservation.as_str())?;
     let reservation = req.reservation.as_str().to_owned();

@@ -47,12 +47,16 @@
 //! # }
 //! ```
 
+/// Most expired idempotency keys one [`Sandbox::sweep`] removes: 10,000.
+pub const SWEEP_KEYS: usize = 10_000;
+
 mod budget;
 mod chat;
 mod connectivity;
 mod demand;
 mod extract;
 mod guard;
+mod idempotent;
 mod listen;
 mod messages;
 mod quota;
@@ -480,7 +484,9 @@ impl Sandbox {
     }
 
     /// Expires idle uploads and removes what outlived its TTL from the store (uploads a
-    /// crash left behind, unlinked attachments). Returns how many were removed.
+    /// crash left behind, unlinked attachments, idempotency keys past
+    /// [`IDEMPOTENCY_TTL`](crate::idempotency::IDEMPOTENCY_TTL), at most [`SWEEP_KEYS`] of
+    /// them a sweep). Returns how many were removed.
     ///
     /// # Errors
     ///
@@ -488,7 +494,13 @@ impl Sandbox {
     pub async fn sweep(&self) -> Result<usize> {
         // One receiver sweeps for all: uploads are only ever chunked through Connectivity,
         // and the store is shared.
-        self.inner.connectivity.sweep().await
+        let uploads = self.inner.connectivity.sweep().await?;
+        let keys = self
+            .inner
+            .store
+            .sweep_keys(std::time::SystemTime::now(), SWEEP_KEYS)
+            .await?;
+        Ok(uploads + keys)
     }
 
     /// Sweeps every `period`, forever (spawn it).

@@ -214,6 +214,22 @@ mod tests {
                 (committing(), 409, Some("12")),
                 (busy(), 409, Some("1")),
                 (limited(), 429, Some("4")),
+                (
+                    Error::KeyInFlight {
+                        retry_after_secs: 1,
+                    },
+                    409,
+                    Some("1"),
+                ),
+                (Error::KeyReused, 422, None),
+                (
+                    Error::KeysFull {
+                        what: "records",
+                        limit: 3,
+                    },
+                    503,
+                    Some("60"),
+                ),
                 (Error::Unauthorized, 401, None),
             ] {
                 let response = error_response(api, err);

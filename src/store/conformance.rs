@@ -4,7 +4,8 @@
 //! Each check is a `pub async fn` taking the store under test; it panics with a message
 //! naming the broken rule, so a test that runs one check names the capability and the
 //! backend when it fails. [`run_all`] runs every check of this module and then the
-//! messages' checks ([`conformance_messages`](super::conformance_messages)) on one store.
+//! messages' checks ([`conformance_messages`](super::conformance_messages)) and the
+//! idempotency keys' ([`conformance_keys`](super::conformance_keys)) on one store.
 //!
 //! Give the checks a store of their own: an empty one (a fresh directory, a fresh
 //! bucket prefix). Each check uses ids no other check uses, depends on nothing another
@@ -161,8 +162,8 @@ pub const CHECKS: &[&str] = &[
 ];
 
 /// Runs every check of this module against `store`, in the order of [`CHECKS`], then
-/// every check of [`conformance_messages`](super::conformance_messages). `store` must
-/// start empty.
+/// every check of [`conformance_messages`](super::conformance_messages) and of
+/// [`conformance_keys`](super::conformance_keys). `store` must start empty.
 ///
 /// # Panics
 ///
@@ -170,6 +171,7 @@ pub const CHECKS: &[&str] = &[
 pub async fn run_all(store: &dyn Store) {
     run(store).await;
     super::conformance_messages::run_all(store).await;
+    super::conformance_keys::run_all(store).await;
 }
 
 /// Runs the checks of this module only (not the messages'), in the order of [`CHECKS`]:

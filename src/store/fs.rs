@@ -534,7 +534,7 @@ fn map_missing(e: io::Error, what: &'static str, id: &str, op: &str) -> Error {
 }
 
 /// Reads a file of at most [`MAX_META_FILE`] bytes.
-fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+pub(super) fn read_small(path: &Path) -> io::Result<Vec<u8>> {
     // Only a regular file is ours: a FIFO put in its place would block the open (and a
     // blocking thread) for good, and a symbolic link could point anywhere. (Checked before
     // the open; replacing the file between the two takes write access to the store.)
@@ -569,7 +569,7 @@ fn temp_name() -> io::Result<String> {
 
 /// Writes `data` to `path` atomically: a temporary file beside it, renamed into place
 /// (after an fsync when `durable`).
-fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+pub(super) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(temp_name()?);
     let result = (|| {

@@ -46,6 +46,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// The messages ([`MessageStore`](super::MessageStore)), under a lock of their own.
     pub(super) messages: super::memory_messages::MemoryMessages,
+    /// The idempotency keys ([`KeyStore`](super::KeyStore)), under a lock of their own.
+    pub(super) keys: super::keys::MemoryKeys,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
@@ -54,6 +56,7 @@ impl Default for MemoryStore {
         MemoryStore {
             inner: Mutex::default(),
             messages: Default::default(),
+            keys: Default::default(),
             clock: Arc::new(SystemTime::now),
         }
     }

@@ -73,18 +73,25 @@ use crate::upload::AttachmentInfo;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "conformance")]
+pub mod conformance_keys;
+#[cfg(feature = "conformance")]
 pub mod conformance_messages;
 mod fs;
+mod fs_keys;
 mod fs_messages;
+mod keys;
 mod memory;
 mod memory_messages;
 pub mod messages;
 #[cfg(feature = "object-store")]
 mod object;
 #[cfg(feature = "object-store")]
+mod object_keys;
+#[cfg(feature = "object-store")]
 mod object_messages;
 
 pub use fs::{FsStore, MAX_META_FILE};
+pub use keys::{KEY_OVERHEAD, KeyStore, MAX_MEMORY_KEY_BYTES, MAX_MEMORY_KEYS};
 pub use memory::MemoryStore;
 pub use memory_messages::{MAX_MESSAGE_BYTES, MAX_MESSAGES, MAX_RESERVATIONS, MESSAGE_OVERHEAD};
 pub use messages::{Message, MessageStore};
@@ -277,7 +284,7 @@ pub struct StoredSession {
 /// [`MessageStore`]) the messages that carry them. See the [module documentation](self)
 /// for the contract.
 #[async_trait]
-pub trait Store: MessageStore + Send + Sync + fmt::Debug {
+pub trait Store: MessageStore + KeyStore + Send + Sync + fmt::Debug {
     /// Records a new upload, started at `started`.
     ///
     /// # Errors

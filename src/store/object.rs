@@ -236,7 +236,7 @@ impl ObjectStoreBackend {
         Ok(Self::new(Arc::new(s3)).with_prefix(prefix.trim_matches('/')))
     }
 
-    fn path(&self, parts: &[&str]) -> Path {
+    pub(super) fn path(&self, parts: &[&str]) -> Path {
         let mut path = self.root.clone();
         for part in parts {
             path = path.join(*part);
@@ -322,7 +322,7 @@ impl ObjectStoreBackend {
     }
 
     /// Reads a small object whole; `None` when it does not exist.
-    async fn read_record(&self, path: &Path) -> Result<Option<(Bytes, Option<String>)>> {
+    pub(super) async fn read_record(&self, path: &Path) -> Result<Option<(Bytes, Option<String>)>> {
         let got = match self.inner.get(path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -373,7 +373,7 @@ impl ObjectStoreBackend {
             .map_err(|e| io("writing", path, e))
     }
 
-    async fn delete(&self, path: &Path) -> Result<()> {
+    pub(super) async fn delete(&self, path: &Path) -> Result<()> {
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io("deleting", path, e)),
@@ -381,7 +381,7 @@ impl ObjectStoreBackend {
     }
 
     /// Every object under `prefix`.
-    async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+    pub(super) async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         self.inner
             .list(Some(prefix))
             .try_collect()
@@ -605,7 +605,7 @@ impl ObjectStoreBackend {
     /// Writes `body` to `path` if the object is still at ETag `expected` (`None`: if there
     /// is no object yet). `Ok(None)` when the condition failed (another write came first,
     /// or the object was removed).
-    async fn put_if(
+    pub(super) async fn put_if(
         &self,
         path: &Path,
         body: Bytes,

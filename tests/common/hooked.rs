@@ -8,8 +8,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use attachments::Result;
+use attachments::idempotency::{Decision, Fingerprint, RecordKey, StoredAnswer};
 use attachments::store::{
-    AttachmentMeta, Expired, ListQuery, Message, MessageStore, MetaChange, Store, StoredSession,
+    AttachmentMeta, Expired, KeyStore, ListQuery, Message, MessageStore, MetaChange, Store,
+    StoredSession,
 };
 use bytes::Bytes;
 
@@ -31,6 +33,8 @@ pub enum Op {
     ListExpired,
     Remove,
     Messages,
+    /// Claiming or settling an idempotency key.
+    Keys,
 }
 
 /// What the hook wants done with an operation.
@@ -148,6 +152,33 @@ impl<S: MessageStore> MessageStore for Hooked<S> {
         self.inner
             .reservation_conversation(accommodation, reservation, proposed)
             .await
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for Hooked<S> {
+    async fn claim_key(
+        &self,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        claim: &str,
+        now: SystemTime,
+    ) -> Result<Decision> {
+        self.before(Op::Keys).await?;
+        self.inner.claim_key(key, fingerprint, claim, now).await
+    }
+    async fn settle_key(
+        &self,
+        key: &RecordKey,
+        claim: &str,
+        answer: Option<&StoredAnswer>,
+        now: SystemTime,
+    ) -> Result<bool> {
+        self.before(Op::Keys).await?;
+        self.inner.settle_key(key, claim, answer, now).await
+    }
+    async fn sweep_keys(&self, now: SystemTime, limit: usize) -> Result<usize> {
+        self.inner.sweep_keys(now, limit).await
     }
 }
 
