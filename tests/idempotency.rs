@@ -223,6 +223,22 @@ async fn keys_are_checked_and_bound_to_their_route() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer.to_string().contains("more than once"), "{answer}");
     assert_eq!(store.latest_messages(100).await.unwrap().len(), 1);
+
+    // The client is its credentials as the server reads them: the scheme's case and
+    // spacing do not make another client.
+    let body = json!({"message": {"content": "credentials"}});
+    for auth in ["Bearer T1", "bearer   T1 "] {
+        let (status, headers, answer) = post(
+            &url,
+            &conn_path(),
+            &[("idempotency-key", "auth-key"), ("authorization", auth)],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(replayed(&headers), auth != "Bearer T1", "{auth}");
+    }
+    assert_eq!(store.latest_messages(100).await.unwrap().len(), 2);
 }
 
 /// While the first request with a key runs (its store call held), a retry is answered
@@ -270,6 +286,59 @@ async fn a_retry_while_the_first_runs_is_told_to_come_back() {
         store.count(Op::Messages),
         1,
         "the retries reached the store"
+    );
+}
+
+/// A client that goes away mid-request (its connection closed a few milliseconds after
+/// sending) and retries with the same key never creates a second message, on the fs store
+/// whose writes outlive a dropped request: the claim, the effect and the answer run to
+/// their end whatever becomes of the connection.
+#[tokio::test]
+async fn a_request_cut_off_mid_way_and_retried_takes_effect_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::open(dir.path()).unwrap());
+    let url = start(store.clone()).await;
+    let trials = 40;
+    for n in 0..trials {
+        let key = format!("cut-{n}");
+        let body = json!({"message": {"content": format!("message {n}")}});
+        let cut = reqwest::Client::builder()
+            .timeout(Duration::from_micros(500 + 250 * (n % 12)))
+            .build()
+            .unwrap();
+        let _ = cut
+            .post(format!("{url}{}", conn_path()))
+            .header("idempotency-key", key.as_str())
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        // The retry, until the first attempt's answer is there to replay (409 while it
+        // still runs).
+        let mut answered = None;
+        for _ in 0..200 {
+            let (status, _, answer) = post(
+                &url,
+                &conn_path(),
+                &[("idempotency-key", key.as_str())],
+                &body,
+            )
+            .await;
+            if status == 200 {
+                answered = Some(answer);
+                break;
+            }
+            assert_eq!(status, 409, "trial {n}: {answer}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered.is_some(), "trial {n}: never answered");
+    }
+    let messages = store.latest_messages(1_000).await.unwrap();
+    assert_eq!(
+        messages.len(),
+        trials as usize,
+        "{} messages for {trials} posts",
+        messages.len()
     );
 }
 

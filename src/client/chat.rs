@@ -236,10 +236,18 @@ impl ChatClient {
             UPLOAD_READ,
         ));
         let form = form(reqwest::multipart::Part::stream(body), &upload)?;
-        let req = self
+        let mut req = self
             .http
             .request(reqwest::Method::POST, "/v1/attachments")
             .multipart(form);
+        // Sent once (a reader cannot be read again), with a key all the same: a caller
+        // that sends the same upload again after a lost answer may reuse it.
+        if let Some(key) = self.http.new_key() {
+            req = req.header(
+                crate::idempotency::HEADER,
+                super::header_value(&key.to_header_value(), "idempotency key")?,
+            );
+        }
         let resp = self.http.execute(req, "/v1/attachments").await?;
         crate::wire::from_slice(&read_body(resp.bytes_stream(), MAX_SMALL_ANSWER).await?)
     }

@@ -246,7 +246,7 @@ pub(super) async fn upload(
     let headers = req.headers().clone();
     // Refused before the body is read, if the host is not one to link to.
     let base = base_url(&s, req.uri(), &headers)?;
-    let keyed = Keyed::from_request(req.method(), req.uri(), &headers)?;
+    let keyed = Keyed::from_request(req.method(), req.uri(), &headers, &client)?;
     let not_form = |why: String| Error::InvalidField {
         field: "Content-Type".into(),
         problem: format!(
@@ -333,72 +333,89 @@ pub(super) async fn upload(
         Ok(())
     }
     .await;
-    let mut claimed = None;
-    let committed = match (read, staged) {
+    let refused = match (read, staged) {
         (Ok(()), Some(staged)) if staged.info().size == 0 => {
             s.inner.chat.abort_staged(staged).await;
-            Err(Error::InvalidField {
+            Error::InvalidField {
                 field: "file".into(),
                 problem: "is empty (0 bytes): an attachment needs content".into(),
-            })
+            }
         }
         (Ok(()), Some(staged)) => {
+            let owner = owner_scope(&headers);
+            let Some(keyed) = keyed else {
+                return commit(&s, staged, &owner, conversation, message, &base).await;
+            };
             // A key is claimed once the whole file is read (its fingerprint is the file's
-            // digest and the fields, whatever the multipart boundary), before the commit.
-            let key = keyed.as_ref().map(|k| {
-                let info = staged.info();
-                let fields = [
-                    info.file_name.as_bytes(),
-                    info.media_type.as_str().as_bytes(),
-                    &info.size.to_be_bytes(),
-                    &info.sha256.0,
-                    conversation.as_deref().unwrap_or("\0").as_bytes(),
-                    message.as_deref().unwrap_or("\0").as_bytes(),
-                ];
-                (k, k.fingerprint(&fields))
-            });
-            match idempotent::claim(&s, key).await {
-                Err(e) => {
-                    s.inner.chat.abort_staged(staged).await;
-                    return Err(e.into());
+            // digest and the fields, whatever the multipart boundary), before the commit;
+            // claim, commit and answer run in a task of their own, which the client going
+            // away does not cut short.
+            let info = staged.info();
+            let fields = [
+                info.file_name.as_bytes(),
+                info.media_type.as_str().as_bytes(),
+                &info.size.to_be_bytes(),
+                &info.sha256.0,
+                conversation.as_deref().unwrap_or("\0").as_bytes(),
+                message.as_deref().unwrap_or("\0").as_bytes(),
+            ];
+            let fingerprint = keyed.fingerprint(&fields);
+            let s = s.clone();
+            return idempotent::detached(async move {
+                match idempotent::claim(s.inner.store.clone(), (keyed, fingerprint)).await {
+                    Err(e) => {
+                        s.inner.chat.abort_staged(staged).await;
+                        Err(e.into())
+                    }
+                    Ok(Begun::Replay(answer)) => {
+                        s.inner.chat.abort_staged(staged).await;
+                        Ok(answer)
+                    }
+                    Ok(Begun::Run(claim)) => {
+                        let reply = commit(&s, staged, &owner, conversation, message, &base).await;
+                        claim.settle(reply).await
+                    }
                 }
-                Ok(Some(Begun::Replay(answer))) => {
-                    s.inner.chat.abort_staged(staged).await;
-                    return Ok(answer);
-                }
-                Ok(Some(Begun::Run(claim))) => claimed = Some(claim),
-                Ok(None) => {}
-            }
-            s.inner
-                .chat
-                .commit_staged(staged, &owner_scope(&headers), |m| {
-                    m.conversation_id = conversation;
-                    m.message_id = message;
-                    // A resource kept until deleted, never swept as unlinked
-                    // (`docs/protocol.md`, *Lifetimes and the sweep*).
-                    m.linked = true;
-                })
-                .await
+            })
+            .await;
         }
-        (Ok(()), None) => Err(Error::InvalidField {
+        (Ok(()), None) => Error::InvalidField {
             field: "file".into(),
             problem: "is missing: send the file as the form part named `file`".into(),
-        }),
+        },
         (Err(e), staged) => {
             if let Some(staged) = staged {
                 s.inner.chat.abort_staged(staged).await;
             }
-            Err(e)
+            e
         }
     };
-    let reply = committed.map(|meta| {
-        tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
-        ok_json(&to_wire(&meta, &base))
-    });
-    match claimed {
-        Some(claim) => claim.settle(reply.map_err(Failure::from)).await,
-        None => Ok(reply?),
-    }
+    Err(refused.into())
+}
+
+/// Commits a staged chat upload for `owner`, linked, with its conversation and message;
+/// the answer names it at `base`.
+async fn commit(
+    s: &Sandbox,
+    staged: Staged,
+    owner: &str,
+    conversation: Option<String>,
+    message: Option<String>,
+    base: &str,
+) -> Reply<Chat> {
+    let meta = s
+        .inner
+        .chat
+        .commit_staged(staged, owner, |m| {
+            m.conversation_id = conversation;
+            m.message_id = message;
+            // A resource kept until deleted, never swept as unlinked
+            // (`docs/protocol.md`, *Lifetimes and the sweep*).
+            m.linked = true;
+        })
+        .await?;
+    tracing::info!(id = %meta.id, size = meta.file_size, file_type = %meta.file_type, "chat attachment stored");
+    Ok(ok_json(&to_wire(&meta, base)))
 }
 
 /// The request body limit of an upload.

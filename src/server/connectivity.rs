@@ -29,8 +29,10 @@ pub(super) async fn upload(
     to: ConnScope,
     body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    idempotent::once(&s, body.key(), async {
-        let attachment_id = s.inner.connectivity.single(&body, &to.scope).await?;
+    let key = body.key();
+    let sandbox = s.clone();
+    idempotent::once(&s, key, async move {
+        let attachment_id = sandbox.inner.connectivity.single(&body, &to.scope).await?;
         let data = UploadData {
             ok: OkFlag(true),
             attachment_id,
@@ -49,24 +51,26 @@ pub(super) async fn chunk(
     to: ConnScope,
     body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    idempotent::once(&s, body.key(), chunk_once(&s, &client, &to, &body)).await
+    let key = body.key();
+    idempotent::once(&s, key, chunk_once(s.clone(), client, to, body)).await
 }
 
 /// One chunk, run once per `Idempotency-Key`.
 async fn chunk_once(
-    s: &Sandbox,
-    client: &ClientKey,
-    to: &ConnScope,
-    body: &UploadBody<Connectivity>,
+    s: Sandbox,
+    client: ClientKey,
+    to: ConnScope,
+    body: UploadBody<Connectivity>,
 ) -> Reply<Connectivity> {
-    let req: ChunkRequest<'_> = wire::from_slice(body)?;
+    let s = &s;
+    let req: ChunkRequest<'_> = wire::from_slice(&body)?;
     let chunk = &req.attachment;
     // What the chunk stages: its decoded length, as its base64 text gives it.
     let bytes = chunk.chunk.chunk_content.len() as u64 / 4 * 3;
     let receiver = &s.inner.connectivity;
     let data = match chunk.upload_id.as_deref() {
         None => {
-            let opened = s.open_upload(client, Some(&to.scope), bytes)?;
+            let opened = s.open_upload(&client, Some(&to.scope), bytes)?;
             let data = receiver.chunk_request(chunk, &to.scope).await?;
             if let Some(upload_id) = &data.upload_id {
                 opened.name(upload_id);

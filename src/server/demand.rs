@@ -22,12 +22,13 @@ pub(super) fn scope(accommodation: u64, conversation: &str) -> Result<String> {
 
 /// `POST /3.1/messages/attachments/upload`: a whole file (the Demand API has no chunks).
 pub(super) async fn upload(State(s): State<Sandbox>, body: UploadBody<Demand>) -> Reply<Demand> {
-    idempotent::once(&s, body.key(), upload_once(&s, &body)).await
+    let key = body.key();
+    idempotent::once(&s, key, upload_once(s.clone(), body)).await
 }
 
 /// One upload, run once per `Idempotency-Key`.
-async fn upload_once(s: &Sandbox, body: &UploadBody<Demand>) -> Reply<Demand> {
-    let req: demand::UploadRequest<'_> = wire::from_slice(body)?;
+async fn upload_once(s: Sandbox, body: UploadBody<Demand>) -> Reply<Demand> {
+    let req: demand::UploadRequest<'_> = wire::from_slice(&body)?;
     let scope = scope(req.accommodation, &req.conversation)?;
     wire::check_ref("reservation", req.reservation.as_str())?;
     let file_content = req.file_content.as_bytes();

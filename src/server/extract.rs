@@ -13,12 +13,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::budget::{Full, Place};
-use super::idempotent::Keyed;
+use super::idempotent::{Keyed, KeyedRequest};
 use super::quota::ClientKey;
 use super::reply::{Connectivity, Failure, Flavour};
 use super::{MAX_SMALL_BODY, Sandbox, scope};
 use crate::error::{Error, Result, SizeLimit};
-use crate::idempotency::Fingerprint;
 use crate::stream::{max_body_len, read_body_sized};
 use crate::wire;
 
@@ -154,12 +153,12 @@ impl<T: WireRequest> FromRequest<Sandbox> for WireJson<T> {
 /// `Idempotency-Key` and its fingerprint (method, path, query and body), if it sent one.
 pub(super) struct KeyedJson<T> {
     value: T,
-    keyed: Option<(Keyed, Fingerprint)>,
+    keyed: Option<KeyedRequest>,
 }
 
 impl<T> KeyedJson<T> {
     /// The request, and its key and fingerprint.
-    pub(super) fn into_parts(self) -> (T, Option<(Keyed, Fingerprint)>) {
+    pub(super) fn into_parts(self) -> (T, Option<KeyedRequest>) {
         (self.value, self.keyed)
     }
 }
@@ -169,7 +168,7 @@ impl<T: WireRequest> FromRequest<Sandbox> for KeyedJson<T> {
 
     async fn from_request(req: Request, s: &Sandbox) -> std::result::Result<Self, Self::Rejection> {
         let client = client_of(&req);
-        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers())?;
+        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers(), &client)?;
         let (body, _budget) = s.read_body(&client, req.into_body(), T::LIMIT).await?;
         let value = wire::from_slice(&body)?;
         let keyed = keyed.map(|k| {
@@ -202,10 +201,11 @@ impl<F> std::ops::Deref for UploadBody<F> {
 
 impl<F> UploadBody<F> {
     /// The request's `Idempotency-Key` and its fingerprint (method, path, query, body).
-    pub(super) fn key(&self) -> Option<(&Keyed, Fingerprint)> {
-        self.keyed
-            .as_ref()
-            .map(|k| (k, k.fingerprint(&[&self.bytes])))
+    pub(super) fn key(&self) -> Option<KeyedRequest> {
+        self.keyed.as_ref().map(|k| {
+            let fingerprint = k.fingerprint(&[&self.bytes]);
+            (k.clone(), fingerprint)
+        })
     }
 }
 
@@ -217,7 +217,7 @@ impl<F: Flavour> FromRequest<Sandbox> for UploadBody<F> {
         let limit = max_body_len(policy);
         let client = client_of(&req);
         let chunk = req.uri().path().ends_with("/attachment_chunks");
-        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers())?;
+        let keyed = Keyed::from_request(req.method(), req.uri(), req.headers(), &client)?;
         let (bytes, budget) = s
             .read_body(&client, req.into_body(), limit)
             .await

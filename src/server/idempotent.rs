@@ -15,6 +15,7 @@ use axum::response::Response;
 use http_body::Body as _;
 
 use super::Sandbox;
+use super::quota::ClientKey;
 use super::reply::{Failure, Flavour, Reply};
 use crate::error::{Error, Result};
 use crate::idempotency::{
@@ -41,6 +42,7 @@ impl Keyed {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        client: &ClientKey,
     ) -> Result<Option<Keyed>> {
         let mut values = headers.get_all(idempotency::HEADER).iter();
         let Some(value) = values.next() else {
@@ -53,12 +55,18 @@ impl Keyed {
             });
         }
         let key = IdempotencyKey::parse(value.as_bytes())?;
-        // The client is who its credentials say: keys of different clients never meet.
-        let client = |name| headers.get(name).map_or(&[][..], HeaderValue::as_bytes);
-        let scope = Fingerprint::of(&[
-            client(header::AUTHORIZATION.as_str()),
-            client("x-affiliate-id"),
-        ]);
+        // The client is who its credentials say (the bearer token as the guard reads it,
+        // and the affiliate id), or without credentials its address (the rate limit's
+        // key): keys of different clients never meet.
+        let scope = match super::guard::bearer(headers) {
+            Some(token) => {
+                let affiliate = headers
+                    .get("x-affiliate-id")
+                    .map_or(&[][..], HeaderValue::as_bytes);
+                Fingerprint::of(&[b"bearer", token.as_bytes(), affiliate.trim_ascii()])
+            }
+            None => Fingerprint::of(&[b"peer", client.0.as_bytes()]),
+        };
         let scope = String::from(scope);
         let target = [
             method.as_str().as_bytes(),
@@ -84,11 +92,6 @@ impl Keyed {
     }
 }
 
-/// `key` in the form [`claim`] and [`once`] take.
-pub(super) fn borrowed(key: &Option<(Keyed, Fingerprint)>) -> Option<(&Keyed, Fingerprint)> {
-    key.as_ref().map(|(k, f)| (k, *f))
-}
-
 /// A claimed key, settled by [`Claim::settle`]; dropped unsettled (the request was
 /// cancelled, or failed before it answered), it is given up in the background.
 pub(super) struct Claim {
@@ -106,49 +109,72 @@ pub(super) enum Begun {
     Replay(Response),
 }
 
-/// Claims the key of a request (its [`Keyed`] and [`Keyed::fingerprint`]). `Ok(None)` for
-/// a request without a key.
+/// A request's key and its fingerprint.
+pub(super) type KeyedRequest = (Keyed, Fingerprint);
+
+/// Claims the key of a request (its [`Keyed`] and [`Keyed::fingerprint`]) in `store`.
+/// Call it inside [`detached`]: a claim recorded by a request cancelled before it holds
+/// the [`Claim`] would block its key for the whole lease.
 ///
 /// # Errors
 ///
 /// 409 ([`Error::KeyInFlight`]) while the key's first request runs, 422
 /// ([`Error::KeyReused`]) for a key used with another request, and the store's errors.
 pub(super) async fn claim(
-    s: &Sandbox,
-    keyed: Option<(&Keyed, Fingerprint)>,
-) -> Result<Option<Begun>> {
-    let Some((keyed, fingerprint)) = keyed else {
-        return Ok(None);
-    };
+    store: Arc<dyn Store>,
+    (keyed, fingerprint): KeyedRequest,
+) -> Result<Begun> {
     let token = crate::stream::ids::random_id()?.to_string();
-    let store = s.inner.store.clone();
     let decision = store
         .claim_key(&keyed.record, &fingerprint, &token, SystemTime::now())
         .await?;
     match decision {
-        Decision::Claim => Ok(Some(Begun::Run(Claim {
+        Decision::Claim => Ok(Begun::Run(Claim {
             store,
-            record: keyed.record.clone(),
+            record: keyed.record,
             token,
             settled: false,
-        }))),
-        Decision::Replay(answer) => Ok(Some(Begun::Replay(replayed(answer)))),
+        })),
+        Decision::Replay(answer) => Ok(Begun::Replay(replayed(answer))),
         other => Err(refusal(&other).unwrap_or(Error::KeyReused)),
     }
 }
 
-/// Runs `run` under the request's key: claimed first, its answer stored (a success) or
-/// the key given up (anything else); a replay or a refusal instead of running it.
-pub(super) async fn once<F: Flavour>(
+/// Runs `run` under the request's key, if it has one: claimed first, its answer stored
+/// (a success) or the key given up (anything else); a replay or a refusal instead of
+/// running it. Claim, run and settle go in a task of their own ([`detached`]): a client
+/// that goes away mid-request (hyper then drops the handler) must not leave an effect
+/// whose key was given up, which its retry would repeat.
+pub(super) async fn once<F: Flavour + 'static>(
     s: &Sandbox,
-    keyed: Option<(&Keyed, Fingerprint)>,
-    run: impl Future<Output = Reply<F>>,
+    keyed: Option<KeyedRequest>,
+    run: impl Future<Output = Reply<F>> + Send + 'static,
 ) -> Reply<F> {
-    match claim(s, keyed).await? {
-        None => run.await,
-        Some(Begun::Replay(answer)) => Ok(answer),
-        Some(Begun::Run(claim)) => claim.settle(run.await).await,
-    }
+    let Some(keyed) = keyed else {
+        return run.await;
+    };
+    let store = s.inner.store.clone();
+    detached(async move {
+        match claim(store, keyed).await? {
+            Begun::Replay(answer) => Ok(answer),
+            Begun::Run(claim) => claim.settle(run.await).await,
+        }
+    })
+    .await
+}
+
+/// Runs `job` to its end in a task of its own, whatever becomes of the request that
+/// awaits it.
+pub(super) async fn detached<F: Flavour + 'static>(
+    job: impl Future<Output = Reply<F>> + Send + 'static,
+) -> Reply<F> {
+    tokio::spawn(job).await.unwrap_or_else(|e| {
+        Err(Failure::from(Error::io_other(
+            "a request's task",
+            std::io::ErrorKind::Other,
+            e,
+        )))
+    })
 }
 
 impl Claim {

@@ -206,16 +206,11 @@ pub(super) async fn conn_post(
     req: KeyedJson<ConnPostMessage>,
 ) -> Reply<Connectivity> {
     let (value, key) = req.into_parts();
-    idempotent::once(
-        &s,
-        idempotent::borrowed(&key),
-        conn_post_once(&s, to, value),
-    )
-    .await
+    idempotent::once(&s, key, conn_post_once(s.clone(), to, value)).await
 }
 
 /// One Connectivity message, posted once per `Idempotency-Key`.
-async fn conn_post_once(s: &Sandbox, to: ConnScope, req: ConnPostMessage) -> Reply<Connectivity> {
+async fn conn_post_once(s: Sandbox, to: ConnScope, req: ConnPostMessage) -> Reply<Connectivity> {
     let m = req.message;
     check_content(&m.content)?;
     check_attachment_count(m.attachment_ids.len())?;
@@ -241,11 +236,11 @@ pub(super) async fn demand_send(
     req: KeyedJson<DemandSend>,
 ) -> Reply<Demand> {
     let (value, key) = req.into_parts();
-    idempotent::once(&s, idempotent::borrowed(&key), demand_send_once(&s, value)).await
+    idempotent::once(&s, key, demand_send_once(s.clone(), value)).await
 }
 
 /// One Demand message, sent once per `Idempotency-Key`.
-async fn demand_send_once(s: &Sandbox, req: DemandSend) -> Reply<Demand> {
+async fn demand_send_once(s: Sandbox, req: DemandSend) -> Reply<Demand> {
     check_content(&req.content)?;
     wire::check_ref("reservation", req.reservation.as_str())?;
     let reservation = req.reservation.as_str().to_owned();

@@ -73,9 +73,15 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 
 /// Most keys a [`MemoryStore`](super::MemoryStore) keeps: 100,000. Past it, or past
 /// [`MAX_MEMORY_KEY_BYTES`], the answer that expires first is forgotten (a retry of its
-/// request after that runs again); only when every key kept is a request still running
-/// is a new key refused ([`Error::KeysFull`], 503).
+/// request after that runs again) if it is at least [`MIN_REPLAY_WINDOW`] old; when none
+/// is, a new key is refused ([`Error::KeysFull`], 503): a flood of keys can deny keyed
+/// requests for a while, but never takes a recent answer from the client it belongs to.
 pub const MAX_MEMORY_KEYS: usize = 100_000;
+
+/// How long a [`MemoryStore`](super::MemoryStore) keeps an answer whatever the load: 10
+/// minutes (past it, the cap may forget it before
+/// [`IDEMPOTENCY_TTL`](crate::idempotency::IDEMPOTENCY_TTL)).
+pub const MIN_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Most bytes of stored answers a [`MemoryStore`](super::MemoryStore) keeps: 32 MiB,
 /// each record counted as its answer's body and type plus [`KEY_OVERHEAD`].
@@ -120,15 +126,17 @@ impl KeyTable {
         self.records.insert(key, record);
     }
 
-    /// Forgets the answered record that expires first (other than `keep`): `false` when
-    /// there is none. Unanswered claims are skipped (there are no more of them than
-    /// requests running).
-    fn evict_oldest_answer(&mut self, keep: &RecordKey) -> bool {
+    /// Forgets the answered record that expires first (other than `keep`), if it was
+    /// answered [`MIN_REPLAY_WINDOW`] or more before `now_ms`: `false` when there is none.
+    /// Unanswered claims are skipped (there are no more of them than requests running).
+    fn evict_oldest_answer(&mut self, keep: &RecordKey, now_ms: u64) -> bool {
+        let window = MIN_REPLAY_WINDOW.as_millis() as u64;
         let oldest = self
             .by_expiry
             .iter()
             .map(|(_, key)| key)
             .find(|key| *key != keep && self.records[*key].answer.is_some())
+            .filter(|key| self.records[*key].at_ms.saturating_add(window) <= now_ms)
             .cloned();
         match oldest {
             Some(key) => {
@@ -177,7 +185,10 @@ impl MemoryKeys {
             let fresh = !table.records.contains_key(key);
             // Full: the oldest answer is forgotten (its retries, if any still come, run
             // again), as the message board forgets its oldest messages.
-            if fresh && table.records.len() >= MAX_MEMORY_KEYS && !table.evict_oldest_answer(key) {
+            if fresh
+                && table.records.len() >= MAX_MEMORY_KEYS
+                && !table.evict_oldest_answer(key, now_ms)
+            {
                 return Err(Error::KeysFull {
                     what: "records",
                     limit: MAX_MEMORY_KEYS as u64,
@@ -213,7 +224,7 @@ impl MemoryKeys {
                     KeyRecord::answered(fingerprint, claim.to_owned(), answer.clone(), now);
                 let old = cost(&table.records[key]);
                 while table.bytes - old + cost(&record) > MAX_MEMORY_KEY_BYTES {
-                    if !table.evict_oldest_answer(key) {
+                    if !table.evict_oldest_answer(key, crate::idempotency::unix_ms(now)) {
                         // No room for the answer: the key is given up (a retry runs
                         // again), which the caller learns as for any answer not kept.
                         table.remove(key);
@@ -275,7 +286,7 @@ mod tests {
     use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyKey};
 
     #[test]
-    fn a_full_table_forgets_its_oldest_answer_and_refuses_only_running_claims() {
+    fn a_full_table_forgets_only_answers_past_the_window() {
         let keys = MemoryKeys::default();
         let fp = Fingerprint::of(&[b"x"]);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
@@ -293,7 +304,15 @@ mod tests {
                 table.insert(k(n), KeyRecord::answered(fp, "c".into(), a, at));
             }
         }
-        let later = t0 + Duration::from_secs(200);
+        // Within the window of every answer: a new key is refused, nothing forgotten.
+        let soon = t0 + Duration::from_secs(200);
+        let e = keys.claim(&k(MAX_MEMORY_KEYS), &fp, "c", soon).unwrap_err();
+        assert_eq!(e.status(), 503, "{e}");
+        assert!(matches!(
+            keys.claim(&k(0), &fp, "c", soon).unwrap(),
+            Decision::Replay(_)
+        ));
+        let later = t0 + MIN_REPLAY_WINDOW + Duration::from_secs(1);
         assert_eq!(
             keys.claim(&k(MAX_MEMORY_KEYS), &fp, "c", later).unwrap(),
             Decision::Claim

@@ -91,7 +91,7 @@ mod object_keys;
 mod object_messages;
 
 pub use fs::{FsStore, MAX_META_FILE};
-pub use keys::{KEY_OVERHEAD, KeyStore, MAX_MEMORY_KEY_BYTES, MAX_MEMORY_KEYS};
+pub use keys::{KEY_OVERHEAD, KeyStore, MAX_MEMORY_KEY_BYTES, MAX_MEMORY_KEYS, MIN_REPLAY_WINDOW};
 pub use memory::MemoryStore;
 pub use memory_messages::{MAX_MESSAGE_BYTES, MAX_MESSAGES, MAX_RESERVATIONS, MESSAGE_OVERHEAD};
 pub use messages::{Message, MessageStore};
