@@ -68,6 +68,7 @@ pub mod image;
 mod inspect;
 pub mod policy;
 pub mod retry;
+pub mod scan;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod sniff;

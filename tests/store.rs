@@ -43,7 +43,8 @@ macro_rules! with_checks {
                 records_read_back_or_are_refused,
                 odd_ids_are_not_found,
                 session_records,
-                listing_and_updates
+                listing_and_updates,
+                staged_reads
             ]
             [
                 unknown_ids_and_conversations,

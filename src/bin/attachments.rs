@@ -128,6 +128,39 @@ struct ServeArgs {
     /// another host is answered 421 where it needs a `file_url`.
     #[arg(long, value_name = "HOST")]
     allowed_host: Vec<String>,
+    #[command(flatten)]
+    scan: ScanArgs,
+    /// Commit uploads unscanned (a warning logged for each) while the scanner is
+    /// unavailable, instead of answering 503.
+    #[arg(long, requires = "scan")]
+    scan_fail_open: bool,
+}
+
+/// The virus scanner.
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// Scan every file with this clamd: clamd://HOST:PORT or clamd:unix:PATH.
+    #[arg(long, value_name = "CLAMD")]
+    scan: Option<String>,
+    /// How long each step of a scan may take (connect, send, the verdict), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "scan")]
+    scan_timeout: u64,
+    /// The longest file sent to clamd, in MiB: its StreamMaxLength (clamd's default is 25).
+    #[arg(long, value_name = "MIB", default_value_t = 25, requires = "scan")]
+    scan_max_mib: u64,
+}
+
+impl ScanArgs {
+    fn scanner(&self) -> Result<Option<attachments::scan::ClamdScanner>, Error> {
+        self.scan
+            .as_deref()
+            .map(|spec| {
+                Ok(attachments::scan::ClamdScanner::parse(spec)?
+                    .with_timeout(std::time::Duration::from_secs(self.scan_timeout.max(1)))
+                    .with_stream_max(self.scan_max_mib.saturating_mul(1 << 20)))
+            })
+            .transpose()
+    }
 }
 
 /// Where a Connectivity conversation is.
@@ -209,6 +242,8 @@ struct InspectArgs {
     /// Whose rules to apply.
     #[arg(long, value_enum, default_value_t = Preset::Connectivity)]
     policy: Preset,
+    #[command(flatten)]
+    scan: ScanArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -233,6 +268,9 @@ struct Report {
     height: Option<u32>,
     ok: bool,
     error: Option<String>,
+    /// The virus scan's verdict (`clean`, `infected: <signature>`), with `--scan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -298,6 +336,15 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             attachments::Policy::chat()
                 .with_max_size(args.chat_max_mib.saturating_mul(attachments::policy::MIB)),
         );
+    if let Some(scanner) = args.scan.scanner()? {
+        match scanner.version().await {
+            Ok(version) => tracing::info!(%version, "scanning every upload"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the scanner does not answer now; uploads are refused (503) until it does{}", if args.scan_fail_open { " (fail-open: committed unscanned)" } else { "" })
+            }
+        }
+        config = config.with_scanner(Arc::new(scanner), args.scan_fail_open);
+    }
     for host in &args.allowed_host {
         config = config.with_allowed_host(host);
     }
@@ -438,9 +485,41 @@ fn inspect_all(args: &InspectArgs) -> ExitCode {
     if args.deep {
         policy = policy.with_depth(Depth::Decode);
     }
+    let scanner = match args.scan.scanner() {
+        Ok(scanner) => scanner,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match scanner.as_ref().map(|_| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }) {
+        Some(Err(e)) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+        Some(Ok(rt)) => Some(rt),
+        None => None,
+    };
     let mut all_ok = true;
     for path in &args.files {
-        let report = inspect_file(&policy, args.mime.as_deref(), path);
+        let mut report = inspect_file(&policy, args.mime.as_deref(), path);
+        if let (Some(scanner), Some(rt)) = (&scanner, &runtime) {
+            match rt.block_on(scan_file(scanner, path)) {
+                Ok(attachments::scan::Verdict::Clean) => report.scan = Some("clean".into()),
+                Ok(attachments::scan::Verdict::Infected { signature }) => {
+                    report.scan = Some(format!("infected: {signature}"));
+                    report.ok = false;
+                }
+                Err(e) => {
+                    report.scan = Some(format!("not scanned: {e}"));
+                    report.ok = false;
+                }
+            }
+        }
         all_ok &= report.ok;
         if args.json {
             println!(
@@ -456,6 +535,36 @@ fn inspect_all(args: &InspectArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Sends the file at `path` through `scanner`, 1 MiB at a time.
+async fn scan_file(
+    scanner: &attachments::scan::ClamdScanner,
+    path: &Path,
+) -> Result<attachments::scan::Verdict, Error> {
+    use attachments::scan::Scanner;
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .len();
+    let mut stream = scanner.open(size).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        stream.feed(&buf[..n]).await?;
+    }
+    stream.verdict().await
 }
 
 /// The type a file's extension implies.
@@ -481,6 +590,7 @@ fn inspect_file(policy: &Policy, mime: Option<&str>, path: &Path) -> Report {
         height: None,
         ok: false,
         error: None,
+        scan: None,
     };
     match run(policy, &mut report) {
         Ok(()) => report.ok = true,
@@ -558,13 +668,18 @@ fn human(r: &Report) -> String {
         (Some(w), Some(h)) => format!("{w}x{h}"),
         _ => "-".into(),
     };
-    let verdict = if r.ok {
-        "ok".to_owned()
-    } else {
-        format!("REJECTED: {}", or_dash(&r.error))
+    let verdict = match (&r.error, &r.scan) {
+        _ if r.ok => "ok".to_owned(),
+        (Some(e), _) => format!("REJECTED: {e}"),
+        (None, Some(scan)) => format!("REJECTED by the virus scan: {scan}"),
+        (None, None) => "REJECTED".to_owned(),
     };
+    let scan = r
+        .scan
+        .as_ref()
+        .map_or(String::new(), |s| format!(", scan {s}"));
     format!(
-        "{}: declared {}, detected {}, {} bytes, {}, sha256 {}: {}",
+        "{}: declared {}, detected {}, {} bytes, {}, sha256 {}{scan}: {}",
         r.path,
         or_dash(&r.declared_type),
         or_dash(&r.detected_type),

@@ -497,6 +497,35 @@ pub enum Error {
         etag: String,
     },
 
+    /// The virus scanner found a signature in the file. 422; the file is not stored. The
+    /// client is told only "The file failed the virus scan" ([`Error::wire_message`]);
+    /// the signature's name is for the server's log.
+    #[error("the file failed the virus scan (signature {signature})")]
+    Infected {
+        /// The signature's name, as the scanner gave it.
+        signature: String,
+    },
+
+    /// The virus scanner could not be reached or did not answer in time. 503, with
+    /// `Retry-After: 30`: nothing was committed, and the same request can be sent again.
+    #[error("the virus scanner is unavailable ({problem}); send this again in 30 s")]
+    ScanUnavailable {
+        /// What failed (names the scanner's address: kept in the logs).
+        problem: String,
+    },
+
+    /// The file is larger than the virus scanner takes (clamd's `StreamMaxLength`), so it
+    /// cannot be scanned and is not stored. 400.
+    #[error(
+        "the file is {size} bytes, more than the virus scanner takes ({limit} bytes); send a file of at most {limit} bytes"
+    )]
+    ScanTooLarge {
+        /// The file's size (or the bytes sent when the scanner refused more).
+        size: u64,
+        /// The scanner's cap.
+        limit: u64,
+    },
+
     /// A request with an `Idempotency-Key` whose first request (the same method, path and
     /// body) is still running. 409, with `Retry-After: 1`: its answer will be replayed.
     #[error(
@@ -605,6 +634,10 @@ pub enum Error {
     },
 }
 
+/// What a client is told about a file the virus scanner refused
+/// ([`Error::Infected`]'s wire message).
+pub const INFECTED_TEXT: &str = "The file failed the virus scan";
+
 impl Error {
     /// The HTTP status an API server answers this error with.
     ///
@@ -626,7 +659,7 @@ impl Error {
             | Error::Incomplete { .. }
             | Error::Taken { .. }
             | Error::KeyInFlight { .. } => 409,
-            Error::KeyReused => 422,
+            Error::KeyReused | Error::Infected { .. } => 422,
             Error::CorruptState { .. } | Error::NotSaveable { .. } => 500,
             Error::Recorded { status, .. } => *status,
             Error::Unauthorized => 401,
@@ -638,7 +671,10 @@ impl Error {
             Error::BodyTimeout { .. } | Error::RequestTimeout { .. } => 408,
             Error::MisdirectedRequest { .. } => 421,
             Error::PreconditionFailed { .. } => 412,
-            Error::Overloaded { .. } | Error::BufferFull { .. } | Error::KeysFull { .. } => 503,
+            Error::Overloaded { .. }
+            | Error::BufferFull { .. }
+            | Error::KeysFull { .. }
+            | Error::ScanUnavailable { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,
@@ -678,6 +714,12 @@ impl Error {
                 "upload {upload_id} failed earlier ({}); start again with action start and chunk 0",
                 first.wire_message()
             )),
+            // One documented text; the signature's name goes to the log only.
+            Error::Infected { .. } => Cow::Borrowed(INFECTED_TEXT),
+            // The scanner's address stays in the logs.
+            Error::ScanUnavailable { .. } => Cow::Borrowed(
+                "the virus scanner is unavailable; nothing was stored: send this again in 30 s",
+            ),
             // The IO error's text may name paths and hosts: keep it in the logs.
             Error::Io(_) => Cow::Borrowed("internal storage error; try again later"),
             // The details name records and stores: keep them in the logs.
@@ -757,6 +799,7 @@ impl Error {
                 Some(std::time::Duration::from_secs(*retry_after_secs))
             }
             Error::KeysFull { .. } => Some(std::time::Duration::from_secs(60)),
+            Error::ScanUnavailable { .. } => Some(std::time::Duration::from_secs(30)),
             Error::UploadBusy { .. } | Error::Overloaded { .. } | Error::BufferFull { .. } => {
                 Some(std::time::Duration::from_secs(1))
             }

@@ -199,6 +199,13 @@ pub struct ServerConfig {
     /// link. Default [`DEFAULT_ALLOWED_HOSTS`], the loopback names; `attachments serve`
     /// adds the address it listens on.
     pub allowed_hosts: Vec<String>,
+    /// The virus scanner every upload passes before it is committed (every flavour,
+    /// single, chunked and streamed); `None`: no scan. See
+    /// [`UploadReceiver::with_scanner`].
+    pub scanner: Option<Arc<dyn crate::scan::Scanner>>,
+    /// Commit unscanned (logging a warning for each) when the scanner is unavailable,
+    /// instead of answering 503. Default: no (fail closed).
+    pub scan_fail_open: bool,
 }
 
 impl Default for ServerConfig {
@@ -223,6 +230,8 @@ impl Default for ServerConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
+            scanner: None,
+            scan_fail_open: false,
         }
     }
 }
@@ -344,6 +353,14 @@ impl ServerConfig {
         self
     }
 
+    /// Scans every upload with `scanner` before it is committed; `fail_open` commits
+    /// unscanned (logged) when the scanner is unavailable instead of answering 503.
+    pub fn with_scanner(mut self, scanner: Arc<dyn crate::scan::Scanner>, fail_open: bool) -> Self {
+        self.scanner = Some(scanner);
+        self.scan_fail_open = fail_open;
+        self
+    }
+
     /// Sets the address `file_url` starts with.
     pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into());
@@ -397,9 +414,13 @@ impl Sandbox {
     /// A sandbox over `store`.
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         let receiver = |policy: &Policy| {
-            UploadReceiver::new(policy.clone(), Arc::clone(&store))
+            let receiver = UploadReceiver::new(policy.clone(), Arc::clone(&store))
                 .with_ttl(config.session_ttl)
-                .with_unlinked_ttl(config.unlinked_ttl)
+                .with_unlinked_ttl(config.unlinked_ttl);
+            match &config.scanner {
+                Some(scanner) => receiver.with_scanner(Arc::clone(scanner), config.scan_fail_open),
+                None => receiver,
+            }
         };
         let inner = Inner {
             connectivity: receiver(&config.connectivity),

@@ -223,6 +223,20 @@ mod tests {
                 ),
                 (Error::KeyReused, 422, None),
                 (
+                    Error::ScanUnavailable {
+                        problem: "down".into(),
+                    },
+                    503,
+                    Some("30"),
+                ),
+                (
+                    Error::Infected {
+                        signature: "X".into(),
+                    },
+                    422,
+                    None,
+                ),
+                (
                     Error::KeysFull {
                         what: "records",
                         limit: 3,

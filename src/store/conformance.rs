@@ -159,6 +159,7 @@ pub const CHECKS: &[&str] = &[
     "odd_ids_are_not_found",
     "session_records",
     "listing_and_updates",
+    "staged_reads",
 ];
 
 /// Runs every check of this module against `store`, in the order of [`CHECKS`], then
@@ -196,6 +197,7 @@ pub async fn run(store: &dyn Store) {
     odd_ids_are_not_found(store).await;
     session_records(store).await;
     listing_and_updates(store).await;
+    staged_reads(store).await;
 }
 
 /// Chunks of different lengths (1000, 777 and 1 bytes), stored in order, commit into one
@@ -1147,4 +1149,71 @@ pub async fn listing_and_updates(store: &dyn Store) {
         list(ListQuery::new(scope, 100)).await.is_empty(),
         "all removed"
     );
+}
+
+/// An upload's staged bytes read back before its commit ([`Store::read_staged`], what the
+/// virus scan reads): any range across chunk boundaries reads back exactly; a range past
+/// what is stored, or across a gap, is [`Error::Incomplete`]; of two chunks of one number
+/// the later one counts; an unknown upload is [`Error::NotFound`]; the commit still
+/// succeeds afterwards.
+///
+/// # Panics
+///
+/// When a rule is broken, naming it.
+pub async fn staged_reads(store: &dyn Store) {
+    let (up, att) = (id(80), id(81));
+    store.begin_upload(&up, at(0)).await.unwrap();
+    let parts = [pattern(700, 4), pattern(300, 5), pattern(500, 6)];
+    let whole: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    // Chunk 1 first at another length, then replaced: the replacement counts.
+    store.put_chunk(&up, 1, 700, pattern(10, 9)).await.unwrap();
+    store.put_chunk(&up, 0, 0, parts[0].clone()).await.unwrap();
+    let gap = store.read_staged(&up, 0..1_000).await;
+    assert!(
+        matches!(gap, Err(Error::Incomplete { .. })),
+        "a range across a gap: {gap:?}"
+    );
+    store
+        .put_chunk(&up, 1, 700, parts[1].clone())
+        .await
+        .unwrap();
+    store
+        .put_chunk(&up, 2, 1_000, parts[2].clone())
+        .await
+        .unwrap();
+    for range in [
+        0..1_500u64,
+        0..1,
+        699..701,
+        650..1_200,
+        1_000..1_500,
+        1_499..1_500,
+        3..3,
+    ] {
+        let got = store.read_staged(&up, range.clone()).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &whole[range.start as usize..range.end as usize],
+            "staged bytes {range:?}"
+        );
+    }
+    let past = store.read_staged(&up, 1_400..1_600).await;
+    assert!(
+        matches!(past, Err(Error::Incomplete { .. })),
+        "a range past the staged bytes: {past:?}"
+    );
+    let unknown = store.read_staged(&id(82), 0..1).await;
+    assert!(
+        matches!(unknown, Err(Error::NotFound { .. })),
+        "an unknown upload: {unknown:?}"
+    );
+    store.commit(&up, &meta(&att, &whole, at(0))).await.unwrap();
+    let read = store.read_range(&att, 0..1_500).await.unwrap();
+    assert_eq!(&read[..], &whole[..], "the commit after the staged reads");
+    let after = store.read_staged(&up, 0..1).await;
+    assert!(
+        matches!(after, Err(Error::NotFound { .. })),
+        "a committed upload's staged bytes: {after:?}"
+    );
+    remove_attachments(store, &[att]).await;
 }

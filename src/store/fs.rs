@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, contended,
-    incomplete, not_found, parse_id, scope_key, tiling, within_budget,
+    incomplete, not_found, parse_id, scope_key, staged_slices, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -746,6 +746,39 @@ impl Store for FsStore {
             let _ = fs::remove_dir(&upload);
             let _ = sync_dir(&s.root.join("uploads"));
             Ok(())
+        })
+        .await
+    }
+
+    async fn read_staged(&self, upload_id: &str, range: Range<u64>) -> Result<Bytes> {
+        let id = parse_id("upload", upload_id)?;
+        self.blocking(move |s| {
+            let op = |e: io::Error| Error::io(format!("reading upload {id}"), e);
+            fs::metadata(s.upload_dir(&id).join("begun"))
+                .map_err(|e| map_missing(e, "upload", &id.to_string(), "read"))?;
+            let listing = fs::read_dir(s.chunks_dir(&id))
+                .map_err(|e| map_missing(e, "upload", &id.to_string(), "read"))?;
+            let mut chunks = Vec::new();
+            for entry in listing {
+                let entry = entry.map_err(op)?;
+                if let Some((_, offset)) = parse_chunk(&entry.file_name()) {
+                    let len = entry.metadata().map_err(op)?.len();
+                    chunks.push((offset, len, entry.path()));
+                }
+            }
+            chunks.sort_by_key(|(offset, ..)| *offset);
+            let pieces: Vec<(u64, u64)> = chunks.iter().map(|(o, l, _)| (*o, *l)).collect();
+            let slices = staged_slices(&pieces, &range)
+                .map_err(|at| incomplete(&id.to_string(), at, range.end))?;
+            let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+            for (i, part) in slices {
+                let mut file = File::open(&chunks[i].2).map_err(op)?;
+                std::io::Seek::seek(&mut file, io::SeekFrom::Start(part.start)).map_err(op)?;
+                let start = out.len();
+                out.resize(start + (part.end - part.start) as usize, 0);
+                file.read_exact(&mut out[start..]).map_err(op)?;
+            }
+            Ok(out.freeze())
         })
         .await
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, tiling,
+    contended, incomplete, not_found, staged_slices, tiling,
 };
 use crate::error::{Error, Result};
 
@@ -199,6 +199,28 @@ impl Store for MemoryStore {
     async fn abort(&self, upload_id: &str) -> Result<()> {
         self.lock().uploads.remove(upload_id);
         Ok(())
+    }
+
+    async fn read_staged(&self, upload_id: &str, range: Range<u64>) -> Result<Bytes> {
+        // The chunks are `Bytes`: cloned out under the lock (reference counts), sliced
+        // after it.
+        let mut chunks: Vec<(u64, Bytes)> = {
+            let inner = self.lock();
+            let upload = inner
+                .uploads
+                .get(upload_id)
+                .ok_or_else(|| not_found("upload", upload_id))?;
+            upload.chunks.values().cloned().collect()
+        };
+        chunks.sort_unstable_by_key(|(offset, _)| *offset);
+        let pieces: Vec<(u64, u64)> = chunks.iter().map(|(o, b)| (*o, b.len() as u64)).collect();
+        let slices =
+            staged_slices(&pieces, &range).map_err(|at| incomplete(upload_id, at, range.end))?;
+        let parts = slices
+            .into_iter()
+            .map(|(i, r)| chunks[i].1.slice(r.start as usize..r.end as usize))
+            .collect();
+        Ok(concat(parts, range.end - range.start))
     }
 
     async fn load_session(&self, upload_id: &str) -> Result<Option<StoredSession>> {

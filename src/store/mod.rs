@@ -353,6 +353,17 @@ pub trait Store: MessageStore + KeyStore + Send + Sync + fmt::Debug {
     /// attachment or is reversed; [`Error::Io`].
     async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes>;
 
+    /// Bytes `range` of the file upload `upload_id` has staged so far (its chunks laid at
+    /// their offsets; of two chunks of one number, the one a commit would take), read
+    /// before the commit: the virus scan reads a chunked upload whole through this,
+    /// whichever processes stored its chunks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown upload; [`Error::Incomplete`] when the chunks
+    /// stored do not cover `range` (yet: a pipelined chunk may still be on its way).
+    async fn read_staged(&self, upload_id: &str, range: Range<u64>) -> Result<Bytes>;
+
     /// Reads an attachment's metadata.
     ///
     /// # Errors
@@ -469,6 +480,36 @@ pub(crate) fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
 
 /// The pieces of a range read as one `Bytes`: a single piece as it is (no copy), several
 /// copied once into a buffer of `len` bytes.
+/// Which parts of `pieces` (`(offset, len)` each, sorted by offset) make up `range`: for
+/// each, its index and the range within it, in order. `Err(at)`: the first byte of
+/// `range` no piece holds.
+pub(crate) fn staged_slices(
+    pieces: &[(u64, u64)],
+    range: &Range<u64>,
+) -> std::result::Result<Vec<(usize, Range<u64>)>, u64> {
+    let mut at = range.start;
+    let mut out = Vec::new();
+    for (i, &(offset, len)) in pieces.iter().enumerate() {
+        if at >= range.end {
+            break;
+        }
+        let end = offset.saturating_add(len);
+        if end <= at || len == 0 {
+            continue;
+        }
+        if offset > at {
+            return Err(at);
+        }
+        let to = end.min(range.end);
+        out.push((i, at - offset..to - offset));
+        at = to;
+    }
+    if at < range.end {
+        return Err(at);
+    }
+    Ok(out)
+}
+
 pub(crate) fn concat(pieces: Vec<Bytes>, len: u64) -> Bytes {
     if pieces.len() <= 1 {
         return pieces.into_iter().next().unwrap_or_default();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AttachmentMeta, Expired, ListQuery, MetaChange, Store, StoredSession, check_range, concat,
-    contended, incomplete, not_found, parse_id, scope_key, tiling, within_budget,
+    contended, incomplete, not_found, parse_id, scope_key, staged_slices, tiling, within_budget,
 };
 use crate::error::{Error, Result};
 use crate::upload::RandomId;
@@ -883,6 +883,42 @@ impl Store for ObjectStoreBackend {
                     )
                 }),
         }
+    }
+
+    async fn read_staged(&self, upload_id: &str, range: Range<u64>) -> Result<Bytes> {
+        let id = parse_id("upload", upload_id)?;
+        if self
+            .read_json::<Begun>(&self.begun_path(&id))
+            .await?
+            .is_none()
+        {
+            return Err(not_found("upload", upload_id));
+        }
+        // The part a commit would take of each number: the latest stored.
+        let mut parts: Vec<Part> = Vec::new();
+        for (_, mut candidates) in self.chunks(&id).await? {
+            candidates.sort_by_key(|(modified, part)| (*modified, part.offset));
+            if let Some((_, part)) = candidates.pop() {
+                parts.push(part);
+            }
+        }
+        parts.sort_by_key(|p| p.offset);
+        let pieces: Vec<(u64, u64)> = parts.iter().map(|p| (p.offset, p.size)).collect();
+        let slices =
+            staged_slices(&pieces, &range).map_err(|at| incomplete(upload_id, at, range.end))?;
+        let inner = Arc::clone(&self.inner);
+        let reads = slices.into_iter().map(|(i, part)| {
+            let inner = Arc::clone(&inner);
+            let key = Path::from(parts[i].key.as_str());
+            async move {
+                inner
+                    .get_range(&key, part)
+                    .await
+                    .map_err(|e| io("reading", &key, e))
+            }
+        });
+        let pieces: Vec<Bytes> = futures::future::try_join_all(reads).await?;
+        Ok(concat(pieces, range.end - range.start))
     }
 
     async fn read_range(&self, attachment_id: &str, range: Range<u64>) -> Result<Bytes> {

@@ -184,6 +184,10 @@ impl<S: KeyStore> KeyStore for Hooked<S> {
 
 #[async_trait]
 impl<S: Store> Store for Hooked<S> {
+    async fn read_staged(&self, id: &str, range: Range<u64>) -> Result<Bytes> {
+        self.before(Op::ReadRange).await?;
+        self.inner.read_staged(id, range).await
+    }
     async fn begin_upload(&self, id: &str, started: SystemTime) -> Result<()> {
         self.before(Op::BeginUpload).await?;
         self.inner.begin_upload(id, started).await

@@ -111,6 +111,8 @@ fn next_poll(poll: Duration) -> Duration {
 struct Loaded {
     session: UploadSession,
     version: String,
+    /// The record as it was loaded, before this request's chunk.
+    record: Bytes,
 }
 
 /// What one request's steps share.
@@ -295,6 +297,7 @@ impl UploadReceiver {
         Ok(Some(Loaded {
             session,
             version: stored.version,
+            record: stored.record,
         }))
     }
 
@@ -308,6 +311,7 @@ impl UploadReceiver {
         let Loaded {
             mut session,
             version,
+            record,
         } = loaded;
         let now = turn.now;
         if let Some(expired) = session.expire_if_idle(now, self.ttl) {
@@ -317,7 +321,11 @@ impl UploadReceiver {
             Ok(received) => received,
             Err(e) => return self.refused(session, &version, e, now).await,
         };
-        let loaded = Loaded { session, version };
+        let loaded = Loaded {
+            session,
+            version,
+            record,
+        };
         match received {
             Received::Chunk {
                 number,
@@ -443,6 +451,7 @@ impl UploadReceiver {
         let Loaded {
             mut session,
             version,
+            record,
         } = loaded;
         let now = turn.now;
         let recommit = again.is_some();
@@ -450,6 +459,9 @@ impl UploadReceiver {
             Some(id) => id,
             None => random_id()?.to_string(),
         };
+        // The record before this `finish`: put back if the scanner is down, so the same
+        // `finish` sent again is judged afresh rather than waiting out the lease.
+        let unclaimed = (self.scan.is_some() && !recommit).then_some(record);
         if !recommit {
             session.claim_commit(attachment_id.clone(), attachment.clone(), now);
         }
@@ -468,6 +480,21 @@ impl UploadReceiver {
             // took it over after the lease (the store then refuses this one), or by a
             // store that lost the answer. The attachment is there: the upload succeeded.
             if !matches!(self.is_committed(&meta).await, Ok(true)) {
+                // The scanner being down is no fault of the upload: its record goes back
+                // to before the claim, and the same `finish` sent again runs afresh (if
+                // putting it back fails, the finish takes the commit over once the lease
+                // ends; sooner is answered `UploadCommitting` with the wait).
+                if matches!(e, Error::ScanUnavailable { .. }) {
+                    if let Some(record) = unclaimed
+                        && let Err(put_back) = self
+                            .store
+                            .save_session(&id, record, Some(&committing), now)
+                            .await
+                    {
+                        tracing::warn!(upload = %id, error = %put_back, "could not put the upload back before its commit; the finish waits out the lease");
+                    }
+                    return Err(e);
+                }
                 return Err(self.fail(session, e, Some(&committing), now).await);
             }
         }
@@ -494,6 +521,8 @@ impl UploadReceiver {
         self.store
             .put_chunk(id, place.number, place.offset, place.data)
             .await?;
+        self.scan_when_stored(id, meta.file_size, turn.wait_until)
+            .await?;
         match self.commit_when_stored(id, meta, turn.wait_until).await {
             // The claim before this one committed meanwhile.
             Err(Error::Taken { .. }) if recommit && self.is_committed(meta).await? => Ok(()),
@@ -516,6 +545,24 @@ impl UploadReceiver {
             tokio::pin!(advanced);
             advanced.as_mut().enable();
             match self.store.commit(id, meta).await {
+                Err(Error::Incomplete { .. }) if Instant::now() < wait_until => {
+                    let _ = tokio::time::timeout(poll, advanced).await;
+                    poll = next_poll(poll);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Scans the staged file (if this receiver scans), waiting (until `wait_until`) while
+    /// the stored chunks do not yet cover it, as [`Self::commit_when_stored`] does.
+    async fn scan_when_stored(&self, id: &str, size: u64, wait_until: Instant) -> Result<()> {
+        let mut poll = AHEAD_POLL;
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            match self.scan_staged(id, size).await {
                 Err(Error::Incomplete { .. }) if Instant::now() < wait_until => {
                     let _ = tokio::time::timeout(poll, advanced).await;
                     poll = next_poll(poll);

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::scan::{Scanner, Verdict};
 use crate::store::{Store, UNLINKED_TTL};
 use crate::upload::{DEFAULT_SESSION_TTL, SessionRecord, UploadSession};
 
@@ -69,7 +70,19 @@ pub struct UploadReceiver {
     advanced: Arc<tokio::sync::Notify>,
     /// The chunks waiting for their turn now, under caps.
     waiting: chunked::Waiting,
+    /// The virus scanner every file passes before its commit, if any.
+    scan: Option<ScanPolicy>,
 }
+
+/// A scanner and what to do when it is unavailable.
+#[derive(Debug, Clone)]
+struct ScanPolicy {
+    scanner: Arc<dyn Scanner>,
+    fail_open: bool,
+}
+
+/// How much of a staged file one read for the scan takes: 1 MiB.
+pub const SCAN_PIECE: u64 = 1024 * 1024;
 
 impl std::fmt::Debug for UploadReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,7 +105,73 @@ impl UploadReceiver {
             unlinked_ttl: UNLINKED_TTL,
             advanced: Arc::new(tokio::sync::Notify::new()),
             waiting: chunked::Waiting::default(),
+            scan: None,
         }
+    }
+
+    /// Scans every file with `scanner` before it is committed: a single upload from the
+    /// bytes its request carried, a chunked or streamed upload by reading it back from
+    /// the store once its last byte is stored ([`Store::read_staged`]), whole and in order.
+    /// An infected file is refused ([`Error::Infected`](crate::Error::Infected), 422) and its
+    /// bytes released. A scanner that is unavailable refuses the commit
+    /// ([`Error::ScanUnavailable`](crate::Error::ScanUnavailable), 503; a chunked upload's
+    /// `finish` can be sent again), unless `fail_open`, when the file is committed
+    /// unscanned and a warning logged for it.
+    pub fn with_scanner(mut self, scanner: Arc<dyn Scanner>, fail_open: bool) -> Self {
+        self.scan = Some(ScanPolicy { scanner, fail_open });
+        self
+    }
+
+    /// Runs the scan of a file of `size` bytes whose pieces `read(range)` gives, if this
+    /// receiver scans; `Ok` to commit it.
+    async fn scan<F, Fut>(&self, upload_id: &str, size: u64, mut read: F) -> Result<()>
+    where
+        F: FnMut(std::ops::Range<u64>) -> Fut + Send,
+        Fut: Future<Output = Result<Bytes>> + Send,
+    {
+        let Some(policy) = &self.scan else {
+            return Ok(());
+        };
+        let scanned = async {
+            let mut stream = policy.scanner.open(size).await?;
+            let mut at = 0;
+            while at < size {
+                let end = (at + SCAN_PIECE).min(size);
+                let piece = read(at..end).await?;
+                stream.feed(&piece).await?;
+                at = end;
+            }
+            stream.verdict().await
+        }
+        .await;
+        match scanned {
+            Ok(Verdict::Clean) => Ok(()),
+            Ok(Verdict::Infected { signature }) => {
+                tracing::warn!(upload = upload_id, size, %signature, "refused an infected file");
+                Err(Error::Infected { signature })
+            }
+            Err(Error::ScanUnavailable { problem }) if policy.fail_open => {
+                tracing::warn!(upload = upload_id, size, %problem, "committing a file UNSCANNED: the scanner is unavailable and fail-open is set");
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, Error::ScanUnavailable { .. }) {
+                    tracing::warn!(upload = upload_id, error = %e, "scanner unavailable: commit refused");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Scans the file upload `upload_id` staged, `size` bytes, read back from the store.
+    async fn scan_staged(&self, upload_id: &str, size: u64) -> Result<()> {
+        let store = Arc::clone(&self.store);
+        self.scan(upload_id, size, |range| {
+            let store = Arc::clone(&store);
+            let id = upload_id.to_owned();
+            async move { store.read_staged(&id, range).await }
+        })
+        .await
     }
 
     /// Sets how long an attachment not carried by any message is kept

@@ -55,6 +55,12 @@ impl UploadReceiver {
         let upload_id = random_id()?.to_string();
         let attachment_id = random_id()?.to_string();
         let meta = AttachmentMeta::new(&attachment_id, &info, scope);
+        // The whole file is in hand: scanned from it, before anything is stored.
+        self.scan(&upload_id, data.len() as u64, |range| {
+            let piece = data.slice(range.start as usize..range.end as usize);
+            async move { Ok(piece) }
+        })
+        .await?;
         self.store.put_attachment(&upload_id, &meta, data).await?;
         Ok(attachment_id)
     }

@@ -157,7 +157,12 @@ impl UploadReceiver {
         let id = time_ordered_id(staged.info.created)?.to_string();
         let mut meta = AttachmentMeta::new(id, &staged.info, scope);
         fill(&mut meta);
-        match self.store.commit(&staged.upload_id, &meta).await {
+        let scanned = self.scan_staged(&staged.upload_id, staged.info.size).await;
+        let committed = match scanned {
+            Ok(()) => self.store.commit(&staged.upload_id, &meta).await,
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(()) => Ok(meta),
             Err(e) => {
                 let _ = self.store.abort(&staged.upload_id).await;
