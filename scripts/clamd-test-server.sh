@@ -90,6 +90,7 @@ TCPAddr 127.0.0.1
 StreamMaxLength ${STREAM_MAX_MIB}M
 MaxScanSize ${STREAM_MAX_MIB}M
 MaxFileSize ${STREAM_MAX_MIB}M
+AlertExceedsMax yes
 MaxThreads 8
 ReadTimeout 30
 CommandReadTimeout 30

@@ -239,6 +239,41 @@ async fn the_clamd_client_reads_every_verdict() {
             held.push(socket);
         }
     });
+    // And one that reads the stream, then trickles a reply that never ends, a byte every
+    // 100 ms: the scan's deadline holds for the whole reply, not for each byte.
+    let trickle = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trickle_addr = trickle.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = trickle.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.ends_with(&[0, 0, 0, 0]) {
+                    match socket.read(&mut sink).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&sink[..n]),
+                    }
+                }
+                while socket.write_all(b"s").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    let trickling = ClamdScanner::parse(&format!("clamd://{trickle_addr}"))
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut stream = trickling.open(3).await.unwrap();
+    stream.feed(b"abc").await.unwrap();
+    let err = stream.verdict().await.unwrap_err();
+    assert!(matches!(err, Error::ScanUnavailable { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let slow = ClamdScanner::parse(&format!("clamd://{addr}"))
         .unwrap()
         .with_timeout(Duration::from_millis(300));
@@ -247,10 +282,7 @@ async fn the_clamd_client_reads_every_verdict() {
     stream.feed(b"abc").await.unwrap();
     let err = stream.verdict().await.unwrap_err();
     assert!(matches!(err, Error::ScanUnavailable { .. }), "{err}");
-    assert!(
-        err.to_string().contains("no progress within 0.3 s"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not done within 0.3 s"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -297,6 +329,10 @@ async fn every_flavour_refuses_an_infected_file_and_keeps_nothing_of_it() {
         answer["errors"][0]["message"]["message"], FAILED,
         "{answer}"
     );
+    assert!(
+        !answer.to_string().contains("Attachments.Test"),
+        "the signature leaked: {answer}"
+    );
 
     // Chat: the hash signature's file, streamed.
     let form = reqwest::multipart::Form::new().part(
@@ -316,6 +352,10 @@ async fn every_flavour_refuses_an_infected_file_and_keeps_nothing_of_it() {
     assert_eq!(chat.status().as_u16(), 422);
     let answer: Value = serde_json::from_slice(&chat.bytes().await.unwrap()).unwrap();
     assert_eq!(answer["error"]["message"], FAILED, "{answer}");
+    assert!(
+        !answer.to_string().contains("Attachments.Test"),
+        "the signature leaked: {answer}"
+    );
     let listed = reqwest::Client::new()
         .get(format!("{url}/v1/attachments"))
         .bearer_auth("chat-token")
@@ -336,6 +376,10 @@ async fn every_flavour_refuses_an_infected_file_and_keeps_nothing_of_it() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(FAILED), "{err}");
+    assert!(
+        !err.to_string().contains("Attachments.Test"),
+        "the signature leaked: {err}"
+    );
     std::fs::write(&path, common::exact_jpeg(1_500_000)).unwrap();
     client
         .upload_file(PROPERTY, CONV, &path, |_, _| {})
@@ -344,6 +388,28 @@ async fn every_flavour_refuses_an_infected_file_and_keeps_nothing_of_it() {
 
     // Two clean files in all; no upload left staged.
     assert_eq!(store.attachment_count(), 2);
+    assert_eq!(store.upload_count(), 0);
+
+    // A file larger than the scanner takes: a chunked upload is refused at its start.
+    let capped = start(
+        store.clone(),
+        Arc::new(scanner().with_stream_max(1 << 20)),
+        false,
+    )
+    .await;
+    let file = common::exact_jpeg(1_200_000);
+    let (status, _, answer) = post(
+        &capped,
+        &conn("/attachment_chunks"),
+        &chunk(&file, 0, 0..1_000_000, "start", None),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let text = answer["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        text.contains("1200000 bytes") && text.contains("1048576"),
+        "{text}"
+    );
     assert_eq!(store.upload_count(), 0);
 }
 
@@ -443,7 +509,7 @@ async fn a_scanner_down_or_slow_refuses_for_now_and_a_later_retry_succeeds() {
     }
     assert_eq!(store.attachment_count(), 2);
 
-    // Slow: accepts, reads, never answers.
+    // Slow: accepts, then neither reads nor answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     tokio::spawn(async move {

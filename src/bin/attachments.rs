@@ -142,10 +142,13 @@ struct ScanArgs {
     /// Scan every file with this clamd: clamd://HOST:PORT or clamd:unix:PATH.
     #[arg(long, value_name = "CLAMD")]
     scan: Option<String>,
-    /// How long each step of a scan may take (connect, send, the verdict), in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "scan")]
+    /// How long a whole scan may take (connect, send the file, the verdict), in seconds;
+    /// keep it under a chunked upload's 30 s commit lease.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, requires = "scan")]
     scan_timeout: u64,
     /// The longest file sent to clamd, in MiB: its StreamMaxLength (clamd's default is 25).
+    /// clamd's MaxFileSize and MaxScanSize must be at least as large (or set
+    /// AlertExceedsMax yes), else clamd passes what lies past them unscanned.
     #[arg(long, value_name = "MIB", default_value_t = 25, requires = "scan")]
     scan_max_mib: u64,
 }

@@ -1,24 +1,29 @@
-//! [`ClamdScanner`]: `zINSTREAM` to a `clamd` over TCP or a Unix socket, every step under
-//! a timeout, the stream capped at clamd's `StreamMaxLength`.
+//! [`ClamdScanner`]: `zINSTREAM` to a `clamd` over TCP or a Unix socket, the whole scan under
+//! one deadline, the stream capped at clamd's `StreamMaxLength`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::clamd::{self, END_OF_STREAM, MAX_REPLY, Reply};
 use super::{ScanStream, Scanner, Verdict};
 use crate::error::{Error, Result};
 
-/// How long each step (connect, a write, the reply) may take by default: 30 s. A clamd
-/// that takes longer is unavailable (503), not a verdict.
-pub const DEFAULT_SCAN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole scan (connect, send the file, the verdict) or command may take by
+/// default: 20 s, under a chunked upload's 30 s commit lease
+/// ([`COMMIT_LEASE`](crate::upload::COMMIT_LEASE)). A clamd that takes longer, however it
+/// trickles, is unavailable (503), not a verdict.
+pub const DEFAULT_SCAN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The longest stream sent by default: 25 MiB, clamd's own default `StreamMaxLength`.
-/// Set it to the `StreamMaxLength` of the clamd in use
+/// The longest stream sent by default: 25 MiB, clamd's own default `StreamMaxLength`
+/// (ClamAV 1.4's `clamconf`: 26214400). Set it to the `StreamMaxLength` of the clamd in use
 /// ([`ClamdScanner::with_stream_max`]): a longer file is refused before it is sent
-/// ([`Error::ScanTooLarge`]) instead of being cut off by clamd.
+/// ([`Error::ScanTooLarge`]) instead of being cut off by clamd. clamd's `MaxFileSize` and
+/// `MaxScanSize` must be at least as large, or clamd answers `OK` for what lies past them
+/// without scanning it; `AlertExceedsMax yes` makes it answer `FOUND` instead.
 pub const DEFAULT_STREAM_MAX: u64 = 25 * 1024 * 1024;
 
 /// Where clamd listens.
@@ -95,7 +100,7 @@ impl ClamdScanner {
             })
     }
 
-    /// Sets how long each step may take (default [`DEFAULT_SCAN_TIMEOUT`]).
+    /// Sets how long a whole scan or command may take (default [`DEFAULT_SCAN_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -139,25 +144,34 @@ impl ClamdScanner {
     }
 
     async fn command(&self, command: &[u8]) -> Result<Reply> {
-        let mut conn = self.connect().await?;
-        self.step("sending a command", conn.write_all(command))
+        let deadline = Instant::now() + self.timeout;
+        let mut conn = self.connect(deadline).await?;
+        self.step("sending a command", deadline, conn.write_all(command))
             .await?;
-        read_reply(&mut conn, self).await
+        read_reply(&mut conn, self, deadline).await
     }
 
-    async fn connect(&self) -> Result<Box<dyn Connection>> {
+    async fn connect(&self, deadline: Instant) -> Result<Box<dyn Connection>> {
         let conn: Box<dyn Connection> = match &self.address {
             ClamdAddress::Tcp(addr) => {
                 let stream = self
-                    .step("connecting", tokio::net::TcpStream::connect(addr.as_str()))
+                    .step(
+                        "connecting",
+                        deadline,
+                        tokio::net::TcpStream::connect(addr.as_str()),
+                    )
                     .await?;
                 let _ = stream.set_nodelay(true);
                 Box::new(stream)
             }
             #[cfg(unix)]
             ClamdAddress::Unix(path) => Box::new(
-                self.step("connecting", tokio::net::UnixStream::connect(path))
-                    .await?,
+                self.step(
+                    "connecting",
+                    deadline,
+                    tokio::net::UnixStream::connect(path),
+                )
+                .await?,
             ),
             #[cfg(not(unix))]
             ClamdAddress::Unix(_) => {
@@ -167,17 +181,19 @@ impl ClamdScanner {
         Ok(conn)
     }
 
-    /// Runs one IO step under the timeout; its failure makes the scanner unavailable.
+    /// Runs one IO step, to be done by `deadline` (the whole scan's); its failure makes
+    /// the scanner unavailable.
     async fn step<T>(
         &self,
         what: &str,
+        deadline: Instant,
         io: impl std::future::Future<Output = std::io::Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, io).await {
+        match tokio::time::timeout_at(deadline, io).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.unavailable(format!("{what}: {e}"))),
             Err(_) => Err(self.unavailable(format!(
-                "{what}: no progress within {} s",
+                "{what}: the scan was not done within {} s",
                 self.timeout.as_secs_f64()
             ))),
         }
@@ -194,27 +210,37 @@ impl ClamdScanner {
     }
 }
 
-/// Reads one reply of at most [`MAX_REPLY`] bytes, up to its NUL.
-async fn read_reply(conn: &mut Box<dyn Connection>, scanner: &ClamdScanner) -> Result<Reply> {
-    let mut reply = Vec::with_capacity(64);
-    let mut buf = [0u8; 512];
-    loop {
-        let n = scanner
-            .step("reading the reply", conn.read(&mut buf))
-            .await?;
-        if n == 0 {
-            break;
+/// Reads one reply of at most [`MAX_REPLY`] bytes, up to its NUL, all of it by
+/// `deadline` (a reply trickled a byte at a time does not restart the clock).
+async fn read_reply(
+    conn: &mut Box<dyn Connection>,
+    scanner: &ClamdScanner,
+    deadline: Instant,
+) -> Result<Reply> {
+    let read = async {
+        let mut reply = Vec::with_capacity(64);
+        let mut buf = [0u8; 512];
+        loop {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if reply.contains(&0) || reply.len() > MAX_REPLY {
+                break;
+            }
         }
-        reply.extend_from_slice(&buf[..n]);
-        if reply.contains(&0) || reply.len() > MAX_REPLY {
-            break;
-        }
-    }
+        Ok::<_, std::io::Error>(reply)
+    };
+    let reply = scanner.step("reading the reply", deadline, read).await?;
     clamd::parse_reply(&reply).map_err(|e| scanner.unavailable(e.to_string()))
 }
 
 #[async_trait]
 impl Scanner for ClamdScanner {
+    fn max_size(&self) -> Option<u64> {
+        Some(self.stream_max)
+    }
     async fn open(&self, size: u64) -> Result<Box<dyn ScanStream>> {
         if size > self.stream_max {
             return Err(Error::ScanTooLarge {
@@ -222,13 +248,19 @@ impl Scanner for ClamdScanner {
                 limit: self.stream_max,
             });
         }
-        let mut conn = self.connect().await?;
-        self.step("starting INSTREAM", conn.write_all(clamd::INSTREAM))
-            .await?;
+        let deadline = Instant::now() + self.timeout;
+        let mut conn = self.connect(deadline).await?;
+        self.step(
+            "starting INSTREAM",
+            deadline,
+            conn.write_all(clamd::INSTREAM),
+        )
+        .await?;
         Ok(Box::new(ClamdStream {
             conn,
             scanner: self.clone(),
             sent: 0,
+            deadline,
         }))
     }
 }
@@ -237,17 +269,16 @@ struct ClamdStream {
     conn: Box<dyn Connection>,
     scanner: ClamdScanner,
     sent: u64,
+    /// When the whole scan must be done.
+    deadline: Instant,
 }
 
 impl ClamdStream {
     /// A write failed: clamd may have closed the stream with a reply saying why (its size
     /// limit); that reply is the error, else the write's.
     async fn after_failed_write(&mut self, failed: Error) -> Error {
-        let quick = ClamdScanner {
-            timeout: Duration::from_secs(1).min(self.scanner.timeout),
-            ..self.scanner.clone()
-        };
-        match read_reply(&mut self.conn, &quick).await {
+        let quick = (Instant::now() + Duration::from_secs(1)).min(self.deadline);
+        match read_reply(&mut self.conn, &self.scanner, quick).await {
             Ok(Reply::SizeLimit) => Error::ScanTooLarge {
                 size: self.sent,
                 limit: self.scanner.stream_max,
@@ -272,7 +303,11 @@ impl ScanStream for ClamdStream {
                 self.conn.write_all(&header).await?;
                 self.conn.write_all(piece).await
             };
-            if let Err(e) = self.scanner.step("sending the file", write).await {
+            if let Err(e) = self
+                .scanner
+                .step("sending the file", self.deadline, write)
+                .await
+            {
                 return Err(self.after_failed_write(e).await);
             }
             self.sent += piece.len() as u64;
@@ -282,10 +317,14 @@ impl ScanStream for ClamdStream {
 
     async fn verdict(mut self: Box<Self>) -> Result<Verdict> {
         let end = self.conn.write_all(&END_OF_STREAM);
-        if let Err(e) = self.scanner.step("ending the stream", end).await {
+        if let Err(e) = self
+            .scanner
+            .step("ending the stream", self.deadline, end)
+            .await
+        {
             return Err(self.after_failed_write(e).await);
         }
-        match read_reply(&mut self.conn, &self.scanner).await? {
+        match read_reply(&mut self.conn, &self.scanner, self.deadline).await? {
             Reply::Clean => Ok(Verdict::Clean),
             Reply::Found(signature) => Ok(Verdict::Infected { signature }),
             Reply::SizeLimit => Err(Error::ScanTooLarge {

@@ -55,6 +55,12 @@ mod shell {
     pub trait Scanner: Send + Sync + std::fmt::Debug {
         /// Starts scanning a file of `size` bytes.
         async fn open(&self, size: u64) -> Result<Box<dyn ScanStream>>;
+
+        /// The largest file this scanner takes, if it has a limit: a chunked upload of a
+        /// larger file is refused at its `start`.
+        fn max_size(&self) -> Option<u64> {
+            None
+        }
     }
 
     /// One file being scanned: its bytes fed in order, then its verdict.

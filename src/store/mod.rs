@@ -478,8 +478,6 @@ pub(crate) fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// The pieces of a range read as one `Bytes`: a single piece as it is (no copy), several
-/// copied once into a buffer of `len` bytes.
 /// Which parts of `pieces` (`(offset, len)` each, sorted by offset) make up `range`: for
 /// each, its index and the range within it, in order. `Err(at)`: the first byte of
 /// `range` no piece holds.
@@ -510,6 +508,8 @@ pub(crate) fn staged_slices(
     Ok(out)
 }
 
+/// The pieces of a range read as one `Bytes`: a single piece as it is (no copy), several
+/// copied once into a buffer of `len` bytes.
 pub(crate) fn concat(pieces: Vec<Bytes>, len: u64) -> Bytes {
     if pieces.len() <= 1 {
         return pieces.into_iter().next().unwrap_or_default();

@@ -11,6 +11,7 @@
 //!    (and, for `finish`, committed). A save that loses the race to another request
 //!    starts the three steps over.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -262,6 +263,8 @@ impl UploadReceiver {
     ) -> Result<ChunkData> {
         let id = random_id()?;
         let (session, received) = UploadSession::start(&self.policy, id, chunk, now)?;
+        // A file the scanner cannot take is refused now, not after its last chunk.
+        self.check_scannable(chunk.file_size)?;
         let session = session.with_scope(scope);
         let upload_id = id.to_string();
         let Received::Chunk {
@@ -557,19 +560,28 @@ impl UploadReceiver {
     /// Scans the staged file (if this receiver scans), waiting (until `wait_until`) while
     /// the stored chunks do not yet cover it, as [`Self::commit_when_stored`] does.
     async fn scan_when_stored(&self, id: &str, size: u64, wait_until: Instant) -> Result<()> {
-        let mut poll = AHEAD_POLL;
-        loop {
-            let advanced = self.advanced.notified();
-            tokio::pin!(advanced);
-            advanced.as_mut().enable();
-            match self.scan_staged(id, size).await {
-                Err(Error::Incomplete { .. }) if Instant::now() < wait_until => {
-                    let _ = tokio::time::timeout(poll, advanced).await;
-                    poll = next_poll(poll);
+        // Each piece waits for its own bytes: the stream to the scanner stays open, and
+        // nothing before the gap is read or sent twice.
+        let (store, advanced) = (Arc::clone(&self.store), Arc::clone(&self.advanced));
+        self.scan(id, size, |range| {
+            let (store, advanced, id) = (Arc::clone(&store), Arc::clone(&advanced), id.to_owned());
+            async move {
+                let mut poll = AHEAD_POLL;
+                loop {
+                    let notified = advanced.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    match store.read_staged(&id, range.clone()).await {
+                        Err(Error::Incomplete { .. }) if Instant::now() < wait_until => {
+                            let _ = tokio::time::timeout(poll, notified).await;
+                            poll = next_poll(poll);
+                        }
+                        other => return other,
+                    }
                 }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// Whether the store holds `meta`'s attachment already, with its size and digest (a

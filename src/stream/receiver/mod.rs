@@ -163,6 +163,15 @@ impl UploadReceiver {
         }
     }
 
+    /// Refuses a file of `size` bytes when this receiver's scanner takes no file that large
+    /// ([`Error::ScanTooLarge`]).
+    fn check_scannable(&self, size: u64) -> Result<()> {
+        match self.scan.as_ref().and_then(|p| p.scanner.max_size()) {
+            Some(limit) if size > limit => Err(Error::ScanTooLarge { size, limit }),
+            _ => Ok(()),
+        }
+    }
+
     /// Scans the file upload `upload_id` staged, `size` bytes, read back from the store.
     async fn scan_staged(&self, upload_id: &str, size: u64) -> Result<()> {
         let store = Arc::clone(&self.store);
