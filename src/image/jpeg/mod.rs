@@ -203,9 +203,11 @@ impl JpegValidator {
         // Length and Segment: a marker begin_marker lets through to a segment. (In Length
         // the body is the last segment's, cleared when the length is read.)
         let code = t.marker;
+        // A scan header being read was counted as a segment at its marker, and is counted as a
+        // scan only at its end: fewer scans than segments so far.
         let marker_ok = self.budget.segments() > 0
             && !(is_sof(code) && self.frame.is_some())
-            && !(code == 0xDA && self.frame.is_none());
+            && !(code == 0xDA && (self.frame.is_none() || self.scans >= self.budget.segments()));
         let kept = is_sof(code) || matches!(code, 0xDA | 0xDD);
         let body_ok = t.keep_body == kept
             && if kept {
