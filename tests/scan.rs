@@ -146,6 +146,19 @@ impl Scanner for Switch {
     }
 }
 
+/// A clamd that accepts connections, then neither reads nor answers; its address.
+async fn silent_clamd() -> std::net::SocketAddr {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
 /// Every verdict through the real clamd, over TCP and the Unix socket: clean, a body
 /// signature (also cut across two feeds), a hash signature; a file over the stream cap is
 /// refused before it is sent; a closed port, a server that dies mid-stream and a silent
@@ -231,14 +244,7 @@ async fn the_clamd_client_reads_every_verdict() {
     assert!(matches!(err, Error::ScanUnavailable { .. }), "{err}");
 
     // A server that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let addr = silent_clamd().await;
     // And one that reads the stream, then trickles a reply that never ends, a byte every
     // 100 ms: the scan's deadline holds for the whole reply, not for each byte.
     let trickle = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -510,14 +516,7 @@ async fn a_scanner_down_or_slow_refuses_for_now_and_a_later_retry_succeeds() {
     assert_eq!(store.attachment_count(), 2);
 
     // Slow: accepts, then neither reads nor answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let addr = silent_clamd().await;
     let slow = ClamdScanner::parse(&format!("clamd://{addr}"))
         .unwrap()
         .with_timeout(Duration::from_millis(500));

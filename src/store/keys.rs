@@ -285,17 +285,19 @@ mod tests {
     use super::*;
     use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyKey};
 
+    /// The record of key `n` of one client.
+    fn k(n: usize) -> RecordKey {
+        RecordKey::new(
+            "s",
+            &IdempotencyKey::parse(n.to_string().as_bytes()).unwrap(),
+        )
+    }
+
     #[test]
     fn a_full_table_forgets_only_answers_past_the_window() {
         let keys = MemoryKeys::default();
         let fp = Fingerprint::of(&[b"x"]);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let k = |n: usize| {
-            RecordKey::new(
-                "s",
-                &IdempotencyKey::parse(n.to_string().as_bytes()).unwrap(),
-            )
-        };
         {
             let mut table = keys.lock();
             for n in 0..MAX_MEMORY_KEYS {
@@ -343,12 +345,6 @@ mod tests {
         let keys = MemoryKeys::default();
         let fp = Fingerprint::of(&[b"x"]);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let k = |n: usize| {
-            RecordKey::new(
-                "s",
-                &IdempotencyKey::parse(n.to_string().as_bytes()).unwrap(),
-            )
-        };
         for n in 0..10 {
             assert_eq!(keys.claim(&k(n), &fp, "c", t0).unwrap(), Decision::Claim);
             let a = StoredAnswer::new(200, None, "{}".into());
