@@ -29,7 +29,8 @@ use std::borrow::Cow;
 
 pub use io::IoError;
 pub use problems::{
-    Base64Problem, ChunkProblem, FileNameProblem, ImageLimit, PieceProblem, RangeProblem, SizeLimit,
+    Base64Problem, ChunkProblem, FileNameProblem, ImageLimit, PieceProblem, RangeProblem,
+    ResumableProblem, SizeLimit,
 };
 pub(crate) use problems::{human_size, shorten};
 use problems::{image_limit, too_large};
@@ -227,6 +228,11 @@ pub enum Error {
     /// A chunk of a chunked upload does not fit the upload it claims to belong to.
     #[error("chunk rejected: {0}")]
     Chunk(ChunkProblem),
+
+    /// A request of a resumable upload (tus 1.0 or the IETF draft) does not fit the upload;
+    /// see [`ResumableProblem`] (its status is the problem's).
+    #[error("{0}")]
+    Resumable(ResumableProblem),
 
     /// A download's `from` / `to` cannot be served; see [`RangeProblem`].
     #[error("download range rejected: {0}")]
@@ -676,6 +682,7 @@ impl Error {
             | Error::KeysFull { .. }
             | Error::ScanUnavailable { .. } => 503,
             Error::RetriesExhausted { last, .. } => last.status(),
+            Error::Resumable(problem) => problem.status(),
             Error::Resume { .. } => 500,
             Error::Io(_) => 500,
             Error::AlreadyFailed { first } | Error::UploadFailed { first, .. } => first.status(),
@@ -800,7 +807,10 @@ impl Error {
             }
             Error::KeysFull { .. } => Some(std::time::Duration::from_secs(60)),
             Error::ScanUnavailable { .. } => Some(std::time::Duration::from_secs(30)),
-            Error::UploadBusy { .. } | Error::Overloaded { .. } | Error::BufferFull { .. } => {
+            Error::UploadBusy { .. }
+            | Error::Overloaded { .. }
+            | Error::BufferFull { .. }
+            | Error::Resumable(ResumableProblem::Locked { .. }) => {
                 Some(std::time::Duration::from_secs(1))
             }
             Error::Remote { retry_after, .. } => *retry_after,

@@ -465,3 +465,167 @@ pub(super) fn too_large(size: u64, limit: u64, kind: SizeLimit) -> String {
         ),
     }
 }
+
+/// Why a request of a resumable upload (tus 1.0 or the IETF draft) was refused; see
+/// [`Error::Resumable`](super::Error::Resumable). Each names the upload or the numbers
+/// involved and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResumableProblem {
+    /// An append began elsewhere than where the upload stands. 409.
+    OffsetMismatch {
+        /// Where the upload stands: the bytes the server keeps.
+        expected: u64,
+        /// The offset the request gave.
+        got: u64,
+    },
+    /// Another request is appending to the upload now. 423, with `Retry-After`.
+    Locked {
+        /// The upload's id.
+        upload_id: String,
+    },
+    /// The body does not have the checksum `Upload-Checksum` gave; nothing of it was kept.
+    /// 460 (tus checksum extension).
+    ChecksumMismatch {
+        /// The algorithm named.
+        algorithm: &'static str,
+    },
+    /// `Upload-Checksum` names an algorithm the server does not support. 400.
+    UnsupportedChecksum {
+        /// The name sent (shortened).
+        algorithm: String,
+    },
+    /// A length that contradicts the one the upload already has. 400.
+    InconsistentLength {
+        /// The length the upload has.
+        declared: u64,
+        /// The length this request gives.
+        now: u64,
+    },
+    /// A length shorter than what the upload already holds. 400.
+    LengthBelowOffset {
+        /// The length given.
+        length: u64,
+        /// The bytes already kept.
+        offset: u64,
+    },
+    /// The body runs past the upload's length. 413.
+    PastLength {
+        /// The upload's length.
+        length: u64,
+        /// Where the body would end.
+        end: u64,
+    },
+    /// The upload is complete: it takes no more bytes. 400 (the IETF `completed-upload`).
+    Completed {
+        /// The upload's id (its attachment's).
+        upload_id: String,
+    },
+    /// The upload was refused earlier (the file stopped being acceptable, or it expired):
+    /// every later request gets this, with the first error's status. Create a new upload.
+    Refused {
+        /// The upload's id.
+        upload_id: String,
+        /// The error that ended it.
+        first: Box<super::Error>,
+    },
+    /// The request speaks another tus version than 1.0.0. 412, with `Tus-Version`.
+    Version {
+        /// The `Tus-Resumable` value sent (shortened), empty when missing.
+        got: String,
+    },
+    /// The body's `Content-Type` is not the one the protocol requires. 415.
+    ContentType {
+        /// The type required.
+        expected: &'static str,
+        /// The type sent (shortened), empty when missing.
+        got: String,
+    },
+}
+
+impl ResumableProblem {
+    /// The HTTP status this problem is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ResumableProblem::OffsetMismatch { .. } => 409,
+            ResumableProblem::Locked { .. } => 423,
+            ResumableProblem::ChecksumMismatch { .. } => 460,
+            ResumableProblem::PastLength { .. } => 413,
+            ResumableProblem::Refused { first, .. } => first.status(),
+            ResumableProblem::Version { .. } => 412,
+            ResumableProblem::ContentType { .. } => 415,
+            ResumableProblem::UnsupportedChecksum { .. }
+            | ResumableProblem::InconsistentLength { .. }
+            | ResumableProblem::LengthBelowOffset { .. }
+            | ResumableProblem::Completed { .. } => 400,
+        }
+    }
+}
+
+impl fmt::Display for ResumableProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResumableProblem::OffsetMismatch { expected, got } => write!(
+                f,
+                "the append starts at byte {got} but the upload holds {expected} bytes: ask for \
+                 the offset (HEAD) and send from byte {expected}"
+            ),
+            ResumableProblem::Locked { upload_id } => write!(
+                f,
+                "upload {upload_id} is taking another request's bytes right now: send this again \
+                 in 1 s"
+            ),
+            ResumableProblem::ChecksumMismatch { algorithm } => write!(
+                f,
+                "the body's {algorithm} is not the one Upload-Checksum gives; none of it was kept: \
+                 send the same bytes again"
+            ),
+            ResumableProblem::UnsupportedChecksum { algorithm } => write!(
+                f,
+                "Upload-Checksum names the algorithm {algorithm:?}; this server checks sha1 and \
+                 sha256"
+            ),
+            ResumableProblem::InconsistentLength { declared, now } => write!(
+                f,
+                "the upload's length is {declared} bytes, and this request says {now}: a length \
+                 cannot change"
+            ),
+            ResumableProblem::LengthBelowOffset { length, offset } => write!(
+                f,
+                "a length of {length} bytes is less than the {offset} bytes the upload holds"
+            ),
+            ResumableProblem::PastLength { length, end } => write!(
+                f,
+                "the body would end at byte {end}, past the upload's length of {length} bytes: \
+                 send at most the bytes that remain"
+            ),
+            ResumableProblem::Completed { upload_id } => write!(
+                f,
+                "upload {upload_id} is complete and takes no more bytes; it is attachment \
+                 {upload_id}"
+            ),
+            ResumableProblem::Refused { upload_id, first } => write!(
+                f,
+                "upload {upload_id} was refused earlier ({}); create a new upload",
+                first.wire_message()
+            ),
+            ResumableProblem::Version { got } if got.is_empty() => {
+                f.write_str("Tus-Resumable is missing: this server speaks tus 1.0.0")
+            }
+            ResumableProblem::Version { got } => write!(
+                f,
+                "Tus-Resumable is {got:?}: this server speaks tus 1.0.0 only"
+            ),
+            ResumableProblem::ContentType { expected, got } if got.is_empty() => {
+                write!(
+                    f,
+                    "Content-Type is missing: an append is sent as {expected}"
+                )
+            }
+            ResumableProblem::ContentType { expected, got } => write!(
+                f,
+                "Content-Type is {got:?}: an append is sent as {expected}"
+            ),
+        }
+    }
+}

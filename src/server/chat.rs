@@ -41,7 +41,7 @@ pub(super) const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
 /// The scope of the request's owner: `chat/` and the first 128 bits of the token's
 /// SHA-256 (the token itself is never stored).
-fn owner_scope(headers: &HeaderMap) -> String {
+pub(super) fn owner_scope(headers: &HeaderMap) -> String {
     match super::guard::bearer(headers) {
         Some(token) => format!(
             "chat/{}",
@@ -55,7 +55,7 @@ fn owner_scope(headers: &HeaderMap) -> String {
 /// the request names (its HTTP/2 `:authority` or absolute URI, else its `Host`), if that
 /// host is one [`ServerConfig::allowed_hosts`](super::ServerConfig::allowed_hosts) lists;
 /// another host is refused (421), never reflected into a link.
-fn base_url(s: &Sandbox, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String> {
+pub(super) fn base_url(s: &Sandbox, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String> {
     let config = &s.inner.config;
     if let Some(url) = &config.public_url {
         return Ok(url.trim_end_matches('/').to_owned());
@@ -100,7 +100,7 @@ fn base_url(s: &Sandbox, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<S
     }
 }
 
-fn to_wire(meta: &AttachmentMeta, base: &str) -> Attachment {
+pub(super) fn to_wire(meta: &AttachmentMeta, base: &str) -> Attachment {
     Attachment {
         id: meta.id.clone(),
         message_id: meta.message_id.clone(),

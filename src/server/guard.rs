@@ -23,7 +23,7 @@ const MAX_CLIENT_KEY: usize = 64;
 /// more tries.
 pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let api = Api::of(req.uri().path());
+    let api = Api::of(req.uri().path(), &sandbox.inner.config);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let fail = |err: Error| error_response(api, err);
@@ -45,7 +45,8 @@ pub(super) async fn guard(State(sandbox): State<Sandbox>, req: Request, next: Ne
     // and scope*).
     let refused = config.credentials.as_ref().is_some_and(|expected| {
         !same(token.as_deref(), &expected.token)
-            || (api != Api::Chat && !same(affiliate, &expected.affiliate_id))
+            || (matches!(api, Api::Connectivity | Api::Demand)
+                && !same(affiliate, &expected.affiliate_id))
     });
     // A body that pauses longer than the idle timeout fails its read with `BodyIdle`,
     // which the extractors answer 408.
@@ -270,18 +271,18 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-pub(super) async fn not_found(req: Request) -> Response {
+pub(super) async fn not_found(State(sandbox): State<Sandbox>, req: Request) -> Response {
     let err = Error::NotFound {
         what: "route",
         id: format!("{} {}", req.method(), req.uri().path()),
     };
-    error_response(Api::of(req.uri().path()), err)
+    error_response(Api::of(req.uri().path(), &sandbox.inner.config), err)
 }
 
-pub(super) async fn not_allowed(req: Request) -> Response {
+pub(super) async fn not_allowed(State(sandbox): State<Sandbox>, req: Request) -> Response {
     let err = Error::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
     };
-    error_response(Api::of(req.uri().path()), err)
+    error_response(Api::of(req.uri().path(), &sandbox.inner.config), err)
 }

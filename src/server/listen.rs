@@ -114,9 +114,14 @@ pub async fn serve(
         let router = router.clone();
         let header_read_timeout = options.header_read_timeout;
         let watcher = graceful.watcher();
+        let tcp = Arc::new(tcp);
+        let interim = Interim(Arc::clone(&tcp));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if req.version() == hyper::Version::HTTP_11 {
+                    req.extensions_mut().insert(interim.clone());
+                }
                 let router = router.clone();
                 async move {
                     let response = tower::ServiceExt::oneshot(router, req).await;
@@ -138,7 +143,7 @@ pub async fn serve(
                 // idle one that answers is bounded by the connection cap.
                 .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
                 .keep_alive_timeout(HTTP2_KEEP_ALIVE);
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            let connection = builder.serve_connection(TokioIo::new(SharedTcp(tcp)), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
@@ -168,3 +173,99 @@ pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// How long [`serve`] waits, once told to shut down, for requests in flight to finish.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// An HTTP/1.1 connection's socket, as a request's handler sees it: to write an interim
+/// (1xx) response before the final one, which hyper has no way to send. The IETF
+/// resumable uploads announce their address so (`104 Upload Resumption Supported`).
+///
+/// Safe on HTTP/1.1 only, and only before the handler's response: hyper writes nothing
+/// on the connection from the moment it reads a request's head until the handler
+/// answers (the previous response is written whole before the next head is read).
+#[derive(Clone)]
+pub(super) struct Interim(Arc<tokio::net::TcpStream>);
+
+impl Interim {
+    /// Writes `head` (a whole 1xx status line and header fields) on the connection.
+    pub(super) async fn send(&self, head: &[u8]) -> std::io::Result<()> {
+        let mut rest = head;
+        while !rest.is_empty() {
+            self.0.writable().await?;
+            match self.0.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The socket of a connection, shared with its [`Interim`] handle: reads and writes go
+/// through tokio's readiness calls, which take `&TcpStream`. Shut down by dropping (the
+/// last handle closes it).
+struct SharedTcp(Arc<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for SharedTcp {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return std::task::Poll::Ready(Ok(())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

@@ -62,6 +62,7 @@ mod messages;
 mod quota;
 mod rate;
 mod reply;
+mod resumable;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,6 +120,13 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The hosts `file_url` may be built from by default: the loopback names, any port.
 pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+/// Where [`ServerConfig::tus_path`] mounts tus 1.0 by default: `/files`.
+pub const DEFAULT_TUS_PATH: &str = "/files";
+
+/// Where [`ServerConfig::ietf_path`] mounts the IETF resumable uploads by default:
+/// `/uploads`.
+pub const DEFAULT_IETF_PATH: &str = "/uploads";
 
 /// How long a request body read whole may take to arrive by default: 60 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -189,6 +197,13 @@ pub struct ServerConfig {
     /// ([`DEFAULT_CHAT_MAX_SIZE`](crate::policy::DEFAULT_CHAT_MAX_SIZE)); images get the
     /// structural check).
     pub chat: Policy,
+    /// Where the tus 1.0 endpoint is mounted (default [`DEFAULT_TUS_PATH`], `/files`):
+    /// uploads are created at it and live at `<path>/<id>`. Its uploads follow
+    /// [`ServerConfig::chat`] and become chat attachments of the bearer token's owner.
+    pub tus_path: String,
+    /// Where the IETF resumable-upload endpoint is mounted (default
+    /// [`DEFAULT_IETF_PATH`], `/uploads`), as [`ServerConfig::tus_path`].
+    pub ietf_path: String,
     /// The address `file_url` starts with (for instance `https://api.example.com`); it
     /// wins over [`ServerConfig::allowed_hosts`].
     pub public_url: Option<String>,
@@ -225,6 +240,8 @@ impl Default for ServerConfig {
             unlinked_ttl: UNLINKED_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             chat: Policy::chat(),
+            tus_path: DEFAULT_TUS_PATH.to_owned(),
+            ietf_path: DEFAULT_IETF_PATH.to_owned(),
             public_url: None,
             allowed_hosts: DEFAULT_ALLOWED_HOSTS
                 .iter()
@@ -361,6 +378,19 @@ impl ServerConfig {
         self
     }
 
+    /// Mounts tus 1.0 at `path` instead of [`DEFAULT_TUS_PATH`] (an absolute path
+    /// without a trailing `/`, such as `/api/files`).
+    pub fn with_tus_path(mut self, path: impl Into<String>) -> Self {
+        self.tus_path = path.into();
+        self
+    }
+
+    /// Mounts the IETF resumable uploads at `path` instead of [`DEFAULT_IETF_PATH`].
+    pub fn with_ietf_path(mut self, path: impl Into<String>) -> Self {
+        self.ietf_path = path.into();
+        self
+    }
+
     /// Sets the address `file_url` starts with.
     pub fn with_public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into());
@@ -465,6 +495,7 @@ impl Sandbox {
                 get(chat::retrieve).put(chat::rename).delete(chat::delete),
             )
             .route(&format!("{CHAT}/{{id}}/content"), get(chat::content))
+            .merge(self.resumable_routes())
             .route(CONV, post(messages::conn_post))
             .route(&format!("{CONV}/attachments"), post(connectivity::upload))
             .route(
@@ -489,6 +520,36 @@ impl Sandbox {
     }
 
     /// The Demand routes under `prefix`.
+    /// tus at [`ServerConfig::tus_path`], the IETF draft at [`ServerConfig::ietf_path`].
+    fn resumable_routes(&self) -> Router<Sandbox> {
+        use axum::routing::{head, options};
+        let config = &self.inner.config;
+        let (tus, ietf) = (&config.tus_path, &config.ietf_path);
+        Router::new()
+            .route(
+                tus,
+                post(resumable::tus_create).options(resumable::tus_options),
+            )
+            .route(
+                &format!("{tus}/{{id}}"),
+                head(resumable::tus_head)
+                    .patch(resumable::tus_patch)
+                    .delete(resumable::tus_delete)
+                    .options(resumable::tus_options),
+            )
+            .route(
+                ietf,
+                post(resumable::ietf_create).options(resumable::ietf_options),
+            )
+            .route(
+                &format!("{ietf}/{{id}}"),
+                head(resumable::ietf_head)
+                    .patch(resumable::ietf_patch)
+                    .delete(resumable::ietf_delete)
+                    .merge(options(resumable::ietf_options)),
+            )
+    }
+
     fn demand_routes(&self, prefix: &str) -> Router<Sandbox> {
         let at = |path: &str| format!("{prefix}/messages/{path}");
         Router::new()

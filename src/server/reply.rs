@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::ServerConfig;
-use crate::error::Error;
+use crate::error::{Error, ResumableProblem};
 use crate::policy::Policy;
 use crate::stream::ids::random_id;
 use crate::wire::connectivity::Envelope;
@@ -22,11 +22,27 @@ pub(super) enum Api {
     Connectivity,
     Demand,
     Chat,
+    /// tus 1.0: plain-text errors with `Tus-Resumable`.
+    Tus,
+    /// The IETF resumable uploads: `application/problem+json` (RFC 9457).
+    Ietf,
+}
+
+/// Whether `path` is `prefix` or under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Api {
     /// The API a path belongs to (for answers given before a handler runs).
-    pub(super) fn of(path: &str) -> Api {
+    pub(super) fn of(path: &str, config: &ServerConfig) -> Api {
+        if under(path, &config.tus_path) {
+            return Api::Tus;
+        }
+        if under(path, &config.ietf_path) {
+            return Api::Ietf;
+        }
         // The Demand routes are served with and without their version (SPEC, *Paths*).
         if path.starts_with("/3.1/") || path == "/messages" || path.starts_with("/messages/") {
             Api::Demand
@@ -83,6 +99,28 @@ impl Flavour for Chat {
     }
 }
 
+/// tus 1.0 (its uploads become chat attachments).
+pub(super) enum Tus {}
+
+/// The IETF resumable uploads (their uploads become chat attachments).
+pub(super) enum Ietf {}
+
+impl Flavour for Tus {
+    const API: Api = Api::Tus;
+
+    fn policy(config: &ServerConfig) -> &Policy {
+        &config.chat
+    }
+}
+
+impl Flavour for Ietf {
+    const API: Api = Api::Ietf;
+
+    fn policy(config: &ServerConfig) -> &Policy {
+        &config.chat
+    }
+}
+
 /// A failed request of flavour `F`, answered in its error shape.
 pub(super) struct Failure<F>(Error, PhantomData<F>);
 
@@ -108,7 +146,11 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
     let status = match (&err, api) {
         // HTTP's own status for a body over the limit, where no API document prescribes 400
         // (`docs/protocol.md`, *Error texts and statuses*).
-        (Error::TooLarge { .. }, Api::Chat) => StatusCode::PAYLOAD_TOO_LARGE,
+        (Error::TooLarge { .. }, Api::Chat | Api::Tus | Api::Ietf) => StatusCode::PAYLOAD_TOO_LARGE,
+        // The draft's `inconsistent-upload-length` is a 400.
+        (Error::Resumable(ResumableProblem::PastLength { .. }), Api::Ietf) => {
+            StatusCode::BAD_REQUEST
+        }
         (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
     if matches!(err, Error::Overloaded { .. } | Error::BufferFull { .. }) {
@@ -133,8 +175,23 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
             };
             to_json(&chat_error(status.as_u16(), &message))
         }
+        Api::Tus => return finish(tus_error(status, &err), retry_after, &err),
+        Api::Ietf => return finish(ietf_error(status, &err), retry_after, &err),
     };
-    let mut response = (status, json_headers(), body).into_response();
+    finish(
+        (status, json_headers(), body).into_response(),
+        retry_after,
+        &err,
+    )
+}
+
+/// Adds what every error answer carries: `Retry-After` when the error says how long to
+/// wait, `WWW-Authenticate` on a 401.
+fn finish(
+    mut response: Response,
+    retry_after: Option<std::time::Duration>,
+    err: &Error,
+) -> Response {
     if let Some(after) = retry_after
         && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
     {
@@ -146,6 +203,92 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(WWW_AUTHENTICATE),
         );
+    }
+    response
+}
+
+/// A tus error: the message as plain text, with `Tus-Resumable` (and `Tus-Version` on a
+/// 412, as the protocol asks).
+fn tus_error(status: StatusCode, err: &Error) -> Response {
+    let message = match err {
+        Error::Unauthorized => {
+            "missing or wrong credentials: send Authorization: Bearer <token>".into()
+        }
+        e => e.wire_message(),
+    };
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        format!("{message}\n"),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "tus-resumable",
+        HeaderValue::from_static(crate::wire::resumable::TUS_VERSION),
+    );
+    if matches!(err, Error::Resumable(ResumableProblem::Version { .. })) {
+        headers.insert(
+            "tus-version",
+            HeaderValue::from_static(crate::wire::resumable::TUS_VERSION),
+        );
+    }
+    response
+}
+
+/// The problem types of the IETF resumable-upload draft.
+const PROBLEM_TYPES: &str = "https://iana.org/assignments/http-problem-types";
+
+/// An IETF resumable-upload error: `application/problem+json` (RFC 9457), with the
+/// draft's problem types and, for a mismatching offset, the offsets (and the right one
+/// in `Upload-Offset`).
+fn ietf_error(status: StatusCode, err: &Error) -> Response {
+    let kind = match err {
+        Error::Resumable(ResumableProblem::OffsetMismatch { .. }) => {
+            Some("mismatching-upload-offset")
+        }
+        Error::Resumable(ResumableProblem::Completed { .. }) => Some("completed-upload"),
+        Error::Resumable(
+            ResumableProblem::InconsistentLength { .. }
+            | ResumableProblem::LengthBelowOffset { .. }
+            | ResumableProblem::PastLength { .. },
+        ) => Some("inconsistent-upload-length"),
+        _ => None,
+    };
+    let detail = match err {
+        Error::Unauthorized => {
+            "missing or wrong credentials: send Authorization: Bearer <token>".into()
+        }
+        e => e.wire_message(),
+    };
+    let mut body = serde_json::json!({
+        "type": kind.map_or_else(|| "about:blank".to_owned(), |k| format!("{PROBLEM_TYPES}#{k}")),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut offset = None;
+    if let Error::Resumable(ResumableProblem::OffsetMismatch { expected, got }) = err {
+        body["expected-offset"] = (*expected).into();
+        body["provided-offset"] = (*got).into();
+        offset = Some(*expected);
+    }
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
+        to_json(&body),
+    )
+        .into_response();
+    if let Some(offset) = offset {
+        response
+            .headers_mut()
+            .insert("upload-offset", HeaderValue::from(offset));
     }
     response
 }
@@ -209,7 +352,13 @@ mod tests {
         let limited = || Error::RateLimited {
             retry_after_secs: 4,
         };
-        for api in [Api::Connectivity, Api::Demand, Api::Chat] {
+        for api in [
+            Api::Connectivity,
+            Api::Demand,
+            Api::Chat,
+            Api::Tus,
+            Api::Ietf,
+        ] {
             for (err, status, after) in [
                 (committing(), 409, Some("12")),
                 (busy(), 409, Some("1")),

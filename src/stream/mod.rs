@@ -19,4 +19,7 @@ mod receiver;
 
 pub use body::{BodyStream, Progress};
 pub use read::{max_body_len, read_body, read_body_sized};
-pub use receiver::{STREAM_CHUNK, Staged, UploadReceiver};
+pub use receiver::{
+    Append, LEASE_MARGIN, LOCK_WAIT, PUT_TIMEOUT, ResumableStatus, STREAM_CHUNK, Staged,
+    UploadReceiver, WRITE_LEASE,
+};

@@ -80,10 +80,12 @@ use std::str::FromStr;
 
 mod chunk;
 mod plan;
+mod resumable;
 mod session;
 
 pub use chunk::{ChunkAction, ChunkHeader};
 pub use plan::{DEFAULT_CHUNK_SIZE, Request, RequestKind, Step, Target, UploadPlan};
+pub use resumable::{Creation, MAX_METADATA, RESUMABLE_CHUNK, ResumableRecord, ResumableUpload};
 pub use session::{
     AttachmentInfo, COMMIT_LEASE, DEFAULT_SESSION_TTL, MAX_AHEAD, RECENT_CHUNKS, Received,
     SessionRecord, Sessions, UploadSession, receive_single,

@@ -49,6 +49,7 @@ pub mod chat;
 pub mod connectivity;
 pub mod demand;
 pub mod multipart;
+pub mod resumable;
 
 /// The longest identifier a request may name (conversation, reservation, message and
 /// attachment ids, the chat flavour's `conversation_id` / `message_id`): 255 bytes.

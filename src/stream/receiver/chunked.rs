@@ -586,7 +586,7 @@ impl UploadReceiver {
 
     /// Whether the store holds `meta`'s attachment already, with its size and digest (a
     /// commit whose request died after the store took it).
-    async fn is_committed(&self, meta: &AttachmentMeta) -> Result<bool> {
+    pub(super) async fn is_committed(&self, meta: &AttachmentMeta) -> Result<bool> {
         match self.store.metadata(&meta.id).await {
             Ok(found) => Ok(found.file_size == meta.file_size
                 && found.sha256 == meta.sha256

@@ -12,6 +12,7 @@
 //! loads, waits, stores and answers.
 
 mod chunked;
+mod resumable;
 mod single;
 mod streamed;
 mod sweep;
@@ -27,6 +28,7 @@ use crate::scan::{Scanner, Verdict};
 use crate::store::{Store, UNLINKED_TTL};
 use crate::upload::{DEFAULT_SESSION_TTL, SessionRecord, UploadSession};
 
+pub use resumable::{Append, LEASE_MARGIN, LOCK_WAIT, PUT_TIMEOUT, ResumableStatus, WRITE_LEASE};
 pub use streamed::{STREAM_CHUNK, Staged};
 
 /// A source of the current time (tests move it).

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::UploadReceiver;
 use crate::error::{Error, Result};
 use crate::store::Expired;
-use crate::upload::{SessionRecord, UploadSession};
+use crate::upload::{ResumableRecord, SessionRecord, UploadSession};
 
 impl UploadReceiver {
     /// Sweeps the store, from one listing of it: uploads still receiving but idle past
@@ -78,6 +78,18 @@ impl UploadReceiver {
         let record: SessionRecord = match serde_json::from_slice(&stored.record) {
             Ok(record) => record,
             Err(e) => {
+                if let Ok(record) = serde_json::from_slice::<ResumableRecord>(&stored.record) {
+                    return match self
+                        .sweep_resumable(record, &stored.version, now, ended_before)
+                        .await
+                    {
+                        Err(e @ Error::CorruptState { .. }) => {
+                            damaged(&e).await?;
+                            Ok(true)
+                        }
+                        other => other,
+                    };
+                }
                 let e = Error::corrupt(format!("the session record of upload {id}"), e.to_string());
                 damaged(&e).await?;
                 return Ok(true);
