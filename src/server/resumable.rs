@@ -56,7 +56,7 @@ fn required<'a>(headers: &'a HeaderMap, name: &str, why: &str) -> Result<&'a str
 
 /// Refuses a body whose `Content-Type` is not `expected` (parameters aside).
 fn check_content_type(headers: &HeaderMap, expected: &'static str) -> Result<()> {
-    let got = text(headers, "content-type")?.unwrap_or("");
+    let got = text(headers, "Content-Type")?.unwrap_or("");
     let essence = got.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case(expected) {
         return Ok(());
@@ -65,6 +65,27 @@ fn check_content_type(headers: &HeaderMap, expected: &'static str) -> Result<()>
         expected,
         got: shorten(got, 64).into_owned(),
     }))
+}
+
+/// The length an IETF request gives: `Upload-Length`, or where the body ends when
+/// `Upload-Complete: ?1` comes with a `Content-Length` (both, when given, must agree).
+fn ietf_length(headers: &HeaderMap, offset: u64, complete: bool) -> Result<Option<u64>> {
+    let declared = text(headers, "Upload-Length")?
+        .map(|v| sf_count("Upload-Length", v))
+        .transpose()?;
+    let ends = match (complete, text(headers, "Content-Length")?) {
+        (true, Some(len)) => Some(offset.saturating_add(tus_integer("Content-Length", len)?)),
+        _ => None,
+    };
+    match (declared, ends) {
+        (Some(declared), Some(now)) if declared != now => {
+            Err(Error::Resumable(ResumableProblem::InconsistentLength {
+                declared,
+                now,
+            }))
+        }
+        (declared, ends) => Ok(declared.or(ends)),
+    }
 }
 
 /// Whether the request has a body to read (a `Content-Length` over 0, or a chunked one).
@@ -174,12 +195,12 @@ pub(super) async fn tus_create(
     req: Request,
 ) -> Reply<Tus> {
     let headers = req.headers().clone();
-    tus_version(text(&headers, "tus-resumable")?)?;
+    tus_version(text(&headers, "Tus-Resumable")?)?;
     let base = base_url(&s, req.uri(), &headers)?;
-    let length = text(&headers, "upload-length")?
+    let length = text(&headers, "Upload-Length")?
         .map(|v| tus_integer("Upload-Length", v))
         .transpose()?;
-    let deferred = match text(&headers, "upload-defer-length")? {
+    let deferred = match text(&headers, "Upload-Defer-Length")? {
         None => false,
         Some("1") => true,
         Some(other) => {
@@ -197,7 +218,7 @@ pub(super) async fn tus_create(
         }
         .into());
     }
-    let raw = text(&headers, "upload-metadata")?.unwrap_or("");
+    let raw = text(&headers, "Upload-Metadata")?.unwrap_or("");
     let metadata = Metadata::parse(raw)?;
     let file_name = metadata
         .text("filename")?
@@ -211,7 +232,7 @@ pub(super) async fn tus_create(
     let upload = has_body(&body);
     let checksum = if upload {
         check_content_type(&headers, OFFSET_OCTET_STREAM)?;
-        text(&headers, "upload-checksum")?
+        text(&headers, "Upload-Checksum")?
             .map(Checksum::parse)
             .transpose()?
     } else {
@@ -258,7 +279,7 @@ pub(super) async fn tus_head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Reply<Tus> {
-    tus_version(text(&headers, "tus-resumable")?)?;
+    tus_version(text(&headers, "Tus-Resumable")?)?;
     let status = s
         .inner
         .chat
@@ -296,16 +317,16 @@ pub(super) async fn tus_patch(
     req: Request,
 ) -> Reply<Tus> {
     let headers = req.headers().clone();
-    tus_version(text(&headers, "tus-resumable")?)?;
+    tus_version(text(&headers, "Tus-Resumable")?)?;
     check_content_type(&headers, OFFSET_OCTET_STREAM)?;
     let offset = tus_integer(
         "Upload-Offset",
-        required(&headers, "upload-offset", "an append names where it starts")?,
+        required(&headers, "Upload-Offset", "an append names where it starts")?,
     )?;
-    let length = text(&headers, "upload-length")?
+    let length = text(&headers, "Upload-Length")?
         .map(|v| tus_integer("Upload-Length", v))
         .transpose()?;
-    let checksum = text(&headers, "upload-checksum")?
+    let checksum = text(&headers, "Upload-Checksum")?
         .map(Checksum::parse)
         .transpose()?;
     let append = Append::at(offset)
@@ -329,7 +350,7 @@ pub(super) async fn tus_delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Reply<Tus> {
-    tus_version(text(&headers, "tus-resumable")?)?;
+    tus_version(text(&headers, "Tus-Resumable")?)?;
     s.inner
         .chat
         .cancel_resumable(&id, &owner_scope(&headers))
@@ -357,7 +378,7 @@ fn sf_bool(value: bool) -> HeaderValue {
 /// The file name of a `Content-Disposition` (`filename="..."` or `filename=token`), if
 /// it gives one.
 fn disposition_name(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(value) = text(headers, "content-disposition")? else {
+    let Some(value) = text(headers, "Content-Disposition")? else {
         return Ok(None);
     };
     if value.len() > MAX_DISPOSITION {
@@ -427,14 +448,12 @@ pub(super) async fn ietf_create(
         "Upload-Complete",
         required(
             &headers,
-            "upload-complete",
+            "Upload-Complete",
             "a resumable upload says whether the body is the whole file (?1) or not (?0)",
         )?,
     )?;
-    let length = text(&headers, "upload-length")?
-        .map(|v| sf_count("Upload-Length", v))
-        .transpose()?;
-    let file_type = text(&headers, "content-type")?
+    let length = ietf_length(&headers, 0, complete)?;
+    let file_type = text(&headers, "Content-Type")?
         .unwrap_or("application/octet-stream")
         .to_owned();
     let file_name = disposition_name(&headers)?.unwrap_or_else(|| DEFAULT_NAME.to_owned());
@@ -442,7 +461,7 @@ pub(super) async fn ietf_create(
     let opened = s.open_upload(&client, None, 0)?;
     let interim = req.extensions().get::<Interim>().cloned();
     let wants_interim = req.version() == Version::HTTP_11
-        && text(&headers, "upload-draft-interop-version")?.and_then(interop_version)
+        && text(&headers, "Upload-Draft-Interop-Version")?.and_then(interop_version)
             == Some(IETF_INTEROP_VERSION);
     let receiver = &s.inner.chat;
     let creation = Creation {
@@ -536,19 +555,17 @@ pub(super) async fn ietf_patch(
     check_content_type(&headers, PARTIAL_UPLOAD)?;
     let offset = sf_count(
         "Upload-Offset",
-        required(&headers, "upload-offset", "an append names where it starts")?,
+        required(&headers, "Upload-Offset", "an append names where it starts")?,
     )?;
     let complete = sf_boolean(
         "Upload-Complete",
         required(
             &headers,
-            "upload-complete",
+            "Upload-Complete",
             "an append says whether it ends the file (?1) or not (?0)",
         )?,
     )?;
-    let length = text(&headers, "upload-length")?
-        .map(|v| sf_count("Upload-Length", v))
-        .transpose()?;
+    let length = ietf_length(&headers, offset, complete)?;
     let append = Append::at(offset).with_length(length).completing(complete);
     let opened = s.open_upload(&client, None, 0)?;
     let body = pieces(&s, &opened, req.into_body());
