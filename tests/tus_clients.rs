@@ -75,12 +75,12 @@ fn kill_after(mut child: Child, at: u64) -> String {
         if let Some(u) = line.strip_prefix("URL ") {
             url = Some(u.to_owned());
         }
-        if let Some(offset) = line.strip_prefix("CHUNK ") {
-            if offset.parse::<u64>().unwrap() >= at {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return url.expect("a URL before the chunks");
-            }
+        if let Some(offset) = line.strip_prefix("CHUNK ")
+            && offset.parse::<u64>().unwrap() >= at
+        {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return url.expect("a URL before the chunks");
         }
         assert!(!line.starts_with("FAILED"), "{line}");
     }
