@@ -728,3 +728,192 @@ async fn an_ietf_upload_in_one_request_without_interop_version_gets_no_104() {
         "{problem}"
     );
 }
+
+mod cut_points {
+    //! The receiver alone (no HTTP), over the memory and file-system stores: any cut points,
+    //! cut-off appends, stale retries and bad checksums give the same stored file and
+    //! verdict as one append.
+    use super::common;
+    use std::sync::Arc;
+
+    use attachments::store::{FsStore, MemoryStore, Store};
+    use attachments::stream::{Append, UploadReceiver};
+    use attachments::upload::Creation;
+    use attachments::wire::resumable::{Checksum, ChecksumAlgorithm};
+    use attachments::{Error, Policy};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An append of this share of what remains.
+        Append(f64),
+        /// The same, cut off after this share of it (the client went away).
+        Cut(f64, f64),
+        /// An append sent again from an earlier offset (a stale retry).
+        Stale(f64),
+        /// An append whose checksum is of other bytes.
+        BadChecksum(f64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0.0f64..1.0).prop_map(Op::Append),
+            (0.0f64..1.0, 0.0f64..1.0).prop_map(|(a, b)| Op::Cut(a, b)),
+            (0.0f64..1.0).prop_map(Op::Stale),
+            (0.0f64..1.0).prop_map(Op::BadChecksum),
+        ]
+    }
+
+    fn pieces(data: &[u8], piece: usize) -> Vec<Result<Bytes, Error>> {
+        data.chunks(piece.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    async fn run(
+        store: Arc<dyn Store>,
+        file: &[u8],
+        ops: &[Op],
+        piece: usize,
+    ) -> (Vec<u8>, String) {
+        let receiver = UploadReceiver::new(Policy::chat(), store.clone());
+        let creation = Creation {
+            file_name: "cut.jpg",
+            file_type: "image/jpeg",
+            length: Some(file.len() as u64),
+            metadata: "",
+        };
+        let id = receiver
+            .create_resumable(creation, "owner")
+            .await
+            .unwrap()
+            .id;
+        let mut at = 0usize;
+        for op in ops {
+            let left = file.len() - at;
+            let len = |share: f64| {
+                ((share * left as f64) as usize).clamp(1, left.saturating_sub(1).max(1))
+            };
+            if left <= 1 {
+                break;
+            }
+            match op {
+                Op::Append(share) => {
+                    let end = at + len(*share);
+                    let status = receiver
+                        .append_resumable(
+                            &id,
+                            "owner",
+                            Append::at(at as u64),
+                            futures::stream::iter(pieces(&file[at..end], piece)),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(status.offset, end as u64);
+                    at = end;
+                }
+                Op::Cut(share, kept) => {
+                    let end = at + len(*share);
+                    let sent = at + ((end - at) as f64 * kept) as usize;
+                    let mut body = pieces(&file[at..sent], piece);
+                    body.push(Err(Error::InvalidField {
+                        field: "request body".into(),
+                        problem: "cut".into(),
+                    }));
+                    let err = receiver
+                        .append_resumable(
+                            &id,
+                            "owner",
+                            Append::at(at as u64),
+                            futures::stream::iter(body),
+                        )
+                        .await
+                        .unwrap_err();
+                    assert!(err.to_string().contains("cut"), "{err}");
+                    let status = receiver.resumable_status(&id, "owner").await.unwrap();
+                    // Every byte that came is kept, none past it.
+                    assert_eq!(status.offset, sent as u64);
+                    at = sent;
+                }
+                Op::Stale(share) => {
+                    let from = ((at as f64) * share) as usize;
+                    if from == at {
+                        continue;
+                    }
+                    let err = receiver
+                        .append_resumable(
+                            &id,
+                            "owner",
+                            Append::at(from as u64),
+                            futures::stream::iter(pieces(&file[from..at], piece)),
+                        )
+                        .await
+                        .unwrap_err();
+                    assert_eq!(err.status(), 409, "{err}");
+                }
+                Op::BadChecksum(share) => {
+                    let end = at + len(*share);
+                    let sum = Checksum {
+                        algorithm: ChecksumAlgorithm::Sha256,
+                        digest: attachments::digest::sha256(&file[at + 1..=end]).0.to_vec(),
+                    };
+                    let append = Append::at(at as u64).with_checksum(Some(sum));
+                    let err = receiver
+                        .append_resumable(
+                            &id,
+                            "owner",
+                            append,
+                            futures::stream::iter(pieces(&file[at..end], piece)),
+                        )
+                        .await
+                        .unwrap_err();
+                    assert_eq!(err.status(), 460, "{err}");
+                    let status = receiver.resumable_status(&id, "owner").await.unwrap();
+                    assert_eq!(status.offset, at as u64, "nothing of it kept");
+                }
+            }
+        }
+        let status = receiver
+            .append_resumable(
+                &id,
+                "owner",
+                Append::at(at as u64),
+                futures::stream::iter(pieces(&file[at..], piece)),
+            )
+            .await
+            .unwrap();
+        assert!(status.finished);
+        let meta = store.metadata(&id).await.unwrap();
+        let bytes = store.read_range(&id, 0..file.len() as u64).await.unwrap();
+        (
+            bytes.to_vec(),
+            format!("{} {} {}", meta.file_type, meta.sha256, meta.file_size),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn any_cuts_retries_and_checksums_store_the_same_file(
+            len in 2_000usize..2_400_000,
+            ops in proptest::collection::vec(op(), 0..8),
+            piece in prop_oneof![Just(1usize << 20), 1usize..200_000],
+        ) {
+            let file = common::exact_jpeg(len.max(200));
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let (once, verdict) = runtime.block_on(run(Arc::new(MemoryStore::new()), &file, &[], 1 << 20));
+            prop_assert!(once == file);
+            for store in [
+                Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+                Arc::new(FsStore::open(dir.path()).unwrap()),
+            ] {
+                let (bytes, got) = runtime.block_on(run(store, &file, &ops, piece));
+                prop_assert!(bytes == file);
+                prop_assert_eq!(&got, &verdict);
+            }
+        }
+    }
+}

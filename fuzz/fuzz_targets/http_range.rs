@@ -29,8 +29,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The same bytes as a 206 answer's Content-Range, as the client reads it.
-    if let Some((r, size)) = std::str::from_utf8(header).ok().and_then(parse_content_range) {
+    if let Some((r, size)) = std::str::from_utf8(header)
+        .ok()
+        .and_then(parse_content_range)
+    {
         assert!(r.start < r.end && r.end <= size, "{r:?} of {size}");
-        assert_eq!(parse_content_range(&content_range(&r, size)), Some((r, size)));
+        assert_eq!(
+            parse_content_range(&content_range(&r, size)),
+            Some((r, size))
+        );
     }
 });

@@ -30,10 +30,15 @@ fuzz_target!(|data: &[u8]| {
         (Policy::chat(), declared),
         (Policy::chat(), "application/octet-stream"),
     ] {
-        let Ok(mut one) = Inspector::new(&policy, declared, None) else { continue };
+        let Ok(mut one) = Inspector::new(&policy, declared, None) else {
+            continue;
+        };
         let mut two = Inspector::new(&policy, declared, None).expect("same arguments");
         let a = one.update(file).and_then(|()| one.finish());
-        let b = file.chunks(step).try_for_each(|p| two.update(p)).and_then(|()| two.finish());
+        let b = file
+            .chunks(step)
+            .try_for_each(|p| two.update(p))
+            .and_then(|()| two.finish());
         assert_eq!(a, b);
     }
 });
