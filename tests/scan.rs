@@ -609,3 +609,81 @@ proptest! {
         prop_assert_eq!(wire, data);
     }
 }
+
+/// A resumable upload (tus and the IETF draft) whose file carries the signature across
+/// two appends is refused once its last byte is in: 422 in the protocol's shape, every
+/// later request says why, and nothing of it is kept; the clean file is committed.
+#[tokio::test]
+#[ignore = "needs clamd: scripts/clamd-test-server.sh start, then cargo test --all-features -- --include-ignored (bash .ci/test does both)"]
+async fn resumable_uploads_are_scanned_before_they_become_attachments() {
+    let store = Arc::new(MemoryStore::new());
+    let url = start(store.clone(), Arc::new(scanner()), false).await;
+    let client = reqwest::Client::new();
+    let marker_at = 1_048_576 - 10;
+    for (file, infected) in [
+        (infected_jpeg(1_500_000, marker_at), true),
+        (common::exact_jpeg(1_500_000), false),
+    ] {
+        let created = client
+            .post(format!("{url}/files"))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", file.len().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let at = created.headers()["location"].to_str().unwrap().to_owned();
+        let mut last = None;
+        for range in [0..1_048_580, 1_048_580..file.len()] {
+            let response = client
+                .patch(&at)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", range.start.to_string())
+                .body(file[range].to_vec())
+                .send()
+                .await
+                .unwrap();
+            last = Some((response.status().as_u16(), response.text().await.unwrap()));
+        }
+        let (status, text) = last.unwrap();
+        let id = at.rsplit('/').next().unwrap();
+        if infected {
+            assert_eq!(status, 422, "{text}");
+            assert!(text.contains(FAILED), "{text}");
+            assert!(
+                !text.contains("Attachments.Test"),
+                "the signature leaked: {text}"
+            );
+            let head = client
+                .head(&at)
+                .header("Tus-Resumable", "1.0.0")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(head.status(), 422);
+            assert!(store.metadata(id).await.is_err());
+            assert!(store.read_staged(id, 0..1).await.is_err(), "bytes kept");
+        } else {
+            assert_eq!(status, 204, "{text}");
+            assert_eq!(
+                store.metadata(id).await.unwrap().file_size,
+                file.len() as u64
+            );
+        }
+    }
+    // The IETF draft, the file in one request.
+    let response = client
+        .post(format!("{url}/uploads"))
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", "image/jpeg")
+        .body(infected_jpeg(3_000, 400))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+}

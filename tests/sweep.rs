@@ -84,3 +84,75 @@ async fn the_sweep_removes_idle_uploads_whose_session_record_is_damaged() {
     assert!(record.to_string().contains(own.as_str()), "{record}");
     assert!(record.to_string().contains("xpired"), "{record}");
 }
+
+/// Resumable uploads are swept from their record alone, whatever the sweeping receiver's
+/// policy: one idle past the TTL is removed (bytes and record: later requests find
+/// nothing), a finished one's record two TTLs after it ended, its attachment kept.
+#[tokio::test]
+async fn the_sweep_removes_idle_resumable_uploads_and_keeps_their_attachments() {
+    use attachments::stream::Append;
+    use attachments::upload::Creation;
+    let now = Arc::new(Mutex::new(SystemTime::now()));
+    let clock = {
+        let now = now.clone();
+        move || *now.lock().unwrap()
+    };
+    let store = Arc::new(MemoryStore::new());
+    let ttl = Duration::from_secs(600);
+    let chat = UploadReceiver::new(Policy::chat(), store.clone())
+        .with_ttl(ttl)
+        .with_clock(clock.clone());
+    // The sandbox sweeps with its Connectivity receiver, which would refuse a PDF.
+    let sweeper = UploadReceiver::new(Policy::connectivity(), store.clone())
+        .with_ttl(ttl)
+        .with_clock(clock);
+    let pdf = common::real_pdf("swept");
+    let creation = |name| Creation {
+        file_name: name,
+        file_type: "application/pdf",
+        length: Some(pdf.len() as u64),
+        metadata: "",
+    };
+    let piece = |data: &[u8]| {
+        futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(data))])
+    };
+    let idle = chat
+        .create_resumable(creation("idle.pdf"), "o")
+        .await
+        .unwrap()
+        .id;
+    chat.append_resumable(&idle, "o", Append::at(0), piece(&pdf[..100]))
+        .await
+        .unwrap();
+    let done = chat
+        .create_resumable(creation("done.pdf"), "o")
+        .await
+        .unwrap()
+        .id;
+    let status = chat
+        .append_resumable(&done, "o", Append::at(0), piece(&pdf))
+        .await
+        .unwrap();
+    assert!(status.finished);
+
+    *now.lock().unwrap() += ttl + Duration::from_secs(1);
+    assert!(sweeper.sweep().await.unwrap() >= 1);
+    let gone = chat.resumable_status(&idle, "o").await.unwrap_err();
+    assert_eq!(gone.status(), 404, "{gone}");
+    assert!(store.read_staged(&idle, 0..1).await.is_err(), "bytes kept");
+    assert!(chat.resumable_status(&done, "o").await.unwrap().finished);
+
+    *now.lock().unwrap() += ttl * 2;
+    sweeper.sweep().await.unwrap();
+    assert_eq!(
+        chat.resumable_status(&done, "o")
+            .await
+            .unwrap_err()
+            .status(),
+        404
+    );
+    assert_eq!(
+        store.metadata(&done).await.unwrap().file_size,
+        pdf.len() as u64
+    );
+}

@@ -681,6 +681,16 @@ impl ResumableRecord {
     pub fn is_receiving(&self) -> bool {
         self.state == SavedState::Receiving
     }
+
+    /// Until when an append holds the upload's lease, if one does.
+    pub fn leased_until(&self) -> Option<SystemTime> {
+        self.lease.as_ref().map(|l| from_millis(l.until))
+    }
+
+    /// The upload's id, as saved.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

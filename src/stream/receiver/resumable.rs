@@ -673,31 +673,30 @@ impl UploadReceiver {
         Ok(())
     }
 
-    /// One idle resumable upload of the sweep (`record` as stored at `version`): expired
-    /// while receiving, removed once it ended before `ended_before`.
+    /// One idle resumable upload of the sweep, stored under `id` (`record` as stored):
+    /// removed, record and bytes, once idle past the TTL while receiving (and no append
+    /// holds its lease), or two TTLs after it ended. Later requests find nothing (404).
+    ///
+    /// Judged from the record alone, never restored: the sweep may run under another
+    /// API's policy than the one the upload follows.
     pub(super) async fn sweep_resumable(
         &self,
+        id: &str,
         record: ResumableRecord,
-        version: &str,
         now: SystemTime,
         ended_before: SystemTime,
     ) -> Result<bool> {
-        if !record.is_receiving() {
-            if record.last_activity() < ended_before {
-                let id = ResumableUpload::restore(&self.policy, record)?
-                    .id()
-                    .to_string();
-                self.store.remove(&Expired::Upload(id)).await?;
-                return Ok(true);
-            }
-            return Ok(false);
-        }
-        let mut upload = ResumableUpload::restore(&self.policy, record)?;
-        let Some(expired) = upload.expire_if_idle(now, self.ttl) else {
-            return Ok(false);
+        let idle_since = if record.is_receiving() {
+            now.checked_sub(self.ttl).unwrap_or(SystemTime::UNIX_EPOCH)
+        } else {
+            ended_before
         };
-        let _ = self.end_resumable(&upload, version, expired, now).await;
-        Ok(true)
+        let leased = record.leased_until().is_some_and(|until| until > now);
+        if record.id() != id || (record.last_activity() < idle_since && !leased) {
+            self.store.remove(&Expired::Upload(id.to_owned())).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

@@ -79,16 +79,7 @@ impl UploadReceiver {
             Ok(record) => record,
             Err(e) => {
                 if let Ok(record) = serde_json::from_slice::<ResumableRecord>(&stored.record) {
-                    return match self
-                        .sweep_resumable(record, &stored.version, now, ended_before)
-                        .await
-                    {
-                        Err(e @ Error::CorruptState { .. }) => {
-                            damaged(&e).await?;
-                            Ok(true)
-                        }
-                        other => other,
-                    };
+                    return self.sweep_resumable(id, record, now, ended_before).await;
                 }
                 let e = Error::corrupt(format!("the session record of upload {id}"), e.to_string());
                 damaged(&e).await?;
