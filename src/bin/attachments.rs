@@ -128,6 +128,13 @@ struct ServeArgs {
     /// another host is answered 421 where it needs a `file_url`.
     #[arg(long, value_name = "HOST")]
     allowed_host: Vec<String>,
+    /// Where tus 1.0 uploads are created (`POST`) and live (`<path>/<id>`); they become
+    /// chat attachments of the bearer token's owner.
+    #[arg(long, value_name = "PATH", default_value = attachments::server::DEFAULT_TUS_PATH)]
+    tus_path: String,
+    /// Where IETF resumable uploads (draft -10, interop version 8) are created and live.
+    #[arg(long, value_name = "PATH", default_value = attachments::server::DEFAULT_IETF_PATH)]
+    ietf_path: String,
     #[command(flatten)]
     scan: ScanArgs,
     /// Commit uploads unscanned (a warning logged for each) while the scanner is
@@ -351,6 +358,24 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     for host in &args.allowed_host {
         config = config.with_allowed_host(host);
     }
+    for (flag, path) in [
+        ("--tus-path", &args.tus_path),
+        ("--ietf-path", &args.ietf_path),
+    ] {
+        attachments::server::check_mount_path(path).map_err(|problem| Error::InvalidField {
+            field: flag.into(),
+            problem,
+        })?;
+    }
+    if args.tus_path == args.ietf_path {
+        return Err(Error::InvalidField {
+            field: "--ietf-path".into(),
+            problem: "must differ from --tus-path".into(),
+        });
+    }
+    config = config
+        .with_tus_path(&args.tus_path)
+        .with_ietf_path(&args.ietf_path);
     if let Some(url) = &args.public_url {
         config = config.with_public_url(url);
     }

@@ -15,6 +15,9 @@
 //!   `starting_after`), `POST` (multipart upload, streamed into the store), `GET` / `PUT`
 //!   (rename) / `DELETE /{id}`, and `GET /{id}/content` (the bytes, with HTTP `Range`). It
 //!   needs only the bearer token; see [`ServerConfig::chat`] for its limits.
+//! - Resumable uploads that become chat attachments: tus 1.0 under
+//!   [`ServerConfig::tus_path`] (`/files`) and the IETF draft -10 under
+//!   [`ServerConfig::ietf_path`] (`/uploads`), in `resumable`.
 //!
 //! Every lookup is scoped by property and conversation: an attachment or upload of another
 //! conversation answers exactly like a missing one (404). With [`ServerConfig::credentials`]
@@ -127,6 +130,46 @@ pub const DEFAULT_TUS_PATH: &str = "/files";
 /// Where [`ServerConfig::ietf_path`] mounts the IETF resumable uploads by default:
 /// `/uploads`.
 pub const DEFAULT_IETF_PATH: &str = "/uploads";
+
+/// Checks a mount path for [`ServerConfig::tus_path`] and [`ServerConfig::ietf_path`]:
+/// absolute, no trailing `/`, segments of letters, digits, `-`, `_` and `.`, and clear of
+/// the routes the sandbox serves itself (`/v1`, `/messaging`, `/messages`, `/3.1`).
+///
+/// # Errors
+///
+/// What is wrong with it, to show to whoever configured it.
+///
+/// # Examples
+///
+/// ```
+/// use attachments::server::check_mount_path;
+///
+/// assert!(check_mount_path("/api/files").is_ok());
+/// assert!(check_mount_path("files").is_err());
+/// assert!(check_mount_path("/v1/attachments").is_err());
+/// ```
+pub fn check_mount_path(path: &str) -> std::result::Result<(), String> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+    let fine = path.starts_with('/')
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && *s != "."
+                && *s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+    if !fine {
+        return Err(format!(
+            "{path:?} is not a path like /files: absolute, no trailing /, segments of letters, digits, - _ ."
+        ));
+    }
+    if ["v1", "messaging", "messages", "3.1"].contains(&segments[0]) {
+        return Err(format!(
+            "{path:?} is under a route the sandbox serves itself"
+        ));
+    }
+    Ok(())
+}
 
 /// How long a request body read whole may take to arrive by default: 60 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -525,6 +568,15 @@ impl Sandbox {
         use axum::routing::{head, options};
         let config = &self.inner.config;
         let (tus, ietf) = (&config.tus_path, &config.ietf_path);
+        let bad = [tus, ietf]
+            .into_iter()
+            .find_map(|p| check_mount_path(p).err())
+            .or_else(|| (tus == ietf).then(|| "tus_path and ietf_path are the same".into()));
+        if let Some(problem) = bad {
+            // Not mounted rather than a panic in the router: their requests answer 404.
+            tracing::error!(%problem, "resumable uploads not mounted");
+            return Router::new();
+        }
         Router::new()
             .route(
                 tus,
