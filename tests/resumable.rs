@@ -917,3 +917,28 @@ mod cut_points {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_http_method_override_carries_patch_head_and_delete_over_post() {
+    let s = start(ServerConfig::default()).await;
+    let file = common::real_pdf("override");
+    let at = create(&s, file.len(), "o.pdf", "application/pdf").await;
+    let post = |method: &str| {
+        tus(Method::POST, &at, TOKEN).header("X-HTTP-Method-Override", method.to_owned())
+    };
+    let response = post("PATCH")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(file[..10].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = post("HEAD").send().await.unwrap();
+    assert_eq!(header(&response, "upload-offset").as_deref(), Some("10"));
+    let response = post("PUT").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = post("DELETE").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(offset_of(&at).await.0, StatusCode::NOT_FOUND);
+}

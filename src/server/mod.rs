@@ -586,6 +586,7 @@ impl Sandbox {
                 &format!("{tus}/{{id}}"),
                 head(resumable::tus_head)
                     .patch(resumable::tus_patch)
+                    .post(resumable::tus_override)
                     .delete(resumable::tus_delete)
                     .options(resumable::tus_options),
             )

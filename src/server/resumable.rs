@@ -33,6 +33,9 @@ use crate::wire::resumable::{
 /// The file name of an upload whose client gave none.
 const DEFAULT_NAME: &str = "upload";
 
+/// How long writing the `104` may take before it is given up: 5 s.
+const INTERIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The longest `Content-Disposition` read for a file name: 1 KiB.
 const MAX_DISPOSITION: usize = 1024;
 
@@ -371,6 +374,28 @@ pub(super) async fn tus_patch(
     Ok(response)
 }
 
+/// `POST` on a tus upload with `X-HTTP-Method-Override` (the protocol's way through
+/// proxies that pass only `GET` and `POST`): handled as the method it names, `PATCH`,
+/// `DELETE` or `HEAD`.
+pub(super) async fn tus_override(
+    state: State<Sandbox>,
+    client: Extension<ClientKey>,
+    id: Path<String>,
+    req: Request,
+) -> Reply<Tus> {
+    let method = text(req.headers(), "X-HTTP-Method-Override")?.unwrap_or("");
+    match method.to_ascii_uppercase().as_str() {
+        "PATCH" => tus_patch(state, client, id, req).await,
+        "DELETE" => tus_delete(state, id, req.headers().clone()).await,
+        "HEAD" => tus_head(state, id, req.headers().clone()).await,
+        _ => Err(Error::MethodNotAllowed {
+            method: format!("POST (X-HTTP-Method-Override: {})", shorten(method, 16)),
+            path: req.uri().path().to_owned(),
+        }
+        .into()),
+    }
+}
+
 /// `DELETE` on a tus upload (termination).
 pub(super) async fn tus_delete(
     State(s): State<Sandbox>,
@@ -505,8 +530,13 @@ pub(super) async fn ietf_create(
             at.to_str().unwrap_or_default(),
             ietf_limit(&s, Some(&status)).to_str().unwrap_or_default(),
         );
-        if let Err(e) = interim.send(head.as_bytes()).await {
-            tracing::debug!(error = %e, "104 not sent");
+        // A client that reads nothing (its socket buffer full) gets no 104 rather than
+        // holding the request (if part of the 104 was written, its connection is spoiled:
+        // its own doing).
+        match tokio::time::timeout(INTERIM_WAIT, interim.send(head.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "104 not sent"),
+            Err(_) => tracing::debug!("104 not sent: the client reads nothing"),
         }
     }
     let append = Append::at(0).with_length(length).completing(complete);
