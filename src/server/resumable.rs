@@ -33,6 +33,10 @@ use crate::wire::resumable::{
 /// The file name of an upload whose client gave none.
 const DEFAULT_NAME: &str = "upload";
 
+/// How many pieces of a body are read ahead of the append: 16 (a piece is at most the
+/// connection's read buffer, 64 KiB: 1 MiB).
+const READ_AHEAD: usize = 16;
+
 /// How long writing the `104` may take before it is given up: 5 s.
 const INTERIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -136,6 +140,19 @@ async fn append_apart(
     ),
 ) -> Result<ResumableStatus> {
     let (s, id, owner) = (s.clone(), id.to_owned(), owner.to_owned());
+    // The body is read ahead, up to READ_AHEAD pieces, by a task of its own.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(READ_AHEAD);
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(piece) = body.next().await {
+            if tx.send(piece).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
     let task = tokio::spawn(async move {
         // The quota's hold lasts as long as the append, not the request.
         let _opened = opened;
