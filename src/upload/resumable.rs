@@ -109,6 +109,8 @@ pub struct ResumableUpload {
     created: SystemTime,
     last_activity: SystemTime,
     lease: Option<Lease>,
+    /// Bytes checked past the offset, not yet kept (not saved: a save needs none).
+    checked: u64,
 }
 
 impl ResumableUpload {
@@ -160,6 +162,7 @@ impl ResumableUpload {
             created: now,
             last_activity: now,
             lease: None,
+            checked: 0,
         })
     }
 
@@ -316,17 +319,18 @@ impl ResumableUpload {
     }
 
     /// How many of `available` bytes the next piece takes: up to the next
-    /// [`RESUMABLE_CHUNK`] boundary of the file, so every piece stored ends on one (or at
-    /// the end of a request).
+    /// [`RESUMABLE_CHUNK`] boundary of the file after the bytes checked so far, so every
+    /// piece stored ends on one (or at the end of a request).
     pub fn piece_len(&self, available: usize) -> usize {
-        let room = RESUMABLE_CHUNK - self.offset % RESUMABLE_CHUNK;
+        let at = self.offset.saturating_add(self.checked);
+        let room = RESUMABLE_CHUNK - at % RESUMABLE_CHUNK;
         usize::try_from(room).map_or(available, |room| room.min(available))
     }
 
-    /// Takes the next piece of an append at `now`: checks it against the length and the
-    /// policy's limit, feeds it to the Inspector, and moves the offset past it. Returns the
-    /// offset it starts at (store it as the chunk of that number and offset). The caller
-    /// calls [`Self::check_append`] first.
+    /// Checks the next bytes of an append as they arrive: against the length and the
+    /// policy's limit, and through the Inspector (type, structure, SHA-256). They are
+    /// *checked*, not yet kept: [`Self::keep`] them once stored. The caller calls
+    /// [`Self::check_append`] first.
     ///
     /// # Errors
     ///
@@ -334,12 +338,14 @@ impl ResumableUpload {
     /// past the policy's limit; any rejection of the Inspector. Each ends the upload: the
     /// caller saves it ([`Self::save`]) so later requests get the error again
     /// ([`ResumableProblem::Refused`]), and releases the stored bytes.
-    pub fn take(&mut self, piece: &[u8], now: SystemTime) -> Result<u64> {
+    pub fn check(&mut self, bytes: &[u8]) -> Result<()> {
         if let State::Failed(first) = &self.state {
             return Err(self.refused(first));
         }
-        let len = piece.len() as u64;
-        let end = self.offset.saturating_add(len);
+        let end = self
+            .offset
+            .saturating_add(self.checked)
+            .saturating_add(bytes.len() as u64);
         let judged = match (&mut self.inspector, self.length) {
             (None, _) => Err(Error::Resumable(ResumableProblem::Completed {
                 upload_id: self.id.to_string(),
@@ -350,7 +356,7 @@ impl ResumableUpload {
                     end,
                 }))
             }
-            (Some(inspector), _) => inspector.update(piece),
+            (Some(inspector), _) => inspector.update(bytes),
         };
         if let Err(e) = judged {
             if self.inspector.is_some() {
@@ -358,10 +364,38 @@ impl ResumableUpload {
             }
             return Err(e);
         }
+        self.checked = end - self.offset;
+        Ok(())
+    }
+
+    /// Keeps the first `len` of the bytes checked (the caller has stored them), at `now`:
+    /// the offset moves past them. Returns where they start in the file (store them as the
+    /// chunk of that number and offset).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyFinished`] when `len` is more than was checked (a caller's
+    /// mistake).
+    pub fn keep(&mut self, len: u64, now: SystemTime) -> Result<u64> {
+        if len > self.checked {
+            return Err(Error::AlreadyFinished);
+        }
         let at = self.offset;
-        self.offset = end;
+        self.offset += len;
+        self.checked -= len;
         self.last_activity = now;
         Ok(at)
+    }
+
+    /// Checks and keeps the next piece of an append in one step ([`Self::check`], then
+    /// [`Self::keep`]); returns where it starts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::check`].
+    pub fn take(&mut self, piece: &[u8], now: SystemTime) -> Result<u64> {
+        self.check(piece)?;
+        self.keep(piece.len() as u64, now)
     }
 
     /// Ends the inspection once [`Self::is_complete`]: the file as it will be committed.
@@ -502,6 +536,15 @@ impl ResumableUpload {
             },
         };
         let inspector = match (&self.state, &self.inspector) {
+            (State::Receiving, Some(_)) if self.checked > 0 => {
+                return Err(Error::NotSaveable {
+                    what: format!("upload {}", self.id),
+                    reason: format!(
+                        "{} bytes are checked but not kept: keep or drop them first",
+                        self.checked
+                    ),
+                });
+            }
             (State::Receiving, Some(insp)) => Some(insp.save()?),
             _ => None,
         };
@@ -605,6 +648,7 @@ impl ResumableUpload {
             created: from_millis(record.created),
             last_activity: from_millis(record.last_activity),
             lease: record.lease,
+            checked: 0,
         })
     }
 }

@@ -142,6 +142,44 @@ impl BodyHash {
     }
 }
 
+/// The checksum of a body, hashed by a task of its own (beside the Inspector's SHA-256 of
+/// the file, on the other core), fed the body's pieces as they come (at most
+/// [`HASH_AHEAD`] waiting: they share the body's buffers, nothing is copied).
+struct BodyHasher {
+    pieces: tokio::sync::mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<BodyHash>,
+}
+
+/// How many pieces of a body may wait for the checksum's task.
+const HASH_AHEAD: usize = 16;
+
+impl BodyHasher {
+    fn spawn(algorithm: ChecksumAlgorithm) -> Self {
+        let (pieces, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_AHEAD);
+        let done = tokio::spawn(async move {
+            let mut hash = BodyHash::new(algorithm);
+            while let Some(piece) = rx.recv().await {
+                hash.update(&piece);
+            }
+            hash
+        });
+        BodyHasher { pieces, done }
+    }
+
+    async fn update(&mut self, piece: Bytes) {
+        // The task only ends once this sender is dropped.
+        let _ = self.pieces.send(piece).await;
+    }
+
+    async fn matches(self, digest: &[u8]) -> bool {
+        drop(self.pieces);
+        match self.done.await {
+            Ok(hash) => hash.matches(digest),
+            Err(_) => false,
+        }
+    }
+}
+
 /// An upload under this request's lease: the session, the record as last saved, and its
 /// version.
 struct Held {
@@ -418,7 +456,10 @@ impl UploadReceiver {
         let token = random_id()?.to_string();
         let mut held = self.lease_resumable(id, scope, &token, &append).await?;
         let checked = append.checksum.is_some();
-        let mut hash = append.checksum.as_ref().map(|c| BodyHash::new(c.algorithm));
+        let mut hash = append
+            .checksum
+            .as_ref()
+            .map(|c| BodyHasher::spawn(c.algorithm));
         let mut body = std::pin::pin!(body);
         let mut buf = BytesMut::new();
         let cut: Option<Error> = loop {
@@ -428,18 +469,22 @@ impl UploadReceiver {
                 Some(Ok(piece)) => piece,
             };
             if let Some(hash) = &mut hash {
-                hash.update(&piece);
+                hash.update(piece.clone()).await;
             }
             let mut rest = &piece[..];
             while !rest.is_empty() {
-                let room = held.upload.piece_len(rest.len() + buf.len()) - buf.len();
-                let take = rest.len().min(room);
+                // Checked as they come (hashing overlaps the reading), kept once a
+                // piece reaches its chunk boundary.
                 if buf.capacity() == 0 {
                     buf.reserve(held.upload.piece_len(usize::MAX));
                 }
+                let take = held.upload.piece_len(rest.len());
+                if let Err(e) = held.upload.check(&rest[..take]) {
+                    return Err(self.end_held(&mut held, e).await);
+                }
                 buf.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
-                if buf.len() == held.upload.piece_len(usize::MAX) {
+                if held.upload.piece_len(usize::MAX) == RESUMABLE_CHUNK as usize {
                     self.keep(&mut held, buf.split().freeze(), !checked).await?;
                 }
             }
@@ -457,7 +502,7 @@ impl UploadReceiver {
             self.keep(&mut held, buf.split().freeze(), !checked).await?;
         }
         if let (Some(hash), Some(sum)) = (hash, &append.checksum)
-            && !hash.matches(&sum.digest)
+            && !hash.matches(&sum.digest).await
         {
             self.give_back(&mut held, true).await;
             return Err(Error::Resumable(ResumableProblem::ChecksumMismatch {
@@ -489,14 +534,11 @@ impl UploadReceiver {
         Ok(self.status_of(&held.upload))
     }
 
-    /// Judges and stores one piece; with `save`, saves the upload after it (renewing the
-    /// lease), else only renews the lease when it runs short.
+    /// Stores one checked piece and keeps it; with `save`, saves the upload after it
+    /// (renewing the lease), else only renews the lease when it runs short.
     async fn keep(&self, held: &mut Held, data: Bytes, save: bool) -> Result<()> {
         let now = (self.clock)();
-        let at = match held.upload.take(&data, now) {
-            Ok(at) => at,
-            Err(e) => return Err(self.end_held(held, e).await),
-        };
+        let at = held.upload.keep(data.len() as u64, now)?;
         if let Err(e) = self.renew_if_short(held, now).await {
             self.give_back(held, true).await;
             return Err(e);
