@@ -942,3 +942,168 @@ async fn x_http_method_override_carries_patch_head_and_delete_over_post() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&at).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_bytes_of_a_client_that_hangs_up_at_once_are_committed() {
+    let s = start(ServerConfig::default()).await;
+    let host = s.url.trim_start_matches("http://").to_owned();
+    for round in 0..8 {
+        let file = common::real_pdf(&format!("hang up {round}"));
+        let at = create(&s, file.len(), "h.pdf", "application/pdf").await;
+        let half = file.len() / 2;
+        assert_eq!(
+            patch(&at, 0, file[..half].to_vec()).await.status(),
+            StatusCode::NO_CONTENT
+        );
+        let path = at.trim_start_matches(&s.url);
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+             Upload-Offset: {half}\r\nContent-Length: {}\r\n\r\n",
+            file.len() - half
+        );
+        // The whole body, then the connection closed without waiting for the answer.
+        let mut tcp = std::net::TcpStream::connect(&host).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        tcp.write_all(&file[half..]).unwrap();
+        drop(tcp);
+        let mut got = StatusCode::NOT_FOUND;
+        for _ in 0..100 {
+            got = content(&s, id_of(&at), TOKEN).await.0;
+            if got == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got, StatusCode::OK, "round {round}");
+        assert_eq!(content(&s, id_of(&at), TOKEN).await.1, file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksummed_body_damaged_on_the_way_is_460_and_the_upload_lives_on() {
+    let s = start(ServerConfig::default()).await;
+    let jpeg = common::exact_jpeg(300_000);
+    let at = create(&s, jpeg.len(), "d.jpg", "image/jpeg").await;
+    let sum = format!(
+        "sha256 {}",
+        base64::engine::general_purpose::STANDARD.encode(sha256(&jpeg[..200_000]).0)
+    );
+    let mut damaged = jpeg[..200_000].to_vec();
+    damaged[0] ^= 0xFF; // no longer a JPEG: the Inspector refuses it, the checksum wins
+    let send = |body: Vec<u8>| {
+        tus(Method::PATCH, &at, TOKEN)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", "0")
+            .header("Upload-Checksum", sum.clone())
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(damaged).await.unwrap().status().as_u16(), 460);
+    assert_eq!(offset_of(&at).await, (StatusCode::OK, Some(0)));
+    assert_eq!(
+        send(jpeg[..200_000].to_vec()).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let rest = patch(&at, 200_000, jpeg[200_000..].to_vec()).await;
+    assert_eq!(rest.status(), StatusCode::NO_CONTENT);
+    assert_eq!(content(&s, id_of(&at), TOKEN).await.1, jpeg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_a_refused_checksum_left_bound_a_deferred_length() {
+    let s = start(ServerConfig::default()).await;
+    let file = common::exact_jpeg(3_000_000);
+    let response = tus(Method::POST, &format!("{}/files", s.url), TOKEN)
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .unwrap();
+    let at = header(&response, "location").unwrap();
+    let wrong = tus(Method::PATCH, &at, TOKEN)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header(
+            "Upload-Checksum",
+            format!(
+                "sha256 {}",
+                base64::engine::general_purpose::STANDARD.encode([0u8; 32])
+            ),
+        )
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 460);
+    // A shorter file than the refused body: a 400 that says why, never a failed commit.
+    let short = common::exact_jpeg(1_500_000);
+    let response = tus(Method::PATCH, &at, TOKEN)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", short.len().to_string())
+        .body(short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("3000000"), "{text}");
+    // The same file again is taken, and the attachment is exactly it.
+    let response = tus(Method::PATCH, &at, TOKEN)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", file.len().to_string())
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(content(&s, id_of(&at), TOKEN).await.1, file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumable_uploads_hold_their_place_in_the_quota_until_they_end() {
+    let quota = attachments::server::UploadQuota {
+        max_open: 2,
+        max_staged: 4 << 20,
+    };
+    let s = start(ServerConfig::default().with_upload_quota(quota)).await;
+    let file = common::real_pdf("quota");
+    let a = create(&s, file.len(), "a.pdf", "application/pdf").await;
+    let _b = create(&s, file.len(), "b.pdf", "application/pdf").await;
+    let third = tus(Method::POST, &format!("{}/files", s.url), TOKEN)
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Finishing one gives its place back.
+    assert_eq!(
+        patch(&a, 0, file.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let _c = create(&s, file.len(), "c.pdf", "application/pdf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chunked_api_does_not_find_a_resumable_upload() {
+    let s = start(ServerConfig::default()).await;
+    let at = create(&s, 100, "x.txt", "text/plain").await;
+    let body = serde_json::json!({"attachment": {
+        "action": "resume", "upload_id": id_of(&at),
+        "chunk": {"chunk_number": 1, "chunk_size": 3, "chunk_content": "QUJD"},
+        "file_type": "text/plain", "file_size": 2_000_000, "file_name": "x.txt",
+    }});
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/messaging/properties/1/conversations/c1/attachment_chunks",
+            s.url
+        ))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

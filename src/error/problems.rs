@@ -529,6 +529,22 @@ pub enum ResumableProblem {
         /// The error that ended it.
         first: Box<super::Error>,
     },
+    /// The upload was idle longer than the server keeps one; its bytes were released.
+    /// 410 Gone.
+    Expired {
+        /// The upload's id.
+        upload_id: String,
+        /// The idle time allowed, in seconds.
+        ttl_secs: u64,
+    },
+    /// The body came slower than the server waits for: fewer than `bytes` in `secs`
+    /// seconds. 408; the bytes that came are kept.
+    TooSlow {
+        /// Seconds allowed for one piece.
+        secs: u64,
+        /// The piece's size in bytes.
+        bytes: u64,
+    },
     /// The request speaks another tus version than 1.0.0. 412, with `Tus-Version`.
     Version {
         /// The `Tus-Resumable` value sent (shortened), empty when missing.
@@ -553,6 +569,8 @@ impl ResumableProblem {
             ResumableProblem::PastLength { .. } => 413,
             ResumableProblem::Refused { first, .. } => first.status(),
             ResumableProblem::Version { .. } => 412,
+            ResumableProblem::Expired { .. } => 410,
+            ResumableProblem::TooSlow { .. } => 408,
             ResumableProblem::ContentType { .. } => 415,
             ResumableProblem::UnsupportedChecksum { .. }
             | ResumableProblem::InconsistentLength { .. }
@@ -601,13 +619,26 @@ impl fmt::Display for ResumableProblem {
             ),
             ResumableProblem::Completed { upload_id } => write!(
                 f,
-                "upload {upload_id} is complete and takes no more bytes; it is attachment \
-                 {upload_id}"
+                "upload {upload_id} has all its bytes and takes no more; it is (or, once \
+                 committed, will be) attachment {upload_id}"
             ),
             ResumableProblem::Refused { upload_id, first } => write!(
                 f,
                 "upload {upload_id} was refused earlier ({}); create a new upload",
                 first.wire_message()
+            ),
+            ResumableProblem::Expired {
+                upload_id,
+                ttl_secs,
+            } => write!(
+                f,
+                "upload {upload_id} expired: no bytes came for over {ttl_secs} s, and the ones \
+                 it had were released; create a new upload"
+            ),
+            ResumableProblem::TooSlow { secs, bytes } => write!(
+                f,
+                "the body sent fewer than {bytes} bytes in {secs} s; the bytes that came are \
+                 kept: ask for the offset (HEAD) and send the rest faster"
             ),
             ResumableProblem::Version { got } if got.is_empty() => {
                 f.write_str("Tus-Resumable is missing: this server speaks tus 1.0.0")

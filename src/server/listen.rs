@@ -131,6 +131,10 @@ pub async fn serve(
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
+                // A client that closes its side as soon as it has sent a request (a
+                // resumable upload's last bytes) has the request served all the same,
+                // not dropped unread at the end of file.
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .max_buf_size(HTTP1_MAX_BUF);

@@ -132,6 +132,11 @@ impl Quotas {
         self.uploads.len()
     }
 
+    /// Whether upload `id` is open.
+    pub fn is_open(&self, id: &str) -> bool {
+        self.uploads.contains_key(id)
+    }
+
     /// What key `key` holds: open uploads and staged bytes.
     pub fn usage(&self, key: &str) -> (usize, u64) {
         self.keys.get(key).map_or((0, 0), |u| (u.open, u.staged))
@@ -346,6 +351,20 @@ impl Sandbox {
             sandbox: self.clone(),
             id,
         })
+    }
+
+    /// Keeps the resumable upload `id` open for `client` between its requests: opened
+    /// now unless it is open already (created by another process sharing the store, or
+    /// its entry expired here), so its bytes count against the client's quota while it
+    /// lives. Closed with [`Sandbox::close_upload`] once it ends.
+    pub(super) fn hold_upload(&self, client: &ClientKey, id: &str) -> Result<()> {
+        let key = format!("client {}", client.0);
+        let now = self.inner.started.elapsed();
+        let mut quotas = self.quotas();
+        if quotas.is_open(id) {
+            return Ok(());
+        }
+        quotas.open(id, &[key.as_str()], 0, now).map_err(refused)
     }
 
     /// Stages `bytes` more for upload `id`.

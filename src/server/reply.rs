@@ -147,10 +147,6 @@ pub(super) fn error_response(api: Api, err: Error) -> Response {
         // HTTP's own status for a body over the limit, where no API document prescribes 400
         // (`docs/protocol.md`, *Error texts and statuses*).
         (Error::TooLarge { .. }, Api::Chat | Api::Tus | Api::Ietf) => StatusCode::PAYLOAD_TOO_LARGE,
-        // The draft's `inconsistent-upload-length` is a 400.
-        (Error::Resumable(ResumableProblem::PastLength { .. }), Api::Ietf) => {
-            StatusCode::BAD_REQUEST
-        }
         (e, _) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
     if matches!(err, Error::Overloaded { .. } | Error::BufferFull { .. }) {

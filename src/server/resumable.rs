@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use super::Sandbox;
 use super::chat::{base_url, owner_scope, to_wire};
 use super::listen::Interim;
-use super::quota::{ClientKey, Provisional};
+use super::quota::ClientKey;
 use super::reply::{Failure, Ietf, Reply, Tus, to_json};
 use crate::error::{Error, Result, ResumableProblem, shorten};
 use crate::stream::{Append, ResumableStatus};
@@ -103,13 +103,9 @@ fn has_body(body: &Body) -> bool {
 /// A request body as a stream of pieces, each counted against the client's upload quota
 /// while it streams; its read errors become this crate's (a pause past the idle timeout:
 /// 408; a connection cut: 400).
-fn pieces(
-    s: &Sandbox,
-    opened: &Provisional,
-    body: Body,
-) -> impl Stream<Item = Result<Bytes>> + Send + use<> {
+fn pieces(s: &Sandbox, id: &str, body: Body) -> impl Stream<Item = Result<Bytes>> + Send + use<> {
     let quota = s.clone();
-    let id = opened.id().to_owned();
+    let id = id.to_owned();
     body.into_data_stream().map(move |piece| {
         let piece = piece.map_err(|e| match super::extract::body_idle(&e) {
             Some(idle) => Error::BodyTimeout {
@@ -134,10 +130,7 @@ async fn append_apart(
     id: &str,
     owner: &str,
     append: Append,
-    (opened, body): (
-        Provisional,
-        impl Stream<Item = Result<Bytes>> + Send + 'static,
-    ),
+    body: impl Stream<Item = Result<Bytes>> + Send + 'static,
 ) -> Result<ResumableStatus> {
     let (s, id, owner) = (s.clone(), id.to_owned(), owner.to_owned());
     // The body is read ahead, up to READ_AHEAD pieces, by a task of its own.
@@ -154,12 +147,20 @@ async fn append_apart(
         rx.recv().await.map(|piece| (piece, rx))
     });
     let task = tokio::spawn(async move {
-        // The quota's hold lasts as long as the append, not the request.
-        let _opened = opened;
-        s.inner
+        let appended = s
+            .inner
             .chat
             .append_resumable(&id, &owner, append, body)
-            .await
+            .await;
+        // The upload's place in the quota lasts as long as the upload.
+        let ended = match &appended {
+            Ok(status) => status.finished,
+            Err(e) => matches!(e.status(), 400 | 404 | 410 | 413 | 415 | 422),
+        };
+        if ended {
+            s.close_upload(&id);
+        }
+        appended
     });
     match task.await {
         Ok(result) => result,
@@ -169,6 +170,20 @@ async fn append_apart(
             e.to_string(),
         )),
     }
+}
+
+/// Where an upload stands, in a task of its own: the commit it may run (an upload whose
+/// last byte's request went away) runs to its end whatever the client does.
+async fn status_apart(s: &Sandbox, id: &str, owner: &str) -> Result<ResumableStatus> {
+    let (s, id, owner) = (s.clone(), id.to_owned(), owner.to_owned());
+    let task = tokio::spawn(async move { s.inner.chat.resumable_status(&id, &owner).await });
+    task.await.unwrap_or_else(|e| {
+        Err(Error::io_other(
+            "reading a resumable upload",
+            std::io::ErrorKind::Other,
+            e.to_string(),
+        ))
+    })
 }
 
 fn expires(status: &ResumableStatus) -> Option<HeaderValue> {
@@ -301,11 +316,13 @@ pub(super) async fn tus_create(
         metadata: raw,
     };
     let mut status = receiver.create_resumable(creation, &owner).await?;
+    // The upload holds its place in the client's quota until it ends.
+    opened.name(&status.id);
     let at = location(&base, &s.inner.config.tus_path, &status.id)?;
     if upload {
         let append = Append::at(0).with_checksum(checksum);
-        let body = pieces(&s, &opened, body);
-        match append_apart(&s, &status.id, &owner, append, (opened, body)).await {
+        let body = pieces(&s, &status.id, body);
+        match append_apart(&s, &status.id, &owner, append, body).await {
             Ok(after) => status = after,
             Err(e) => {
                 // The upload exists all the same: its address goes with the error.
@@ -331,11 +348,7 @@ pub(super) async fn tus_head(
     headers: HeaderMap,
 ) -> Reply<Tus> {
     tus_version(text(&headers, "Tus-Resumable")?)?;
-    let status = s
-        .inner
-        .chat
-        .resumable_status(&id, &owner_scope(&headers))
-        .await?;
+    let status = status_apart(&s, &id, &owner_scope(&headers)).await?;
     let mut response = StatusCode::OK.into_response();
     tus_state(&mut response, &status);
     match status.length {
@@ -383,9 +396,9 @@ pub(super) async fn tus_patch(
     let append = Append::at(offset)
         .with_length(length)
         .with_checksum(checksum);
-    let opened = s.open_upload(&client, None, 0)?;
-    let body = pieces(&s, &opened, req.into_body());
-    let status = append_apart(&s, &id, &owner_scope(&headers), append, (opened, body)).await?;
+    s.hold_upload(&client, &id)?;
+    let body = pieces(&s, &id, req.into_body());
+    let status = append_apart(&s, &id, &owner_scope(&headers), append, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     tus_state(&mut response, &status);
     Ok(response)
@@ -424,6 +437,7 @@ pub(super) async fn tus_delete(
         .chat
         .cancel_resumable(&id, &owner_scope(&headers))
         .await?;
+    s.close_upload(&id);
     let mut response = StatusCode::NO_CONTENT.into_response();
     tus_headers(&mut response);
     Ok(response)
@@ -540,6 +554,7 @@ pub(super) async fn ietf_create(
         metadata: "",
     };
     let status = receiver.create_resumable(creation, &owner).await?;
+    opened.name(&status.id);
     let at = location(&base, &s.inner.config.ietf_path, &status.id)?;
     if let (true, Some(interim)) = (wants_interim, interim) {
         let head = format!(
@@ -557,8 +572,8 @@ pub(super) async fn ietf_create(
         }
     }
     let append = Append::at(0).with_length(length).completing(complete);
-    let body = pieces(&s, &opened, req.into_body());
-    let status = match append_apart(&s, &status.id, &owner, append, (opened, body)).await {
+    let body = pieces(&s, &status.id, req.into_body());
+    let status = match append_apart(&s, &status.id, &owner, append, body).await {
         Ok(status) => status,
         Err(e) => {
             let mut response = Failure::<Ietf>::from(e).into_response();
@@ -589,11 +604,7 @@ pub(super) async fn ietf_head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Reply<Ietf> {
-    let status = s
-        .inner
-        .chat
-        .resumable_status(&id, &owner_scope(&headers))
-        .await?;
+    let status = status_apart(&s, &id, &owner_scope(&headers)).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     insert(
         &mut response,
@@ -638,9 +649,9 @@ pub(super) async fn ietf_patch(
     )?;
     let length = ietf_length(&headers, offset, complete)?;
     let append = Append::at(offset).with_length(length).completing(complete);
-    let opened = s.open_upload(&client, None, 0)?;
-    let body = pieces(&s, &opened, req.into_body());
-    let status = append_apart(&s, &id, &owner_scope(&headers), append, (opened, body)).await?;
+    s.hold_upload(&client, &id)?;
+    let body = pieces(&s, &id, req.into_body());
+    let status = append_apart(&s, &id, &owner_scope(&headers), append, body).await?;
     if status.finished {
         return Ok(ietf_finished(&s, &base, &status, false).await?);
     }
@@ -664,6 +675,7 @@ pub(super) async fn ietf_delete(
         .chat
         .cancel_resumable(&id, &owner_scope(&headers))
         .await?;
+    s.close_upload(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

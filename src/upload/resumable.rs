@@ -111,6 +111,10 @@ pub struct ResumableUpload {
     lease: Option<Lease>,
     /// Bytes checked past the offset, not yet kept (not saved: a save needs none).
     checked: u64,
+    /// Where the furthest piece ever stored ends: pieces of an append that was undone (a
+    /// checksum mismatch) stay in the store until the same offsets are written again, so
+    /// the length may not end before them.
+    stored_end: u64,
 }
 
 impl ResumableUpload {
@@ -163,6 +167,7 @@ impl ResumableUpload {
             last_activity: now,
             lease: None,
             checked: 0,
+            stored_end: 0,
         })
     }
 
@@ -251,6 +256,12 @@ impl ResumableUpload {
 
     /// The error for a request to an upload that ended with `first`.
     fn refused(&self, first: &Error) -> Error {
+        // An expiry says so itself.
+        if matches!(first, Error::Recorded { status: 410, .. })
+            || matches!(first, Error::Resumable(ResumableProblem::Expired { .. }))
+        {
+            return first.clone();
+        }
         Error::Resumable(ResumableProblem::Refused {
             upload_id: self.id.to_string(),
             first: Box::new(first.clone()),
@@ -301,10 +312,10 @@ impl ResumableUpload {
             }
             return Ok(());
         }
-        if length < self.offset {
+        if length < self.offset.max(self.stored_end) {
             return Err(Error::Resumable(ResumableProblem::LengthBelowOffset {
                 length,
-                offset: self.offset,
+                offset: self.offset.max(self.stored_end),
             }));
         }
         if length == 0 {
@@ -383,8 +394,21 @@ impl ResumableUpload {
         let at = self.offset;
         self.offset += len;
         self.checked -= len;
+        self.stored_end = self.stored_end.max(self.offset);
         self.last_activity = now;
         Ok(at)
+    }
+
+    /// Notes that a piece ending at `end` is being stored before it is kept (an append
+    /// whose body must pass its checksum first): saved with the upload, so a length set
+    /// later cannot end before it.
+    pub fn storing_to(&mut self, end: u64) {
+        self.stored_end = self.stored_end.max(end);
+    }
+
+    /// Where the furthest piece ever stored ends.
+    pub fn stored_end(&self) -> u64 {
+        self.stored_end
     }
 
     /// Checks and keeps the next piece of an append in one step ([`Self::check`], then
@@ -470,15 +494,10 @@ impl ResumableUpload {
         if now <= self.deadline(ttl)? {
             return None;
         }
-        let idle = now
-            .duration_since(self.last_activity)
-            .unwrap_or_default()
-            .as_secs();
-        let err = Error::UploadExpired {
+        let err = Error::Resumable(ResumableProblem::Expired {
             upload_id: self.id.to_string(),
-            idle_secs: idle,
             ttl_secs: ttl.as_secs(),
-        };
+        });
         self.fail(err.clone());
         Some(err)
     }
@@ -531,7 +550,12 @@ impl ResumableUpload {
             },
             State::Finished => SavedState::Finished,
             State::Failed(e) => SavedState::Failed {
-                status: e.status(),
+                // HTTP's own status for a file over the limit, as the protocols' answers
+                // give it the first time (later requests answer the same).
+                status: match **e {
+                    Error::TooLarge { .. } => 413,
+                    _ => e.status(),
+                },
                 message: shorten(&e.wire_message(), 2048).into_owned(),
             },
         };
@@ -562,6 +586,7 @@ impl ResumableUpload {
             created: unix_millis(self.created),
             last_activity: unix_millis(self.last_activity),
             lease: self.lease.clone(),
+            stored_end: self.stored_end,
         })
     }
 
@@ -588,6 +613,8 @@ impl ResumableUpload {
         }
         let (state, inspector) = match record.state {
             SavedState::Receiving => {
+                // A policy narrowed since (a smaller limit): the upload is over it now.
+                check_length(policy, record.length.unwrap_or(record.offset))?;
                 let saved = record.inspector.ok_or_else(|| bad("no inspector"))?;
                 policy.check_file_name(&record.file_name)?;
                 let declared = policy.check_type(&record.file_type)?;
@@ -649,6 +676,7 @@ impl ResumableUpload {
             last_activity: from_millis(record.last_activity),
             lease: record.lease,
             checked: 0,
+            stored_end: record.stored_end.max(record.offset),
         })
     }
 }
@@ -713,6 +741,8 @@ pub struct ResumableRecord {
     /// Unix milliseconds.
     last_activity: u64,
     lease: Option<Lease>,
+    #[serde(default)]
+    stored_end: u64,
 }
 
 impl ResumableRecord {
@@ -724,6 +754,11 @@ impl ResumableRecord {
     /// Whether the saved upload was still taking bytes.
     pub fn is_receiving(&self) -> bool {
         self.state == SavedState::Receiving
+    }
+
+    /// Where the furthest piece ever stored ends (see [`ResumableUpload::stored_end`]).
+    pub fn stored_end(&self) -> u64 {
+        self.stored_end.max(self.offset)
     }
 
     /// Until when an append holds the upload's lease, if one does.

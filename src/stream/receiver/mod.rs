@@ -265,8 +265,16 @@ impl UploadReceiver {
 
 /// Parses and restores a stored session record.
 fn restore_session(policy: &Policy, id: &str, record: &[u8]) -> Result<UploadSession> {
-    let record: SessionRecord = serde_json::from_slice(record)
-        .map_err(|e| Error::corrupt(format!("the session record of upload {id}"), e.to_string()))?;
+    let record: SessionRecord = serde_json::from_slice(record).map_err(|e| {
+        // A resumable upload's (tus, IETF) is no chunked upload: not found as one.
+        if serde_json::from_slice::<crate::upload::ResumableRecord>(record).is_ok() {
+            Error::UploadNotFound {
+                upload_id: id.to_owned(),
+            }
+        } else {
+            Error::corrupt(format!("the session record of upload {id}"), e.to_string())
+        }
+    })?;
     check_own(UploadSession::restore(policy, record)?, id)
 }
 

@@ -48,6 +48,11 @@ pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// back before it is refused as locked: 5 s.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long one piece (a [`RESUMABLE_CHUNK`]) of a body may take to arrive: 60 s, a
+/// floor of about 17 KiB/s. A slower body ends its append (408), its bytes kept, so no
+/// request holds its place for ever.
+pub const PIECE_WAIT: Duration = Duration::from_secs(60);
+
 /// How many times a request loads the record again after losing a save to another one.
 const MAX_CONTENDED: usize = 8;
 
@@ -190,8 +195,9 @@ struct Held {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::UploadNotFound {
-        upload_id: shorten(id, 64).into_owned(),
+    Error::NotFound {
+        what: "upload",
+        id: shorten(id, 64).into_owned(),
     }
 }
 
@@ -302,8 +308,8 @@ impl UploadReceiver {
         for _ in 0..MAX_CONTENDED {
             let now = (self.clock)();
             let (mut upload, saved, version) = self.load_resumable(id, scope).await?;
-            if let Some(expired) = upload.expire_if_idle(now, self.ttl) {
-                return Err(self.end_resumable(&upload, &version, expired, now).await);
+            if let Some(gone) = upload.expire_if_idle(now, self.ttl) {
+                return Err(self.end_resumable(&upload, &version, gone, now).await);
             }
             if let Some(first) = upload.failure() {
                 return Err(Error::Resumable(ResumableProblem::Refused {
@@ -312,8 +318,17 @@ impl UploadReceiver {
                 }));
             }
             let token = random_id()?.to_string();
-            if upload.committing().is_none() || upload.leased_to_other(&token, now).is_some() {
+            // Every byte kept but not committed: the request that kept the last one went
+            // away before the commit (or its process did). Committed now.
+            let unfinished =
+                upload.committing().is_some() || (upload.is_receiving() && upload.is_complete());
+            if !unfinished || upload.leased_to_other(&token, now).is_some() {
                 return Ok(self.status_of(&upload));
+            }
+            if upload.is_receiving()
+                && let Err(e) = upload.finish(now)
+            {
+                return Err(self.end_resumable(&upload, &version, e, now).await);
             }
             upload.acquire(&token, now + WRITE_LEASE);
             let save = self.save_resumable(&upload, Some(&version), now);
@@ -391,8 +406,8 @@ impl UploadReceiver {
             advanced.as_mut().enable();
             let now = (self.clock)();
             let (mut upload, saved, version) = self.load_resumable(id, scope).await?;
-            if let Some(expired) = upload.expire_if_idle(now, self.ttl) {
-                return Err(self.end_resumable(&upload, &version, expired, now).await);
+            if let Some(gone) = upload.expire_if_idle(now, self.ttl) {
+                return Err(self.end_resumable(&upload, &version, gone, now).await);
             }
             upload.check_append(append.offset)?;
             if upload.leased_to_other(token, now).is_some() {
@@ -455,65 +470,33 @@ impl UploadReceiver {
     {
         let token = random_id()?.to_string();
         let mut held = self.lease_resumable(id, scope, &token, &append).await?;
-        let checked = append.checksum.is_some();
-        let mut hash = append
-            .checksum
-            .as_ref()
-            .map(|c| BodyHasher::spawn(c.algorithm));
-        let mut body = std::pin::pin!(body);
-        let mut buf = BytesMut::new();
-        let cut: Option<Error> = loop {
-            let piece = match body.next().await {
-                None => break None,
-                Some(Err(e)) => break Some(e.into()),
-                Some(Ok(piece)) => piece,
-            };
-            if let Some(hash) = &mut hash {
-                hash.update(piece.clone()).await;
+        let appended = self.append_held(&mut held, &append, body).await;
+        match appended {
+            Ok(None) => {}
+            // Cut off, but with every byte of the file in (the client hung up as soon as
+            // it had sent them): committed all the same.
+            Ok(Some(_)) if held.upload.is_complete() => {}
+            Ok(Some(cut)) => {
+                self.give_back(&mut held, false).await;
+                return Err(cut);
             }
-            let mut rest = &piece[..];
-            while !rest.is_empty() {
-                // Checked as they come (hashing overlaps the reading), kept once a
-                // piece reaches its chunk boundary.
-                if buf.capacity() == 0 {
-                    buf.reserve(held.upload.piece_len(usize::MAX));
-                }
-                let take = held.upload.piece_len(rest.len());
-                if let Err(e) = held.upload.check(&rest[..take]) {
-                    return Err(self.end_held(&mut held, e).await);
-                }
-                buf.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if held.upload.piece_len(usize::MAX) == RESUMABLE_CHUNK as usize {
-                    self.keep(&mut held, buf.split().freeze(), !checked).await?;
-                }
+            // Removed meanwhile (a DELETE while this append ran): the store's error is
+            // the removal's doing, not a fault.
+            Err(Error::Io(_) | Error::NotFound { .. } | Error::Contended { .. })
+                if matches!(
+                    self.store.load_session(&held.upload.id().to_string()).await,
+                    Ok(None)
+                ) =>
+            {
+                return Err(not_found(id));
             }
-        };
-        if let Some(e) = cut {
-            // The bytes that came are kept (the IETF draft's SHOULD); a checksummed body
-            // is all or nothing.
-            if !checked && !buf.is_empty() {
-                self.keep(&mut held, buf.split().freeze(), true).await?;
-            }
-            self.give_back(&mut held, checked).await;
-            return Err(e);
-        }
-        if !buf.is_empty() {
-            self.keep(&mut held, buf.split().freeze(), !checked).await?;
-        }
-        if let (Some(hash), Some(sum)) = (hash, &append.checksum)
-            && !hash.matches(&sum.digest).await
-        {
-            self.give_back(&mut held, true).await;
-            return Err(Error::Resumable(ResumableProblem::ChecksumMismatch {
-                algorithm: sum.algorithm.name(),
-            }));
+            Err(e) => return Err(e),
         }
         let now = (self.clock)();
         if append.completes {
             let offset = held.upload.offset();
             if let Err(e) = held.upload.set_length(offset) {
-                self.give_back(&mut held, checked).await;
+                self.give_back(&mut held, false).await;
                 return Err(e);
             }
         }
@@ -534,12 +517,106 @@ impl UploadReceiver {
         Ok(self.status_of(&held.upload))
     }
 
+    /// Reads `body` into the held upload: checked as it comes, stored piece by piece (see
+    /// [`Self::append_resumable`]), the checksum verified at its end. Leaves the upload
+    /// held and saved with every byte kept, ready to be completed or given back; a body
+    /// cut off (without a checksum) is `Ok(Some(why))`, its bytes kept.
+    async fn append_held<S, E>(
+        &self,
+        held: &mut Held,
+        append: &Append,
+        body: S,
+    ) -> Result<Option<Error>>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        Error: From<E>,
+    {
+        let checked = append.checksum.is_some();
+        let mut hash = append
+            .checksum
+            .as_ref()
+            .map(|c| BodyHasher::spawn(c.algorithm));
+        let mut body = std::pin::pin!(body);
+        let mut buf = BytesMut::new();
+        // With a checksum, a rejection waits for it: bytes damaged on the way are a 460
+        // (send them again), not the end of the upload.
+        let mut rejected: Option<Error> = None;
+        let mut piece_due = Instant::now() + PIECE_WAIT;
+        let cut: Option<Error> = loop {
+            let piece = match tokio::time::timeout_at(piece_due, body.next()).await {
+                Err(_) => {
+                    break Some(Error::Resumable(ResumableProblem::TooSlow {
+                        secs: PIECE_WAIT.as_secs(),
+                        bytes: RESUMABLE_CHUNK,
+                    }));
+                }
+                Ok(None) => break None,
+                Ok(Some(Err(e))) => break Some(e.into()),
+                Ok(Some(Ok(piece))) => piece,
+            };
+            if let Some(hash) = &mut hash {
+                hash.update(piece.clone()).await;
+            }
+            let mut rest = &piece[..];
+            while !rest.is_empty() && rejected.is_none() {
+                // Checked as they come (hashing overlaps the reading), kept once a
+                // piece reaches its chunk boundary.
+                if buf.capacity() == 0 {
+                    buf.reserve(held.upload.piece_len(usize::MAX));
+                }
+                let take = held.upload.piece_len(rest.len());
+                if let Err(e) = held.upload.check(&rest[..take]) {
+                    if !checked {
+                        return Err(self.end_held(held, e).await);
+                    }
+                    rejected = Some(e);
+                    break;
+                }
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if held.upload.piece_len(usize::MAX) == RESUMABLE_CHUNK as usize {
+                    self.keep(held, buf.split().freeze(), !checked).await?;
+                    piece_due = Instant::now() + PIECE_WAIT;
+                }
+            }
+        };
+        if let Some(e) = cut {
+            // The bytes that came are kept (the IETF draft's SHOULD); a checksummed body
+            // is all or nothing.
+            if checked {
+                self.give_back(held, true).await;
+                return Err(e);
+            }
+            if !buf.is_empty() {
+                self.keep(held, buf.split().freeze(), true).await?;
+            }
+            return Ok(Some(e));
+        }
+        if rejected.is_none() && !buf.is_empty() {
+            self.keep(held, buf.split().freeze(), !checked).await?;
+        }
+        if let (Some(hash), Some(sum)) = (hash, &append.checksum)
+            && !hash.matches(&sum.digest).await
+        {
+            self.give_back(held, true).await;
+            return Err(Error::Resumable(ResumableProblem::ChecksumMismatch {
+                algorithm: sum.algorithm.name(),
+            }));
+        }
+        if let Some(e) = rejected {
+            return Err(self.end_held(held, e).await);
+        }
+        Ok(None)
+    }
+
     /// Stores one checked piece and keeps it; with `save`, saves the upload after it
     /// (renewing the lease), else only renews the lease when it runs short.
     async fn keep(&self, held: &mut Held, data: Bytes, save: bool) -> Result<()> {
         let now = (self.clock)();
-        let at = held.upload.keep(data.len() as u64, now)?;
-        if let Err(e) = self.renew_if_short(held, now).await {
+        let len = data.len() as u64;
+        let at = held.upload.keep(len, now)?;
+        let storing_to = (!save).then(|| at + len);
+        if let Err(e) = self.renew_if_short(held, now, storing_to).await {
             self.give_back(held, true).await;
             return Err(e);
         }
@@ -579,15 +656,26 @@ impl UploadReceiver {
         Ok(())
     }
 
-    /// Renews the lease (saving the record as last saved, with the new lease) when it
-    /// has less than [`PUT_TIMEOUT`] + [`LEASE_MARGIN`] to run at `now`.
-    async fn renew_if_short(&self, held: &mut Held, now: SystemTime) -> Result<()> {
+    /// Saves the record as last saved, with the lease renewed, when the lease has less
+    /// than [`PUT_TIMEOUT`] + [`LEASE_MARGIN`] to run at `now`, or when a piece is about to
+    /// be stored past every piece the record knows of (`storing_to`, an append whose
+    /// checksum is still to pass: the record must know of it before it is in the store).
+    async fn renew_if_short(
+        &self,
+        held: &mut Held,
+        now: SystemTime,
+        storing_to: Option<u64>,
+    ) -> Result<()> {
         let until = held.upload.lease_until(&held.token);
-        if until.is_some_and(|u| u > now + PUT_TIMEOUT + LEASE_MARGIN) {
+        let record: ResumableRecord = serde_json::from_slice(&held.saved)?;
+        let further = storing_to.is_some_and(|end| end > record.stored_end());
+        if !further && until.is_some_and(|u| u > now + PUT_TIMEOUT + LEASE_MARGIN) {
             return Ok(());
         }
-        let record: ResumableRecord = serde_json::from_slice(&held.saved)?;
         let mut base = ResumableUpload::restore(&self.policy, record)?;
+        if let Some(end) = storing_to {
+            base.storing_to(end);
+        }
         base.acquire(&held.token, now + WRITE_LEASE);
         let encoded = encode(&base)?;
         let id = base.id().to_string();
