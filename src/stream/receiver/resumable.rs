@@ -301,7 +301,7 @@ impl UploadReceiver {
     ///
     /// # Errors
     ///
-    /// [`Error::UploadNotFound`]; [`Error::UploadExpired`] (its bytes are then released);
+    /// [`Error::NotFound`] (also for another owner's upload); [`ResumableProblem::Expired`] (its bytes are then released);
     /// [`ResumableProblem::Refused`] for an upload that ended with an error; the commit's
     /// errors.
     pub async fn resumable_status(&self, id: &str, scope: &str) -> Result<ResumableStatus> {
@@ -451,7 +451,7 @@ impl UploadReceiver {
     ///
     /// # Errors
     ///
-    /// [`Error::UploadNotFound`]; [`ResumableProblem::OffsetMismatch`],
+    /// [`Error::NotFound`]; [`ResumableProblem::OffsetMismatch`],
     /// [`ResumableProblem::Completed`], [`ResumableProblem::Locked`] (nothing read);
     /// [`ResumableProblem::ChecksumMismatch`] (nothing kept); the file's rejections
     /// ([`Error::TypeMismatch`], [`Error::TooLarge`], [`ResumableProblem::PastLength`],
@@ -791,7 +791,7 @@ impl UploadReceiver {
     ///
     /// # Errors
     ///
-    /// [`Error::UploadNotFound`]; [`Error::Io`] from the store.
+    /// [`Error::NotFound`]; [`Error::Io`] from the store.
     pub async fn cancel_resumable(&self, id: &str, scope: &str) -> Result<()> {
         let (upload, _, _) = self.load_resumable(id, scope).await?;
         let id = upload.id().to_string();
