@@ -1082,7 +1082,29 @@ async fn resumable_uploads_hold_their_place_in_the_quota_until_they_end() {
         patch(&a, 0, file.clone()).await.status(),
         StatusCode::NO_CONTENT
     );
-    let _c = create(&s, file.len(), "c.pdf", "application/pdf").await;
+    let c = create(&s, file.len(), "c.pdf", "application/pdf").await;
+    // A body cut off does not end its upload: it keeps its place.
+    let host = s.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "PATCH {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Upload-Offset: 0\r\nContent-Length: {}\r\n\r\n",
+        c.trim_start_matches(&s.url),
+        file.len()
+    );
+    cut_off(&s.url, &head, &file[..10]);
+    wait_for_offset(&c, 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fourth = tus(Method::POST, &format!("{}/files", s.url), TOKEN)
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fourth.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Deleting one gives its place back.
+    let deleted = tus(Method::DELETE, &c, TOKEN).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let _d = create(&s, file.len(), "d.pdf", "application/pdf").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,14 +357,22 @@ impl Sandbox {
     /// now unless it is open already (created by another process sharing the store, or
     /// its entry expired here), so its bytes count against the client's quota while it
     /// lives. Closed with [`Sandbox::close_upload`] once it ends.
-    pub(super) fn hold_upload(&self, client: &ClientKey, id: &str) -> Result<()> {
+    /// `bytes` are what the upload holds already (counted when it is opened here).
+    pub(super) fn hold_upload(&self, client: &ClientKey, id: &str, bytes: u64) -> Result<()> {
         let key = format!("client {}", client.0);
         let now = self.inner.started.elapsed();
         let mut quotas = self.quotas();
         if quotas.is_open(id) {
             return Ok(());
         }
-        quotas.open(id, &[key.as_str()], 0, now).map_err(refused)
+        quotas
+            .open(id, &[key.as_str()], bytes, now)
+            .map_err(refused)
+    }
+
+    /// Whether upload `id` holds a place in the quotas here.
+    pub(super) fn holds_upload(&self, id: &str) -> bool {
+        self.quotas().is_open(id)
     }
 
     /// Stages `bytes` more for upload `id`.

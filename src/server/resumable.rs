@@ -30,6 +30,20 @@ use crate::wire::resumable::{
     tus_integer, tus_version, upload_limit,
 };
 
+/// An upload id from the path, in its canonical text (the quota and the store key it so);
+/// one that is no upload id is kept as sent (it is not found).
+pub(super) struct CanonicalId(String);
+
+impl<'de> serde::Deserialize<'de> for CanonicalId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let sent = String::deserialize(d)?;
+        Ok(CanonicalId(
+            sent.parse::<crate::upload::RandomId>()
+                .map_or(sent, |id| id.to_string()),
+        ))
+    }
+}
+
 /// The file name of an upload whose client gave none.
 const DEFAULT_NAME: &str = "upload";
 
@@ -152,10 +166,14 @@ async fn append_apart(
             .chat
             .append_resumable(&id, &owner, append, body)
             .await;
-        // The upload's place in the quota lasts as long as the upload.
+        // The upload's place in the quota lasts as long as the upload: given back once
+        // it is finished, refused, expired or gone, not when a request of it fails.
         let ended = match &appended {
             Ok(status) => status.finished,
-            Err(e) => matches!(e.status(), 400 | 404 | 410 | 413 | 415 | 422),
+            Err(_) => match s.inner.chat.resumable_status(&id, &owner).await {
+                Ok(status) => status.finished,
+                Err(e) => !(e.status() >= 500 || matches!(e.status(), 408 | 409 | 423 | 429)),
+            },
         };
         if ended {
             s.close_upload(&id);
@@ -170,6 +188,17 @@ async fn append_apart(
             e.to_string(),
         )),
     }
+}
+
+/// Holds upload `id`'s place in `client`'s quota before an append: opened here, with the
+/// bytes it holds already, unless it is open here (it was created by another process
+/// sharing the store, or its place idled out).
+async fn hold(s: &Sandbox, client: &ClientKey, id: &str, owner: &str) -> Result<()> {
+    if s.holds_upload(id) {
+        return Ok(());
+    }
+    let status = status_apart(s, id, owner).await?;
+    s.hold_upload(client, id, status.offset)
 }
 
 /// Where an upload stands, in a task of its own: the commit it may run (an upload whose
@@ -344,7 +373,7 @@ pub(super) async fn tus_create(
 /// `HEAD` on a tus upload: its offset, length and metadata.
 pub(super) async fn tus_head(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     headers: HeaderMap,
 ) -> Reply<Tus> {
     tus_version(text(&headers, "Tus-Resumable")?)?;
@@ -377,7 +406,7 @@ pub(super) async fn tus_head(
 pub(super) async fn tus_patch(
     State(s): State<Sandbox>,
     Extension(client): Extension<ClientKey>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     req: Request,
 ) -> Reply<Tus> {
     let headers = req.headers().clone();
@@ -396,7 +425,7 @@ pub(super) async fn tus_patch(
     let append = Append::at(offset)
         .with_length(length)
         .with_checksum(checksum);
-    s.hold_upload(&client, &id)?;
+    hold(&s, &client, &id, &owner_scope(&headers)).await?;
     let body = pieces(&s, &id, req.into_body());
     let status = append_apart(&s, &id, &owner_scope(&headers), append, body).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -410,7 +439,7 @@ pub(super) async fn tus_patch(
 pub(super) async fn tus_override(
     state: State<Sandbox>,
     client: Extension<ClientKey>,
-    id: Path<String>,
+    id: Path<CanonicalId>,
     req: Request,
 ) -> Reply<Tus> {
     let method = text(req.headers(), "X-HTTP-Method-Override")?.unwrap_or("");
@@ -429,7 +458,7 @@ pub(super) async fn tus_override(
 /// `DELETE` on a tus upload (termination).
 pub(super) async fn tus_delete(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     headers: HeaderMap,
 ) -> Reply<Tus> {
     tus_version(text(&headers, "Tus-Resumable")?)?;
@@ -601,7 +630,7 @@ pub(super) async fn ietf_create(
 /// `HEAD` on an IETF upload: offset retrieval.
 pub(super) async fn ietf_head(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     headers: HeaderMap,
 ) -> Reply<Ietf> {
     let status = status_apart(&s, &id, &owner_scope(&headers)).await?;
@@ -629,7 +658,7 @@ pub(super) async fn ietf_head(
 pub(super) async fn ietf_patch(
     State(s): State<Sandbox>,
     Extension(client): Extension<ClientKey>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     req: Request,
 ) -> Reply<Ietf> {
     let headers = req.headers().clone();
@@ -649,7 +678,7 @@ pub(super) async fn ietf_patch(
     )?;
     let length = ietf_length(&headers, offset, complete)?;
     let append = Append::at(offset).with_length(length).completing(complete);
-    s.hold_upload(&client, &id)?;
+    hold(&s, &client, &id, &owner_scope(&headers)).await?;
     let body = pieces(&s, &id, req.into_body());
     let status = append_apart(&s, &id, &owner_scope(&headers), append, body).await?;
     if status.finished {
@@ -668,7 +697,7 @@ pub(super) async fn ietf_patch(
 /// `DELETE` on an IETF upload: cancellation.
 pub(super) async fn ietf_delete(
     State(s): State<Sandbox>,
-    Path(id): Path<String>,
+    Path(CanonicalId(id)): Path<CanonicalId>,
     headers: HeaderMap,
 ) -> Reply<Ietf> {
     s.inner

@@ -342,8 +342,17 @@ impl UploadReceiver {
                 version,
                 token,
             };
-            self.commit_resumable(&mut held, scope).await?;
-            return Ok(self.status_of(&held.upload));
+            let upload_id = held.upload.id().to_string();
+            return match self.commit_resumable(&mut held, scope).await {
+                // Deleted while it was being committed.
+                Err(Error::Io(_) | Error::NotFound { .. })
+                    if matches!(self.store.load_session(&upload_id).await, Ok(None)) =>
+                {
+                    Err(not_found(id))
+                }
+                Err(e) => Err(e),
+                Ok(()) => Ok(self.status_of(&held.upload)),
+            };
         }
         Err(Error::Contended {
             what: "upload",
@@ -470,44 +479,58 @@ impl UploadReceiver {
     {
         let token = random_id()?.to_string();
         let mut held = self.lease_resumable(id, scope, &token, &append).await?;
-        let appended = self.append_held(&mut held, &append, body).await;
-        match appended {
-            Ok(None) => {}
-            // Cut off, but with every byte of the file in (the client hung up as soon as
-            // it had sent them): committed all the same.
-            Ok(Some(_)) if held.upload.is_complete() => {}
-            Ok(Some(cut)) => {
-                self.give_back(&mut held, false).await;
-                return Err(cut);
-            }
+        let upload_id = held.upload.id().to_string();
+        match self.append_leased(&mut held, &append, scope, body).await {
             // Removed meanwhile (a DELETE while this append ran): the store's error is
             // the removal's doing, not a fault.
             Err(Error::Io(_) | Error::NotFound { .. } | Error::Contended { .. })
-                if matches!(
-                    self.store.load_session(&held.upload.id().to_string()).await,
-                    Ok(None)
-                ) =>
+                if matches!(self.store.load_session(&upload_id).await, Ok(None)) =>
             {
-                return Err(not_found(id));
+                Err(not_found(id))
             }
-            Err(e) => return Err(e),
+            other => other,
+        }
+    }
+
+    /// [`Self::append_resumable`] once the lease is taken.
+    async fn append_leased<S, E>(
+        &self,
+        held: &mut Held,
+        append: &Append,
+        scope: &str,
+        body: S,
+    ) -> Result<ResumableStatus>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        Error: From<E>,
+    {
+        let token = held.token.clone();
+        match self.append_held(held, append, body).await? {
+            None => {}
+            // Cut off, but with every byte of the file in (the client hung up as soon as
+            // it had sent them): committed all the same.
+            Some(_) if held.upload.is_complete() => {}
+            Some(cut) => {
+                self.give_back(held, false).await;
+                return Err(cut);
+            }
         }
         let now = (self.clock)();
         if append.completes {
             let offset = held.upload.offset();
             if let Err(e) = held.upload.set_length(offset) {
-                self.give_back(&mut held, false).await;
+                self.give_back(held, false).await;
                 return Err(e);
             }
         }
         if held.upload.is_complete() {
             if let Err(e) = held.upload.finish(now) {
-                return Err(self.end_held(&mut held, e).await);
+                return Err(self.end_held(held, e).await);
             }
             held.upload.acquire(&token, now + WRITE_LEASE);
             let save = self.save_resumable(&held.upload, Some(&held.version), now);
             held.version = save.await?;
-            self.commit_resumable(&mut held, scope).await?;
+            self.commit_resumable(held, scope).await?;
             return Ok(self.status_of(&held.upload));
         }
         held.upload.release(&token);
