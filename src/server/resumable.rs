@@ -269,11 +269,7 @@ pub(super) async fn tus_options(State(s): State<Sandbox>) -> Response {
 }
 
 fn max_size(s: &Sandbox) -> u64 {
-    let limits = &s.inner.config.chat.limits;
-    limits
-        .max_chunked_size
-        .unwrap_or(0)
-        .max(limits.max_single_size)
+    s.inner.config.chat.limits.max_file_size()
 }
 
 /// The address of upload `id` under `prefix`.

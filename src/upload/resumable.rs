@@ -251,7 +251,7 @@ impl ResumableUpload {
 
     /// The largest file the policy takes.
     pub fn max_size(&self) -> u64 {
-        max_size(&self.policy)
+        self.policy.limits.max_file_size()
     }
 
     /// The error for a request to an upload that ended with `first`.
@@ -452,14 +452,7 @@ impl ResumableUpload {
             }
         };
         debug_assert_eq!(verdict.size, length);
-        let info = AttachmentInfo {
-            file_name: self.file_name.clone(),
-            media_type: verdict.media_type,
-            size: verdict.size,
-            sha256: verdict.sha256,
-            dimensions: verdict.info.dimensions,
-            created: now,
-        };
+        let info = AttachmentInfo::accepted(&self.file_name, verdict, now);
         self.inspector = None;
         self.state = State::Committing(Box::new(info.clone()));
         self.last_activity = now;
@@ -681,17 +674,8 @@ impl ResumableUpload {
     }
 }
 
-/// The largest file `policy` takes in any upload.
-fn max_size(policy: &Policy) -> u64 {
-    let limits = &policy.limits;
-    limits
-        .max_chunked_size
-        .unwrap_or(0)
-        .max(limits.max_single_size)
-}
-
 fn check_length(policy: &Policy, length: u64) -> Result<()> {
-    let limit = max_size(policy);
+    let limit = policy.limits.max_file_size();
     if length > limit {
         let kind = if policy.limits.max_chunked_size.is_some_and(|c| c == limit) {
             SizeLimit::Chunked
@@ -887,7 +871,7 @@ mod tests {
         let creation = Creation {
             file_name: "a.bin",
             file_type: "application/octet-stream",
-            length: Some(max_size(&Policy::chat()) + 1),
+            length: Some(Policy::chat().limits.max_file_size() + 1),
             metadata: "",
         };
         let err = ResumableUpload::create(

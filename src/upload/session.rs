@@ -42,6 +42,24 @@ pub struct AttachmentInfo {
     pub created: SystemTime,
 }
 
+impl AttachmentInfo {
+    /// The file `file_name` as the Inspector's `verdict` accepted it, at `created`.
+    pub(crate) fn accepted(
+        file_name: &str,
+        verdict: crate::inspect::Inspection,
+        created: SystemTime,
+    ) -> Self {
+        AttachmentInfo {
+            file_name: file_name.to_owned(),
+            media_type: verdict.media_type,
+            size: verdict.size,
+            sha256: verdict.sha256,
+            dimensions: verdict.info.dimensions,
+            created,
+        }
+    }
+}
+
 /// What to do with a chunk an [`UploadSession`] accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -874,14 +892,7 @@ impl UploadSession {
             number,
             offset,
             data,
-            attachment: AttachmentInfo {
-                file_name: self.file_name.clone(),
-                media_type: verdict.media_type,
-                size: verdict.size,
-                sha256: verdict.sha256,
-                dimensions: verdict.info.dimensions,
-                created: now,
-            },
+            attachment: AttachmentInfo::accepted(&self.file_name, verdict, now),
         })
     }
 }

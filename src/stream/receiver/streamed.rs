@@ -122,14 +122,7 @@ impl UploadReceiver {
                     .put_chunk(&upload_id, number, offset, buf.freeze())
                     .await?;
             }
-            Ok(AttachmentInfo {
-                file_name: file_name.to_owned(),
-                media_type: verdict.media_type,
-                size: verdict.size,
-                sha256: verdict.sha256,
-                dimensions: verdict.info.dimensions,
-                created: (self.clock)(),
-            })
+            Ok(AttachmentInfo::accepted(file_name, verdict, (self.clock)()))
         }
         .await;
         match stored {
